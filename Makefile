@@ -1,0 +1,45 @@
+# vtpmboot. `make test` is what CI runs (after scripts/deps.sh); `make demo`
+# is the end-to-end show. See README.md.
+GO      ?= go
+GOFLAGS ?=
+export CGO_ENABLED ?= 0
+
+.PHONY: all build test test-short deps vet fmt-check bench demo fuzz clean
+
+all: build
+
+build:
+	$(GO) build ./...
+
+deps:
+	scripts/deps.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# The whole suite: unit, swtpm cross-checks, real filesystem images and the
+# QEMU end-to-end boots. The race detector needs cgo.
+test: fmt-check vet
+	CGO_ENABLED=1 $(GO) test -race -timeout 40m ./...
+
+# Unit tests only (no QEMU boots), for quick iteration.
+test-short:
+	$(GO) test -short ./...
+
+# Runs every fuzz target briefly; FUZZTIME=5m for a real session.
+FUZZTIME ?= 20s
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+bench:
+	bench/run.sh
+
+demo:
+	scripts/demo.sh
+
+clean:
+	rm -rf out .cache/build

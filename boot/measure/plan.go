@@ -1,0 +1,150 @@
+// Package measure is the measurement plan of vtpmboot: which bytes are
+// hashed, in which order, into which PCR, and with which event-log text.
+// The stub and pcrsim both call Plan and Apply; nothing else decides what a
+// measurement is, so a prediction cannot drift from what the stub does.
+package measure
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/vtpmboot/vtpmboot/tpmfront"
+)
+
+// Kind names what a measurement covers; the strings appear in pcrsim's JSON.
+type Kind string
+
+const (
+	KindKernel  Kind = "kernel"
+	KindCmdline Kind = "cmdline"
+	KindInitrd  Kind = "initrd"
+)
+
+// The PCRs of the measurement contract (version 1), following the order of
+// Xen's pv-grub vTPM patch: kernel into 4, command line then initrd into 5.
+const (
+	PCRKernel  = 4
+	PCRCmdline = 5
+	PCRInitrd  = 5
+)
+
+// Inputs is what a boot entry resolves to.
+type Inputs struct {
+	Kernel Source
+	// Initrds are measured as one concatenation, in order, as they are
+	// handed to the kernel; none at all measures the empty string.
+	Initrds []Source
+	// Cmdline is the exact command line the next kernel receives, with no
+	// trailing NUL.
+	Cmdline string
+}
+
+// Measurement is one extend of the plan.
+type Measurement struct {
+	PCR  int
+	Kind Kind
+	// Source names what was measured: the kernel path, the initrd paths
+	// joined by spaces, or the command line itself.
+	Source  string
+	Digests tpmfront.Digests
+	// EventData is the event-log text of this measurement (EV_IPL).
+	EventData []byte
+}
+
+// Event-log texts. They are part of the contract: pcrsim writes the same
+// log the stub prints, so changing them changes no PCR but does change
+// every log a verifier has stored.
+const (
+	eventPrefixKernel  = "vtpmboot kernel: "
+	eventPrefixCmdline = "vtpmboot cmdline: "
+	eventPrefixInitrd  = "vtpmboot initrd: "
+	noInitrdName       = "(none)"
+)
+
+// Plan hashes the inputs in every bank and returns the three measurements
+// of the contract in order. A nil hasher means StreamHasher{}.
+func Plan(algs []tpmfront.Alg, in Inputs, h Hasher) ([]Measurement, error) {
+	if len(algs) == 0 {
+		return nil, errors.New("measurement plan: no PCR banks")
+	}
+	if in.Kernel == nil {
+		return nil, errors.New("measurement plan: no kernel")
+	}
+	if h == nil {
+		h = StreamHasher{}
+	}
+	kd, err := h.Hash(algs, []Source{in.Kernel})
+	if err != nil {
+		return nil, fmt.Errorf("measure kernel: %w", err)
+	}
+	initrdNames := make([]string, len(in.Initrds))
+	for i, s := range in.Initrds {
+		initrdNames[i] = s.Name()
+	}
+	// Hashing zero sources yields the empty-string digest, which is what
+	// pv-grub extended when an entry had no initrd.
+	id, err := h.Hash(algs, in.Initrds)
+	if err != nil {
+		return nil, fmt.Errorf("measure initrd: %w", err)
+	}
+	initrdName := strings.Join(initrdNames, " ")
+	if len(in.Initrds) == 0 {
+		initrdName = noInitrdName
+	}
+	return []Measurement{
+		{PCR: PCRKernel, Kind: KindKernel, Source: in.Kernel.Name(), Digests: kd,
+			EventData: []byte(eventPrefixKernel + in.Kernel.Name())},
+		{PCR: PCRCmdline, Kind: KindCmdline, Source: in.Cmdline, Digests: HashBytes(algs, []byte(in.Cmdline)),
+			EventData: []byte(eventPrefixCmdline + in.Cmdline)},
+		{PCR: PCRInitrd, Kind: KindInitrd, Source: initrdName, Digests: id,
+			EventData: []byte(eventPrefixInitrd + initrdName)},
+	}, nil
+}
+
+// Step is a measurement as applied to a Target, with the PCR around it.
+type Step struct {
+	Measurement
+	Before, After tpmfront.Digests
+}
+
+// Apply extends each measurement into t in order, reading the PCR before
+// and after each extend for the trace. It stops at the first failure and
+// returns the steps that completed, so a caller can say how far it got.
+func Apply(t tpmfront.Target, ms []Measurement) ([]Step, error) {
+	banks, err := t.Banks()
+	if err != nil {
+		return nil, fmt.Errorf("list PCR banks: %w", err)
+	}
+	var steps []Step
+	for _, m := range ms {
+		if err := tpmfront.CheckDigests(banks, m.Digests); err != nil {
+			return steps, fmt.Errorf("%s measurement for PCR %d: %w", m.Kind, m.PCR, err)
+		}
+		before, err := readAll(t, m.PCR, banks)
+		if err != nil {
+			return steps, err
+		}
+		if err := t.Extend(m.PCR, m.Digests); err != nil {
+			return steps, fmt.Errorf("extend PCR %d with %s digest: %w", m.PCR, m.Kind, err)
+		}
+		after, err := readAll(t, m.PCR, banks)
+		if err != nil {
+			return steps, err
+		}
+		steps = append(steps, Step{Measurement: m, Before: before, After: after})
+	}
+	return steps, nil
+}
+
+func readAll(t tpmfront.Target, pcr int, banks []tpmfront.Alg) (tpmfront.Digests, error) {
+	d := make(tpmfront.Digests, len(banks))
+	for _, a := range banks {
+		v, err := t.ReadPCR(pcr, a)
+		if err != nil {
+			return nil, fmt.Errorf("read PCR %d (%v): %w", pcr, a, err)
+		}
+		d[a] = v
+	}
+	return d, nil
+}

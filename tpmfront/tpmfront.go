@@ -1,0 +1,77 @@
+// Package tpmfront is where measurements go: a TPM 1.2 or 2.0 (a Linux
+// character device or an swtpm socket) or a software PCR bank that computes
+// the same values. The stub extends a real vTPM through it; pcrsim extends
+// a Soft bank through the very same interface, so both follow one code path.
+package tpmfront
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Version tells which kind of PCR store a Target is.
+type Version int
+
+const (
+	VersionSoftware Version = iota
+	Version12
+	Version20
+)
+
+func (v Version) String() string {
+	switch v {
+	case Version12:
+		return "TPM 1.2"
+	case Version20:
+		return "TPM 2.0"
+	}
+	return "software PCR bank"
+}
+
+// NumPCRs is the number of PCRs of a PC Client TPM.
+const NumPCRs = 24
+
+// Target is a PCR store that measurements are extended into.
+type Target interface {
+	// Version says whether this is a TPM 1.2, a TPM 2.0 or a software bank.
+	Version() Version
+	// Banks lists the active PCR banks in canonical order. On TPM 2.0 these
+	// are the allocated banks (TPM_CAP_PCRS); on TPM 1.2 it is only SHA1.
+	Banks() ([]Alg, error)
+	// Extend extends pcr in every active bank at once. digests must carry
+	// exactly one digest of the right size for each active bank: extending
+	// only some banks would leave the others open to a later forged extend.
+	Extend(pcr int, digests Digests) error
+	// ReadPCR returns the current value of pcr in bank alg.
+	ReadPCR(pcr int, alg Alg) ([]byte, error)
+	Close() error
+}
+
+// ErrBankMismatch is returned by Extend when the digests do not cover
+// exactly the active banks.
+var ErrBankMismatch = errors.New("digests do not match the active PCR banks")
+
+// CheckDigests verifies that d has exactly one correctly sized digest for
+// each of banks. Every Target implementation calls it before extending.
+func CheckDigests(banks []Alg, d Digests) error {
+	if len(d) != len(banks) {
+		return fmt.Errorf("%w: have %v, active %v", ErrBankMismatch, d.Algs(), banks)
+	}
+	for _, a := range banks {
+		v, ok := d[a]
+		if !ok {
+			return fmt.Errorf("%w: no %v digest (active %v)", ErrBankMismatch, a, banks)
+		}
+		if len(v) != a.Size() {
+			return fmt.Errorf("%w: %v digest is %d bytes, want %d", ErrBankMismatch, a, len(v), a.Size())
+		}
+	}
+	return nil
+}
+
+func checkPCR(pcr int) error {
+	if pcr < 0 || pcr >= NumPCRs {
+		return fmt.Errorf("PCR %d out of range 0..%d", pcr, NumPCRs-1)
+	}
+	return nil
+}
