@@ -1,0 +1,134 @@
+package measure
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand"
+	"testing"
+
+	"github.com/vtpmboot/vtpmboot/tpmfront"
+)
+
+// The expected values here are computed with crypto/sha1 and crypto/sha256
+// directly from the contract in shared/design-notes.md, not with any code
+// of this package.
+func TestPlanMatchesContract(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	kernel := make([]byte, 3<<20+17) // not a multiple of the chunk size
+	rng.Read(kernel)
+	i1 := make([]byte, 1<<20)
+	rng.Read(i1)
+	i2 := []byte("second initrd")
+	cmdline := `root=/dev/xvda1 ro quiet msg="héllo wörld" 'x'`
+
+	for _, tc := range []struct {
+		name    string
+		initrds [][]byte
+	}{
+		{"no initrd", nil},
+		{"one initrd", [][]byte{i1}},
+		{"two initrds", [][]byte{i1, i2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := Inputs{Kernel: BytesSource("/boot/vmlinuz", kernel), Cmdline: cmdline}
+			var all []byte
+			for i, b := range tc.initrds {
+				in.Initrds = append(in.Initrds, BytesSource("/boot/initrd"+string(rune('0'+i)), b))
+				all = append(all, b...)
+			}
+			for _, chunk := range []int{0, 4096, 1000003} {
+				ms, err := Plan(tpmfront.DefaultAlgs, in, StreamHasher{ChunkSize: chunk})
+				if err != nil {
+					t.Fatal(err)
+				}
+				soft, _ := tpmfront.NewSoft(tpmfront.DefaultAlgs)
+				if _, err := Apply(soft, ms); err != nil {
+					t.Fatal(err)
+				}
+				want1 := expect1(kernel, cmdline, all)
+				want256 := expect256(kernel, cmdline, all)
+				for pcr, w := range map[int][]byte{4: want1[0], 5: want1[1]} {
+					got, _ := soft.ReadPCR(pcr, tpmfront.SHA1)
+					if !bytes.Equal(got, w) {
+						t.Errorf("chunk %d: sha1 PCR %d = %x, want %x", chunk, pcr, got, w)
+					}
+				}
+				for pcr, w := range map[int][]byte{4: want256[0], 5: want256[1]} {
+					got, _ := soft.ReadPCR(pcr, tpmfront.SHA256)
+					if !bytes.Equal(got, w) {
+						t.Errorf("chunk %d: sha256 PCR %d = %x, want %x", chunk, pcr, got, w)
+					}
+				}
+				if ms[0].Kind != KindKernel || ms[1].Kind != KindCmdline || ms[2].Kind != KindInitrd {
+					t.Errorf("order = %s %s %s", ms[0].Kind, ms[1].Kind, ms[2].Kind)
+				}
+			}
+		})
+	}
+}
+
+func expect1(kernel []byte, cmdline string, initrd []byte) [2][]byte {
+	zero := make([]byte, 20)
+	k := sha1.Sum(kernel)
+	p4 := sha1.Sum(append(append([]byte{}, zero...), k[:]...))
+	c := sha1.Sum([]byte(cmdline))
+	p5a := sha1.Sum(append(append([]byte{}, zero...), c[:]...))
+	i := sha1.Sum(initrd)
+	p5 := sha1.Sum(append(p5a[:], i[:]...))
+	return [2][]byte{p4[:], p5[:]}
+}
+
+func expect256(kernel []byte, cmdline string, initrd []byte) [2][]byte {
+	zero := make([]byte, 32)
+	k := sha256.Sum256(kernel)
+	p4 := sha256.Sum256(append(append([]byte{}, zero...), k[:]...))
+	c := sha256.Sum256([]byte(cmdline))
+	p5a := sha256.Sum256(append(append([]byte{}, zero...), c[:]...))
+	i := sha256.Sum256(initrd)
+	p5 := sha256.Sum256(append(p5a[:], i[:]...))
+	return [2][]byte{p4[:], p5[:]}
+}
+
+type failingSource struct{ after int }
+
+func (f failingSource) Name() string { return "/boot/broken" }
+func (f failingSource) Open() (io.ReadCloser, error) {
+	return io.NopCloser(io.MultiReader(bytes.NewReader(make([]byte, f.after)), errReader{})), nil
+}
+
+type errReader struct{}
+
+var errDisk = errors.New("I/O error")
+
+func (errReader) Read([]byte) (int, error) { return 0, errDisk }
+
+func TestPlanReadErrorNamesFile(t *testing.T) {
+	for _, algs := range [][]tpmfront.Alg{{tpmfront.SHA1}, tpmfront.DefaultAlgs} {
+		_, err := Plan(algs, Inputs{Kernel: failingSource{after: 5 << 20}}, nil)
+		if !errors.Is(err, errDisk) {
+			t.Fatalf("err = %v, want the read error", err)
+		}
+		if !bytes.Contains([]byte(err.Error()), []byte("/boot/broken")) {
+			t.Errorf("error %q does not name the file", err)
+		}
+	}
+}
+
+func TestApplyRefusesPartialBanks(t *testing.T) {
+	soft, _ := tpmfront.NewSoft([]tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256})
+	ms, err := Plan([]tpmfront.Alg{tpmfront.SHA256}, Inputs{Kernel: BytesSource("k", []byte("k"))}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps, err := Apply(soft, ms)
+	if !errors.Is(err, tpmfront.ErrBankMismatch) || len(steps) != 0 {
+		t.Fatalf("Apply with a missing bank: steps %d, err %v", len(steps), err)
+	}
+	got, _ := soft.ReadPCR(4, tpmfront.SHA256)
+	if !bytes.Equal(got, make([]byte, 32)) {
+		t.Errorf("PCR 4 changed although the plan was refused")
+	}
+}
