@@ -1,0 +1,693 @@
+package grub2
+
+import (
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+
+	"github.com/vtpmboot/vtpmboot/boot/bls"
+	"github.com/vtpmboot/vtpmboot/boot/entry"
+	"github.com/vtpmboot/vtpmboot/boot/grub2/grubenv"
+)
+
+func (in *interp) lookup(c *ctx, name string) (string, bool) {
+	switch name {
+	case "#":
+		return strconv.Itoa(len(c.args)), true
+	case "@", "*":
+		return strings.Join(c.args, " "), true
+	}
+	if n, err := strconv.Atoi(name); err == nil && name[0] != '-' {
+		if n >= 1 && n <= len(c.args) {
+			return c.args[n-1], true
+		}
+		return "", false
+	}
+	v, ok := c.vars[name]
+	if name == "root" {
+		in.rootUsed = true
+	}
+	return v, ok
+}
+
+// expand turns a word into arguments as grub_script_arglist_to_argv does:
+// unquoted variables are split at whitespace (the first field joins the
+// text before it), quoted text always yields an argument, and a word made
+// only of empty unquoted variables yields none.
+func (in *interp) expand(c *ctx, w word) ([]string, error) {
+	var out []string
+	var cur strings.Builder
+	started := false
+	for _, p := range w {
+		switch p.kind {
+		case pLit, pQuote:
+			cur.WriteString(p.text)
+			started = true
+		case pDQVar:
+			v, _ := in.lookup(c, p.text)
+			cur.WriteString(v)
+			started = true
+		case pVar:
+			v, _ := in.lookup(c, p.text)
+			// grub_script_argv_split_append
+			s := v
+			for len(s) > 0 {
+				i := 0
+				for i < len(s) && !isSpace(s[i]) {
+					i++
+				}
+				cur.WriteString(s[:i])
+				started = true
+				s = s[i:]
+				for len(s) > 0 && isSpace(s[0]) {
+					s = s[1:]
+				}
+				if len(s) > 0 {
+					out = append(out, cur.String())
+					cur.Reset()
+				}
+			}
+		}
+		if cur.Len() > MaxVarSize {
+			return nil, fmt.Errorf("argument longer than %d bytes", MaxVarSize)
+		}
+	}
+	if started {
+		out = append(out, cur.String())
+	}
+	return out, nil
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+func isName(s string) bool {
+	if s == "" || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isVarChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func (in *interp) setVar(c *ctx, name, val string) error {
+	if len(val) > MaxVarSize {
+		return fmt.Errorf("value of %s longer than %d bytes", name, MaxVarSize)
+	}
+	if name == "root" {
+		in.rootSet = true
+	}
+	c.vars[name] = val
+	return nil
+}
+
+// silent are commands with no effect on what is booted.
+var silent = map[string]bool{
+	"insmod": true, "set_gfxmode": true, "terminal_output": true, "terminal_input": true,
+	"terminal": true, "gfxmode": true, "loadfont": true, "font": true, "background_image": true,
+	"echo": true, "save_env": true, "savedefault": true, "recordfail": true, "serial": true,
+	"gfxterm": true, "play": true, "sleep": true, "clear": true, "load_video": true,
+	"set_background_color": true, "timeout": true, "rmmod": true, "boot": true,
+	"cryptomount": true, "lsefi": true, "probe": true, "export_env": true,
+	"fwsetup": true, "hwmatch": true, "keystatus": true, "setparams": true,
+	"regexp": true, "videoinfo": true, "smbios": true, "tpm": true, "cutmem": true,
+}
+
+func (in *interp) command(c *ctx, lv *level, file string, line int, argv []string, depth int) (int, error) {
+	name := argv[0]
+	where := fmt.Sprintf("%s:%d", file, line)
+	// name=value (GRUB accepts assignments without "set").
+	if i := strings.IndexByte(name, '='); i > 0 && isName(name[:i]) && len(argv) == 1 {
+		return 0, in.setVar(c, name[:i], name[i+1:])
+	}
+	if f, ok := in.funcs[name]; ok {
+		if in.calls >= MaxCallDepth {
+			return 1, fmt.Errorf("%s: function calls nested deeper than %d", where, MaxCallDepth)
+		}
+		in.calls++
+		saved := c.args
+		c.args = argv[1:]
+		st, err := in.runList(c, lv, file, f.body, depth)
+		c.args = saved
+		in.calls--
+		return st, err
+	}
+	switch name {
+	case "set":
+		for _, a := range argv[1:] {
+			k, v, ok := strings.Cut(a, "=")
+			if !ok || !isName(k) {
+				continue
+			}
+			if err := in.setVar(c, k, v); err != nil {
+				return 1, fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		return 0, nil
+	case "unset":
+		for _, a := range argv[1:] {
+			delete(c.vars, a)
+		}
+		return 0, nil
+	case "export":
+		for _, a := range argv[1:] {
+			c.exported[a] = true
+		}
+		return 0, nil
+	case "true":
+		return 0, nil
+	case "false":
+		return 1, nil
+	case "[":
+		if argv[len(argv)-1] != "]" {
+			return 1, &entry.SyntaxError{File: file, Line: line, Msg: "[ without ]"}
+		}
+		return in.test(argv[1 : len(argv)-1]), nil
+	case "test":
+		return in.test(argv[1:]), nil
+	case "load_env":
+		return in.loadEnv(c, where, argv[1:]), nil
+	case "search", "search.fs_uuid", "search.fs_label", "search.file":
+		in.search(c, where, argv)
+		return 0, nil
+	case "source", "configfile":
+		if len(argv) < 2 {
+			return 1, &entry.SyntaxError{File: file, Line: line, Msg: name + " without a file"}
+		}
+		p, err := resolveGrubPath(argv[1])
+		if err != nil {
+			in.warn(fmt.Sprintf("%s: %s %q: %v", where, name, argv[1], err))
+			return 1, nil
+		}
+		if name == "source" {
+			if _, err := fs.Stat(in.fsys, p); err != nil {
+				in.warn(fmt.Sprintf("%s: source %s: %v", where, p, err))
+				return 1, nil
+			}
+			return 0, in.runSourced(c, lv, p, depth+1)
+		}
+		if lv == nil {
+			in.warn(fmt.Sprintf("%s: configfile inside a menu entry not followed", where))
+			return 0, nil
+		}
+		// configfile shows the new file's menu instead of this one.
+		nl := &level{}
+		if err := in.runFile(newCtx(c), nl, p, depth+1); err != nil {
+			return 1, err
+		}
+		in.replaced = nl
+		return 0, nil
+	case "blscfg", "bls_import":
+		if lv == nil {
+			in.warn(fmt.Sprintf("%s: blscfg inside a menu entry ignored", where))
+			return 0, nil
+		}
+		return in.blscfg(c, lv, file, where, argv[1:])
+	case "linux", "linux16", "linuxefi":
+		if in.cur == nil {
+			in.warn(fmt.Sprintf("%s: %s outside a menu entry ignored", where, name))
+			return 0, nil
+		}
+		if len(argv) < 2 {
+			in.warn(fmt.Sprintf("%s: %s without a file", where, name))
+			return 1, nil
+		}
+		in.cur.kernelArg = argv[1]
+		in.cur.linuxArgs = argv[1:]
+		in.cur.initrds = nil
+		in.cur.bootable = true
+		return 0, nil
+	case "initrd", "initrd16", "initrdefi":
+		if in.cur == nil {
+			in.warn(fmt.Sprintf("%s: %s outside a menu entry ignored", where, name))
+			return 0, nil
+		}
+		if !in.cur.bootable {
+			in.warn(fmt.Sprintf("%s: %s before linux (GRUB: \"you need to load the kernel first\")", where, name))
+			return 1, nil
+		}
+		// GRUB's initrd takes "--newc:name:" style options only on
+		// some builds; they are not paths.
+		in.cur.initrds = nil
+		for _, a := range argv[1:] {
+			if strings.HasPrefix(a, "--") {
+				in.warn(fmt.Sprintf("%s: initrd option %q ignored", where, a))
+				continue
+			}
+			in.cur.initrds = append(in.cur.initrds, a)
+		}
+		return 0, nil
+	case "chainloader", "multiboot", "multiboot2", "kfreebsd", "knetbsd", "kopenbsd", "ntldr", "appleloader", "xnu_kernel", "xnu_kernel64":
+		if in.cur != nil {
+			in.cur.bootable = false
+			in.cur.kernelArg = name
+		}
+		return 0, nil
+	case "return", "break", "continue", "exit", "shift", "menuentry_id_option":
+		return 0, nil
+	}
+	if silent[name] {
+		return 0, nil
+	}
+	in.warn(fmt.Sprintf("%s: unsupported command %q treated as succeeding", where, name))
+	return 0, nil
+}
+
+func (in *interp) runSourced(c *ctx, lv *level, p string, depth int) error {
+	if depth > MaxSourceDepth {
+		return fmt.Errorf("%s: source/configfile nested deeper than %d", p, MaxSourceDepth)
+	}
+	data, err := entry.ReadConfig(in.fsys, p)
+	if err != nil {
+		return err
+	}
+	nodes, err := parseScript(p, string(data))
+	if err != nil {
+		return toEntryError(err)
+	}
+	_, err = in.runList(c, lv, p, nodes, depth)
+	return err
+}
+
+func (in *interp) loadEnv(c *ctx, where string, args []string) int {
+	file := ""
+	var white []string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "-f" || a == "--file":
+			if i+1 < len(args) {
+				file = args[i+1]
+				i++
+			}
+		case strings.HasPrefix(a, "--file="):
+			file = a[len("--file="):]
+		case a == "-s" || a == "--skip-sig":
+		default:
+			white = append(white, a)
+		}
+	}
+	if file == "" {
+		file = c.vars["prefix"] + "/grubenv"
+	}
+	p, err := resolveGrubPath(file)
+	if err != nil {
+		in.warn(fmt.Sprintf("%s: load_env %q: %v", where, file, err))
+		return 1
+	}
+	data, err := entry.ReadConfig(in.fsys, p)
+	if err != nil {
+		in.warn(fmt.Sprintf("%s: load_env: %v", where, err))
+		return 1
+	}
+	vars, err := grubenv.Parse(data)
+	if err != nil {
+		in.warn(fmt.Sprintf("%s: load_env %s: %v", where, p, err))
+		return 1
+	}
+	for _, v := range vars {
+		if len(white) > 0 && !contains(white, v.Name) {
+			continue
+		}
+		if len(v.Value) <= MaxVarSize {
+			c.vars[v.Name] = v.Value
+		}
+	}
+	return 0
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// search cannot be run: the device it finds is a property of the machine.
+// The config's own filesystem is assumed; a --set variable not yet set
+// takes $root's value.
+func (in *interp) search(c *ctx, where string, argv []string) {
+	v := "root"
+	for i, a := range argv {
+		if strings.HasPrefix(a, "--set=") {
+			v = a[len("--set="):]
+		} else if a == "--set" || a == "-s" {
+			if i+1 < len(argv) && !strings.HasPrefix(argv[i+1], "-") {
+				v = argv[i+1]
+			}
+		}
+	}
+	if strings.HasPrefix(argv[0], "search.") && len(argv) >= 3 {
+		v = argv[2]
+	}
+	if _, ok := c.vars[v]; !ok {
+		c.vars[v] = c.vars["root"]
+	}
+	in.warn(fmt.Sprintf("%s: search assumed to find the config's own filesystem; %s=%q", where, v, c.vars[v]))
+}
+
+func (in *interp) fileTest(op, p string) bool {
+	rp, err := resolveGrubPath(p)
+	if err != nil {
+		return false
+	}
+	st, err := fs.Stat(in.fsys, rp)
+	if err != nil {
+		return false
+	}
+	switch op {
+	case "-d":
+		return st.IsDir()
+	case "-f":
+		return !st.IsDir()
+	case "-s":
+		return !st.IsDir() && st.Size() > 0
+	}
+	return true
+}
+
+// test is GRUB's test/[ for the forms grub-mkconfig writes: string and
+// integer comparisons, -n/-z, file tests, !, -a, -o and one-word truth.
+func (in *interp) test(args []string) int {
+	if in.testExpr(args) {
+		return 0
+	}
+	return 1
+}
+
+func (in *interp) testExpr(a []string) bool {
+	for i, x := range a {
+		if x == "-o" {
+			return in.testExpr(a[:i]) || in.testExpr(a[i+1:])
+		}
+	}
+	for i, x := range a {
+		if x == "-a" {
+			return in.testExpr(a[:i]) && in.testExpr(a[i+1:])
+		}
+	}
+	if len(a) > 0 && a[0] == "!" {
+		return !in.testExpr(a[1:])
+	}
+	if len(a) >= 2 && a[0] == "(" && a[len(a)-1] == ")" {
+		return in.testExpr(a[1 : len(a)-1])
+	}
+	switch len(a) {
+	case 0:
+		return false
+	case 1:
+		return a[0] != ""
+	case 2:
+		switch a[0] {
+		case "-n":
+			return a[1] != ""
+		case "-z":
+			return a[1] == ""
+		case "-e", "-f", "-d", "-s":
+			return in.fileTest(a[0], a[1])
+		}
+		return false
+	case 3:
+		x, op, y := a[0], a[1], a[2]
+		switch op {
+		case "=", "==":
+			return x == y
+		case "!=":
+			return x != y
+		case "<":
+			return x < y
+		case ">":
+			return x > y
+		case "<=":
+			return x <= y
+		case ">=":
+			return x >= y
+		case "-eq", "-ne", "-lt", "-le", "-gt", "-ge":
+			xi, _ := strconv.ParseInt(x, 10, 64)
+			yi, _ := strconv.ParseInt(y, 10, 64)
+			switch op {
+			case "-eq":
+				return xi == yi
+			case "-ne":
+				return xi != yi
+			case "-lt":
+				return xi < yi
+			case "-le":
+				return xi <= yi
+			case "-gt":
+				return xi > yi
+			}
+			return xi >= yi
+		}
+	}
+	in.warn(fmt.Sprintf("test %q not understood; taken as false", strings.Join(a, " ")))
+	return false
+}
+
+// blscfg mirrors Fedora's blscfg: entries from $blsdir, /loader/entries
+// or /boot/loader/entries of $root (here: the config's filesystem), each
+// turned into the script blscfg generates and run like any menuentry.
+func (in *interp) blscfg(c *ctx, lv *level, file, where string, args []string) (int, error) {
+	if len(args) > 0 {
+		in.warn(fmt.Sprintf("%s: blscfg %s: arguments ignored, all entries added", where, strings.Join(args, " ")))
+	}
+	dirs := []string{"loader/entries", "boot/loader/entries"}
+	if d, ok := c.vars["blsdir"]; ok {
+		rd, err := resolveGrubPath(d)
+		if err != nil {
+			in.warn(fmt.Sprintf("%s: blsdir %q: %v", where, d, err))
+			return 1, nil
+		}
+		dirs = []string{rd}
+	}
+	var ents []bls.GRUBEntry
+	var err error
+	for _, d := range dirs {
+		var warns []string
+		ents, warns, err = bls.LoadGRUB(in.fsys, d)
+		if err == nil {
+			for _, w := range warns {
+				in.warn(w)
+			}
+			break
+		}
+	}
+	if err != nil {
+		in.warn(fmt.Sprintf("%s: blscfg found no entries directory: %v", where, err))
+		return 0, nil
+	}
+	look := func(n string) (string, bool) { v, ok := c.vars[n]; return v, ok }
+	for _, g := range ents {
+		var opts string
+		has := g.HasOptions
+		if has {
+			opts = bls.ExpandGRUB(g.Options, look)
+		} else if v, ok := c.vars["default_kernelopts"]; ok {
+			opts, has = bls.ExpandGRUB(v, look), true
+		}
+		if opts == "" {
+			// expand_val returns NULL for an empty result.
+			has = false
+		}
+		var src strings.Builder
+		src.WriteString("load_video\nset gfxpayload=keep\ninsmod gzio\n")
+		src.WriteString("linux ($root)" + g.Linux)
+		if has {
+			src.WriteString(" " + opts)
+		}
+		src.WriteString("\n")
+		if len(g.Initrds) > 0 {
+			src.WriteString("initrd")
+			for _, i := range g.Initrds {
+				src.WriteString(" ($root)" + i)
+			}
+			src.WriteString("\n")
+		}
+		it := &item{file: g.File, line: g.Line, title: g.Title, id: g.ID, src: src.String(), args: []string{g.Title}}
+		if err := in.addItem(lv, it); err != nil {
+			return 1, err
+		}
+	}
+	return 0, nil
+}
+
+// flatten appends lv's bootable entries to m in menu order.
+func (in *interp) flatten(m *entry.Menu, lv *level, prefix string) {
+	for i, it := range lv.items {
+		mp := prefix + strconv.Itoa(i)
+		if it.sub != nil {
+			in.flatten(m, it.sub, mp+">")
+			continue
+		}
+		if !it.bootable {
+			if it.kernelArg != "" {
+				in.warn(fmt.Sprintf("%s:%d: entry %q uses %s; not bootable by vtpmboot", it.file, it.line, it.title, it.kernelArg))
+			} else {
+				in.warn(fmt.Sprintf("%s:%d: entry %q has no linux command", it.file, it.line, it.title))
+			}
+			continue
+		}
+		e := entry.Entry{Format: entry.GRUB2, Config: it.file, Line: it.line, Index: len(m.Entries),
+			MenuPath: mp, Title: it.title, ID: it.id, Initrds: []string{}}
+		k, err := resolveGrubPath(it.kernelArg)
+		if err != nil {
+			in.warn(fmt.Sprintf("%s:%d: entry %q: kernel: %v", it.file, it.line, it.title, err))
+			continue
+		}
+		e.Kernel = k
+		bad := false
+		for _, ir := range it.initrds {
+			r, err := resolveGrubPath(ir)
+			if err != nil {
+				in.warn(fmt.Sprintf("%s:%d: entry %q: initrd: %v", it.file, it.line, it.title, err))
+				bad = true
+				break
+			}
+			e.Initrds = append(e.Initrds, r)
+		}
+		if bad {
+			continue
+		}
+		e.Cmdline = "BOOT_IMAGE=" + LoaderCmdline(it.linuxArgs)
+		m.Entries = append(m.Entries, e)
+	}
+}
+
+// LoaderCmdline is grub_create_loader_cmdline (grub-core/lib/cmdline.c):
+// arguments joined by single spaces; '\', '\” and '"' escaped with a
+// backslash unless the backslash starts a \xHH sequence; an argument
+// containing a space wrapped in double quotes. GRUB's linux loader puts
+// "BOOT_IMAGE=" before it, with the kernel path as the first argument.
+func LoaderCmdline(args []string) string {
+	var b strings.Builder
+	for i, a := range args {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		space := strings.IndexByte(a, ' ') >= 0
+		if space {
+			b.WriteByte('"')
+		}
+		for j := 0; j < len(a); j++ {
+			ch := a[j]
+			if ch == '\\' && j+3 < len(a) && a[j+1] == 'x' && isHex(a[j+2]) && isHex(a[j+3]) {
+				b.WriteString(a[j : j+4])
+				j += 3
+				continue
+			}
+			if ch == '\\' || ch == '\'' || ch == '"' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(ch)
+		}
+		if space {
+			b.WriteByte('"')
+		}
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+// chooseDefault follows GRUB's normal mode: $default (after the script)
+// names an item by number, title or id, with "a>b" descending into
+// submenus; anything else, or nothing, means item 0. Submenus run in a
+// new context, so their default is their own $default or 0.
+func (in *interp) chooseDefault(m *entry.Menu, lv *level) {
+	def := lv.ctx.vars["default"]
+	reason := "no default set: first entry"
+	if def != "" {
+		reason = fmt.Sprintf("default=%q", def)
+	}
+	var mp string
+	cur := lv
+	parts := strings.Split(def, ">")
+	if def == "" {
+		parts = nil
+	}
+	ok := true
+	for {
+		idx := 0
+		if len(parts) > 0 {
+			idx = findItem(cur, parts[0])
+			parts = parts[1:]
+			if idx < 0 {
+				ok = false
+				idx = 0
+			}
+		} else if cur != lv {
+			if d := cur.ctx.vars["default"]; d != "" {
+				if idx = findItem(cur, d); idx < 0 {
+					idx = 0
+				}
+			}
+		}
+		if idx >= len(cur.items) {
+			ok = false
+			idx = 0
+		}
+		if len(cur.items) == 0 {
+			break
+		}
+		mp += strconv.Itoa(idx)
+		it := cur.items[idx]
+		if it.sub == nil {
+			break
+		}
+		mp += ">"
+		cur = it.sub
+	}
+	if !ok {
+		in.warn(fmt.Sprintf("default=%q names no menu item; GRUB falls back to entry 0", def))
+		reason += " names nothing: entry 0"
+		mp = firstPath(lv)
+	}
+	for i, e := range m.Entries {
+		if e.MenuPath == mp {
+			m.Default = i
+			m.DefaultReason = reason + " -> " + mp
+			return
+		}
+	}
+	in.warn(fmt.Sprintf("default menu item %s is not a bootable Linux entry; using %q", mp, m.Entries[0].Title))
+	m.Default = 0
+	m.DefaultReason = reason + " -> " + mp + " not bootable: first bootable entry"
+}
+
+func firstPath(lv *level) string {
+	mp := ""
+	for len(lv.items) > 0 {
+		mp += "0"
+		if lv.items[0].sub == nil {
+			return mp
+		}
+		mp += ">"
+		lv = lv.items[0].sub
+	}
+	return mp
+}
+
+// findItem is GRUB's get_entry_number: a decimal number, else the first
+// item whose title or id equals s.
+func findItem(lv *level, s string) int {
+	if n, err := strconv.Atoi(s); err == nil && s != "" && s[0] >= '0' && s[0] <= '9' {
+		if n < len(lv.items) {
+			return n
+		}
+		return -1
+	}
+	for i, it := range lv.items {
+		if it.title == s || (it.id != "" && it.id == s) {
+			return i
+		}
+	}
+	return -1
+}
