@@ -1,0 +1,16 @@
+//go:build !linux
+
+package tpmfront
+
+import (
+	"errors"
+	"os"
+)
+
+func autoDevice() (string, error) {
+	return "", errors.New("no default TPM device on this system: name a device or an swtpm socket")
+}
+
+func openDeviceFile(path string) (*os.File, error) { return os.OpenFile(path, os.O_RDWR, 0) }
+
+func deviceVersion(string) Version { return 0 }
