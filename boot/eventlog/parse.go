@@ -21,16 +21,36 @@ func (c *cursor) errf(at int, format string, args ...any) error {
 	return fmt.Errorf("%w: offset %d (0x%x): %s", ErrMalformed, at, at, fmt.Sprintf(format, args...))
 }
 
-func (c *cursor) bytes(n int, what string) ([]byte, error) {
+// field names what a read is for in errors: the event number (-1 for the
+// Spec ID header) and field are kept apart so the description is only
+// formatted when something is wrong, not for every field of a good log.
+type field struct {
+	ev   int
+	name string
+	alg  tpmfront.Alg // for digests; 0 otherwise
+}
+
+func (f field) String() string {
+	s := f.name
+	if f.alg != 0 {
+		s = f.alg.String() + " " + s
+	}
+	if f.ev < 0 {
+		return "Spec ID event " + s
+	}
+	return fmt.Sprintf("event %d %s", f.ev, s)
+}
+
+func (c *cursor) bytes(n int, what field) ([]byte, error) {
 	if n < 0 || n > c.left() {
-		return nil, c.errf(c.off, "%s needs %d bytes, only %d left", what, n, c.left())
+		return nil, c.errf(c.off, "%v needs %d bytes, only %d left", what, n, c.left())
 	}
 	v := c.b[c.off : c.off+n]
 	c.off += n
 	return v, nil
 }
 
-func (c *cursor) u32(what string) (uint32, error) {
+func (c *cursor) u32(what field) (uint32, error) {
 	b, err := c.bytes(4, what)
 	if err != nil {
 		return 0, err
@@ -38,7 +58,7 @@ func (c *cursor) u32(what string) (uint32, error) {
 	return binary.LittleEndian.Uint32(b), nil
 }
 
-func (c *cursor) u16(what string) (uint16, error) {
+func (c *cursor) u16(what field) (uint16, error) {
 	b, err := c.bytes(2, what)
 	if err != nil {
 		return 0, err
@@ -46,7 +66,7 @@ func (c *cursor) u16(what string) (uint16, error) {
 	return binary.LittleEndian.Uint16(b), nil
 }
 
-func (c *cursor) u8(what string) (uint8, error) {
+func (c *cursor) u8(what field) (uint8, error) {
 	b, err := c.bytes(1, what)
 	if err != nil {
 		return 0, err
@@ -91,18 +111,18 @@ func Parse(b []byte) (*Log, error) {
 
 func parseSHA1Event(c *cursor, n int) (Event, error) {
 	start := c.off
-	pcr, err := c.u32(fmt.Sprintf("event %d PCR index", n))
+	pcr, err := c.u32(field{n, "PCR index", 0})
 	if err != nil {
 		return Event{}, err
 	}
 	if pcr >= tpmfront.NumPCRs {
 		return Event{}, c.errf(start, "event %d: PCR index %d out of range 0..%d", n, pcr, tpmfront.NumPCRs-1)
 	}
-	typ, err := c.u32(fmt.Sprintf("event %d type", n))
+	typ, err := c.u32(field{n, "type", 0})
 	if err != nil {
 		return Event{}, err
 	}
-	digest, err := c.bytes(20, fmt.Sprintf("event %d SHA-1 digest", n))
+	digest, err := c.bytes(20, field{n, "digest", tpmfront.SHA1})
 	if err != nil {
 		return Event{}, err
 	}
@@ -120,14 +140,14 @@ func parseSHA1Event(c *cursor, n int) (Event, error) {
 
 func eventData(c *cursor, n int) ([]byte, error) {
 	at := c.off
-	size, err := c.u32(fmt.Sprintf("event %d data size", n))
+	size, err := c.u32(field{n, "data size", 0})
 	if err != nil {
 		return nil, err
 	}
 	if size > MaxEventData {
 		return nil, c.errf(at, "event %d: data size %d over the %d-byte limit", n, size, MaxEventData)
 	}
-	data, err := c.bytes(int(size), fmt.Sprintf("event %d data", n))
+	data, err := c.bytes(int(size), field{n, "data", 0})
 	if err != nil {
 		return nil, err
 	}
@@ -170,54 +190,53 @@ func parseCryptoAgile(c *cursor, header Event) (*Log, error) {
 // parseSpecID decodes TCG_EfiSpecIDEvent.
 func parseSpecID(c *cursor) ([]specAlg, error) {
 	errf := func(at int, format string, args ...any) error { return c.errf(at, "Spec ID event: "+format, args...) }
-	wrap := func(err error) error { return fmt.Errorf("Spec ID event: %w", err) }
-	if _, err := c.bytes(16, "signature"); err != nil {
-		return nil, wrap(err)
+	if _, err := c.bytes(16, field{-1, "signature", 0}); err != nil {
+		return nil, err
 	}
-	if _, err := c.u32("platformClass"); err != nil {
-		return nil, wrap(err)
+	if _, err := c.u32(field{-1, "platformClass", 0}); err != nil {
+		return nil, err
 	}
 	at := c.off
-	minor, err := c.u8("specVersionMinor")
+	minor, err := c.u8(field{-1, "specVersionMinor", 0})
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
-	major, err := c.u8("specVersionMajor")
+	major, err := c.u8(field{-1, "specVersionMajor", 0})
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
 	if major != specVersionMajor || minor != specVersionMinor {
 		return nil, errf(at, "spec version %d.%d, want %d.%d", major, minor, specVersionMajor, specVersionMinor)
 	}
-	if _, err := c.u8("specErrata"); err != nil {
-		return nil, wrap(err)
+	if _, err := c.u8(field{-1, "specErrata", 0}); err != nil {
+		return nil, err
 	}
 	at = c.off
-	un, err := c.u8("uintnSize")
+	un, err := c.u8(field{-1, "uintnSize", 0})
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
 	if un != 1 && un != 2 {
 		return nil, errf(at, "uintnSize %d, want 1 or 2", un)
 	}
 	at = c.off
-	num, err := c.u32("numberOfAlgorithms")
+	num, err := c.u32(field{-1, "numberOfAlgorithms", 0})
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
 	if num == 0 || num > MaxDigests {
 		return nil, errf(at, "numberOfAlgorithms %d, want 1..%d", num, MaxDigests)
 	}
 	algs := make([]specAlg, 0, num)
-	for i := range int(num) {
+	for range int(num) {
 		at = c.off
-		id, err := c.u16(fmt.Sprintf("algorithm %d id", i))
+		id, err := c.u16(field{-1, "algorithm id", 0})
 		if err != nil {
-			return nil, wrap(err)
+			return nil, err
 		}
-		size, err := c.u16(fmt.Sprintf("algorithm %d digest size", i))
+		size, err := c.u16(field{-1, "algorithm digest size", 0})
 		if err != nil {
-			return nil, wrap(err)
+			return nil, err
 		}
 		for _, a := range algs {
 			if a.id == id {
@@ -233,9 +252,9 @@ func parseSpecID(c *cursor) ([]specAlg, error) {
 		algs = append(algs, specAlg{id: id, size: int(size)})
 	}
 	at = c.off
-	vendor, err := c.u8("vendorInfoSize")
+	vendor, err := c.u8(field{-1, "vendorInfoSize", 0})
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
 	if int(vendor) != c.left() {
 		return nil, errf(at, "vendorInfoSize %d but %d bytes follow", vendor, c.left())
@@ -245,30 +264,35 @@ func parseSpecID(c *cursor) ([]specAlg, error) {
 
 func parseEvent2(c *cursor, n int, algs []specAlg) (Event, error) {
 	start := c.off
-	pcr, err := c.u32(fmt.Sprintf("event %d PCR index", n))
+	pcr, err := c.u32(field{n, "PCR index", 0})
 	if err != nil {
 		return Event{}, err
 	}
 	if pcr >= tpmfront.NumPCRs {
 		return Event{}, c.errf(start, "event %d: PCR index %d out of range 0..%d", n, pcr, tpmfront.NumPCRs-1)
 	}
-	typ, err := c.u32(fmt.Sprintf("event %d type", n))
+	typ, err := c.u32(field{n, "type", 0})
 	if err != nil {
 		return Event{}, err
 	}
 	at := c.off
-	count, err := c.u32(fmt.Sprintf("event %d digest count", n))
+	count, err := c.u32(field{n, "digest count", 0})
 	if err != nil {
 		return Event{}, err
 	}
 	if count > MaxDigests || int(count) > len(algs) {
 		return Event{}, c.errf(at, "event %d: %d digests, but the Spec ID header lists %d algorithms", n, count, len(algs))
 	}
-	d := make(tpmfront.Digests, count)
+	// No map for digest-less events (EV_NO_ACTION): they are the cheapest
+	// to pack into a hostile log.
+	var d tpmfront.Digests
+	if count > 0 {
+		d = make(tpmfront.Digests, count)
+	}
 	var seen [MaxDigests]uint16
 	for i := range int(count) {
 		at = c.off
-		id, err := c.u16(fmt.Sprintf("event %d digest %d algorithm", n, i))
+		id, err := c.u16(field{n, "digest algorithm", 0})
 		if err != nil {
 			return Event{}, err
 		}
@@ -288,7 +312,7 @@ func parseEvent2(c *cursor, n int, algs []specAlg) (Event, error) {
 			// Without the header's size the rest of the log cannot be found.
 			return Event{}, c.errf(at, "event %d: digest algorithm 0x%04x is not in the Spec ID header", n, id)
 		}
-		v, err := c.bytes(size, fmt.Sprintf("event %d %v digest", n, tpmfront.Alg(id)))
+		v, err := c.bytes(size, field{n, "digest", tpmfront.Alg(id)})
 		if err != nil {
 			return Event{}, err
 		}

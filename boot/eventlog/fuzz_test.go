@@ -1,0 +1,148 @@
+package eventlog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/internal/testenv"
+	"github.com/vtpmboot/vtpmboot/tpmfront"
+)
+
+func FuzzParse(f *testing.F) {
+	paths, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "testdata", "eventlog", "*.bin"))
+	if err != nil || len(paths) == 0 {
+		f.Fatalf("no seed logs in testdata/eventlog (%v)", err)
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, boot := range sampleBoots {
+		for _, algs := range [][]tpmfront.Alg{{tpmfront.SHA1}, {tpmfront.SHA1, tpmfront.SHA256}, tpmfront.AllAlgs} {
+			format := CryptoAgile
+			if len(algs) == 1 {
+				format = SHA1Log
+			}
+			b, err := Marshal(format, algs, boot.plan(f, algs))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := Parse(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error does not wrap ErrMalformed: %v", err)
+			}
+			return
+		}
+		// Whatever Parse keeps comes out of the input, so it cannot exceed it.
+		kept := 0
+		for i, e := range l.Events {
+			if e.PCR < 0 || e.PCR >= tpmfront.NumPCRs {
+				t.Fatalf("event %d: PCR %d", i, e.PCR)
+			}
+			kept += len(e.Data)
+			for a, v := range e.Digests {
+				if !a.Valid() || len(v) != a.Size() {
+					t.Fatalf("event %d: %v digest of %d bytes", i, a, len(v))
+				}
+				kept += len(v)
+			}
+		}
+		if kept > len(b) {
+			t.Fatalf("parsed %d bytes of digests and data from a %d-byte log", kept, len(b))
+		}
+		if len(l.Algs) == 0 {
+			return
+		}
+		soft, err := tpmfront.NewSoft(l.Algs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		replayErr := l.Replay(soft)
+
+		// A log whose events all carry every bank re-encodes: Write and
+		// Parse must agree with each other on arbitrary contents.
+		var ms []measure.Measurement
+		for _, e := range l.Events {
+			if tpmfront.CheckDigests(l.Algs, e.Digests) != nil {
+				return
+			}
+			ms = append(ms, measure.Measurement{PCR: e.PCR, Digests: e.Digests, EventData: e.Data})
+		}
+		if replayErr != nil {
+			t.Fatalf("replay of a log with every digest: %v", replayErr)
+		}
+		out, err := Marshal(l.Format, l.Algs, ms)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		l2, err := Parse(out)
+		if err != nil {
+			t.Fatalf("parse re-encoded log: %v", err)
+		}
+		if l2.Format != l.Format || len(l2.Events) != len(l.Events) {
+			t.Fatalf("re-encoded log: %v with %d events, want %v with %d", l2.Format, len(l2.Events), l.Format, len(l.Events))
+		}
+		for i, e := range l2.Events {
+			want := l.Events[i]
+			if e.PCR != want.PCR || !bytes.Equal(e.Data, want.Data) {
+				t.Fatalf("re-encoded event %d differs", i)
+			}
+			for _, a := range l.Algs {
+				if !bytes.Equal(e.Digests[a], want.Digests[a]) {
+					t.Fatalf("re-encoded event %d %v digest differs", i, a)
+				}
+			}
+		}
+	})
+}
+
+// TestParseAllocationBounded feeds the logs that pack the most events into
+// the fewest bytes and checks the memory Parse allocates stays a small
+// multiple of the input: a hostile log must not cost more than it weighs.
+func TestParseAllocationBounded(t *testing.T) {
+	const n = 50000
+	var agile bytes.Buffer
+	hdr, err := Marshal(CryptoAgile, []tpmfront.Alg{tpmfront.SHA1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agile.Write(hdr)
+	for range n {
+		// PCR 0, EV_NO_ACTION, zero digests, zero data: 12 bytes.
+		binary.Write(&agile, binary.LittleEndian, [3]uint32{0, EVNoAction, 0})
+		agile.Write([]byte{0, 0, 0, 0})
+	}
+	sha1 := bytes.Repeat(make([]byte, 32), n)
+	for name, b := range map[string][]byte{"crypto-agile": agile.Bytes(), "sha1": sha1} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		l, err := Parse(b)
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(l.Events) != n {
+			t.Fatalf("%s: %d events, want %d", name, len(l.Events), n)
+		}
+		ratio := float64(after.TotalAlloc-before.TotalAlloc) / float64(len(b))
+		t.Logf("%s: %d-byte log, %.1f bytes allocated per input byte", name, len(b), ratio)
+		if ratio > 32 {
+			t.Errorf("%s: Parse allocated %.0fx its input", name, ratio)
+		}
+	}
+}
