@@ -284,7 +284,11 @@ func specEntry(f *File, env map[string]string, envPath string) (entry.Entry, []s
 		return e, nil, fmt.Errorf("linux: %w", err)
 	}
 	e.Kernel = k
+	look := func(n string) (string, bool) { v, ok := env[n]; return v, ok }
 	for _, ir := range f.all("initrd") {
+		if strings.Contains(ir, "$") {
+			ir = ExpandGRUB(ir, look)
+		}
 		// systemd-boot accepts several initrds on one line too.
 		for _, p := range strings.Fields(ir) {
 			r, err := entry.ResolvePath(".", p)
@@ -305,7 +309,7 @@ func specEntry(f *File, env map[string]string, envPath string) (entry.Entry, []s
 		} else {
 			warns = append(warns, fmt.Sprintf("%s: options $variables expanded from %s as GRUB's blscfg would", f.Name, envPath))
 		}
-		opts = ExpandGRUB(opts, func(n string) (string, bool) { v, ok := env[n]; return v, ok })
+		opts = ExpandGRUB(opts, look)
 	}
 	e.Cmdline = opts
 	for _, p := range f.Pairs {

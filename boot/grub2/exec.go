@@ -76,6 +76,12 @@ func (in *interp) expand(c *ctx, w word) ([]string, error) {
 	if started {
 		out = append(out, cur.String())
 	}
+	for _, a := range out {
+		in.work += len(a) + 1
+	}
+	if in.work > MaxWork {
+		return nil, fmt.Errorf("more than %d bytes of expanded arguments; giving up", MaxWork)
+	}
 	return out, nil
 }
 

@@ -21,7 +21,8 @@ import (
 const (
 	MaxSourceDepth = 8       // nested source/configfile
 	MaxCallDepth   = 32      // nested function calls
-	MaxSteps       = 200000  // commands executed in total
+	MaxSteps       = 20000   // commands executed in total
+	MaxWork        = 8 << 20 // bytes produced by expansion in total
 	MaxVarSize     = 1 << 16 // bytes in one variable's value
 	MaxItems       = 4096    // menu items
 )
@@ -160,6 +161,8 @@ type interp struct {
 	seen        map[string]bool
 	funcs       map[string]*funcNode
 	steps       int
+	items       int
+	work        int
 	calls       int
 	replaced    *level
 	// cur is the entry whose body is running, nil at menu level.
@@ -384,18 +387,8 @@ func (in *interp) menu(c *ctx, lv *level, file string, n *menuNode, depth int) (
 }
 
 func (in *interp) addItem(lv *level, it *item) error {
-	total := 0
-	var count func(*level)
-	count = func(l *level) {
-		for _, x := range l.items {
-			total++
-			if x.sub != nil {
-				count(x.sub)
-			}
-		}
-	}
-	count(lv)
-	if total >= MaxItems {
+	in.items++
+	if in.items > MaxItems {
 		return fmt.Errorf("%s:%d: more than %d menu items", it.file, it.line, MaxItems)
 	}
 	lv.items = append(lv.items, it)

@@ -1,0 +1,164 @@
+package bls
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/vtpmboot/vtpmboot/internal/testenv"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/bls/*.golden")
+
+var goldenCases = []struct{ dir, entries string }{
+	{"systemd-boot", "loader/entries"},
+	{"fedora", "boot/loader/entries"},
+}
+
+func TestGolden(t *testing.T) {
+	root := filepath.Join(testenv.RepoRoot(), "testdata", "bls")
+	for _, c := range goldenCases {
+		t.Run(c.dir, func(t *testing.T) {
+			m, err := Parse(os.DirFS(filepath.Join(root, c.dir)), c.entries)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := json.MarshalIndent(m, "", "  ")
+			got = append(got, '\n')
+			gf := filepath.Join(root, c.dir+".golden")
+			if *update {
+				if err := os.WriteFile(gf, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(gf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("differs from golden:\n%s", got)
+			}
+		})
+	}
+}
+
+// Expected orders are rpm's documented vercmp results.
+func TestVerCmp(t *testing.T) {
+	cases := []struct {
+		a, b string
+		want int
+	}{
+		{"1.0", "1.0", 0}, {"1.0", "2.0", -1}, {"2.0", "1.0", 1},
+		{"5.14.0-362.24.1", "5.14.0-362.8.1", 1}, {"1.0a", "1.0", 1},
+		{"1.0~rc1", "1.0", -1}, {"1.0^", "1.0", 0} /* blscfg's copy predates rpm's caret */, {"1.0+1", "1.0", 1},
+		{"010", "10", 0}, {"1.a", "1.1", -1}, {"fc40", "fc39", 1}, {"", "0", -1},
+	}
+	for _, c := range cases {
+		if got := VerCmp(c.a, c.b); got != c.want {
+			t.Errorf("VerCmp(%q,%q)=%d want %d", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestGRUBQuirks(t *testing.T) {
+	fsys := fstest.MapFS{
+		"loader/entries/a-1.0-1.conf":  {Data: []byte("title A\nlinux /a\n\noptions never-read\n")},
+		"loader/entries/a-2.0-1.conf":  {Data: []byte("linux /b\noptions one\noptions two\ninitrd /i1\ninitrd /i2 /i3\n")},
+		"loader/entries/a-02.0-1.conf": {Data: []byte("linux /dup\n")},
+		"loader/entries/noLinux.conf":  {Data: []byte("title x\n")},
+		"loader/entries/.hidden.conf":  {Data: []byte("linux /h\n")},
+	}
+	ents, warns, err := LoadGRUB(fsys, "loader/entries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range ents {
+		ids = append(ids, e.ID)
+	}
+	// a-02.0-1 sorts before a-2.0-1 by name and so is kept; a-2.0-1 then
+	// compares equal and is dropped, as bls_add_entry does.
+	if strings.Join(ids, ",") != "a-02.0-1,a-1.0-1" {
+		t.Fatalf("order %v warnings %q", ids, warns)
+	}
+	if ents[1].HasOptions {
+		t.Errorf("options after an empty line must not be read: %+v", ents[1])
+	}
+	if ents[0].Title != "/dup" {
+		t.Errorf("title fallback to linux path: %q", ents[0].Title)
+	}
+}
+
+func TestExpandGRUB(t *testing.T) {
+	env := map[string]string{"kernelopts": "root=/x ro", "a_1": "A"}
+	look := func(n string) (string, bool) { v, ok := env[n]; return v, ok }
+	cases := map[string]string{
+		"$kernelopts $tuned_params": "root=/x ro ",
+		"x$a_1.y":                   "xA.y",
+		"$":                         "",
+		"plain":                     "plain",
+	}
+	for in, want := range cases {
+		if got := ExpandGRUB(in, look); got != want {
+			t.Errorf("%q: got %q want %q", in, got, want)
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	for name, fsys := range map[string]fstest.MapFS{
+		"empty dir":   {"loader/entries/x.txt": {Data: []byte("linux /a")}},
+		"garbage":     {"loader/entries/x.conf": {Data: []byte("\x00\xff\x01linux")}},
+		"no linux":    {"loader/entries/x.conf": {Data: []byte("title only\n")}},
+		"nul in path": {"loader/entries/x.conf": {Data: []byte("linux /a\x00b\n")}},
+	} {
+		_, err := Parse(fsys, "loader/entries")
+		if err == nil || !strings.Contains(err.Error(), "loader/entries") {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+	_, err := Parse(fstest.MapFS{}, "loader/entries")
+	if err == nil || !strings.Contains(err.Error(), "loader/entries") {
+		t.Errorf("missing dir: %v", err)
+	}
+}
+
+func TestSavedEntryNamingNothing(t *testing.T) {
+	fsys := fstest.MapFS{
+		"loader/entries/a.conf": {Data: []byte("linux /a\n")},
+		"grub2/grubenv":         {Data: []byte("# GRUB Environment Block\nsaved_entry=gone\n")},
+	}
+	m, err := Parse(fsys, "loader/entries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Default != 0 || len(m.Warnings) == 0 {
+		t.Fatalf("%+v", m)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	root := filepath.Join(testenv.RepoRoot(), "testdata", "bls")
+	for _, c := range goldenCases {
+		ms, _ := filepath.Glob(filepath.Join(root, c.dir, c.entries, "*.conf"))
+		for _, p := range ms {
+			b, _ := os.ReadFile(p)
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fsys := fstest.MapFS{
+			"loader/entries/a-1.conf": {Data: b},
+			"loader/entries/a-2.conf": {Data: b},
+			"grub2/grubenv":           {Data: []byte("# GRUB Environment Block\nkernelopts=root=/x\n")},
+		}
+		if m, err := Parse(fsys, "loader/entries"); err == nil && (m.Default < 0 || m.Default >= len(m.Entries)) {
+			t.Fatal("default out of range")
+		}
+		LoadGRUB(fsys, "loader/entries")
+	})
+}
