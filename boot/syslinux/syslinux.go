@@ -175,6 +175,9 @@ func (p *parser) parseFile(name string, depth int, from where) error {
 	}
 	data, err := entry.ReadConfig(p.fsys, name)
 	if err != nil {
+		if from.file != "" {
+			return fmt.Errorf("%s:%d: INCLUDE: %w", from.file, from.line, err)
+		}
 		return err
 	}
 	p.includeStack = append(p.includeStack, name)
@@ -372,8 +375,11 @@ func (p *parser) include(rest string, at where, depth int, submenu string) error
 		p.warn(at.file, at.line, "INCLUDE %q: %v: skipped", w, err)
 		return nil
 	}
-	if _, err := fs.Stat(p.fsys, name); err != nil {
+	if st, err := fs.Stat(p.fsys, name); err != nil {
 		p.warn(at.file, at.line, "INCLUDE %s: %v: skipped, as syslinux does", name, err)
+		return nil
+	} else if !st.Mode().IsRegular() {
+		p.warn(at.file, at.line, "INCLUDE %s: not a regular file: skipped, as syslinux does", name)
 		return nil
 	}
 	if submenu != "" {

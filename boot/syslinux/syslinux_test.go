@@ -317,9 +317,18 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("error %v", err)
 		}
 	})
-	t.Run("include of a directory", func(t *testing.T) {
-		_, err := Parse(mapfs(map[string]string{"e.conf": "label a\nkernel /a\ninclude d\n", "d/x": ""}), "e.conf")
-		if err == nil || !strings.Contains(err.Error(), "d") {
+	t.Run("include of a directory is skipped", func(t *testing.T) {
+		m, err := Parse(mapfs(map[string]string{"e.conf": "label a\nkernel /a\ninclude d\ninclude .\n", "d/x": ""}), "e.conf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Warnings) != 3 || !strings.Contains(m.Warnings[1], "INCLUDE .: not a regular file") {
+			t.Errorf("warnings %q", m.Warnings)
+		}
+	})
+	t.Run("include too large names the including line", func(t *testing.T) {
+		_, err := Parse(mapfs(map[string]string{"e.conf": "label a\nkernel /a\ninclude big.cfg\n", "big.cfg": strings.Repeat("#\n", entry.MaxConfigSize)}), "e.conf")
+		if !errors.Is(err, entry.ErrTooLarge) || !strings.Contains(err.Error(), "e.conf:3: INCLUDE") || !strings.Contains(err.Error(), "big.cfg") {
 			t.Errorf("error %v", err)
 		}
 	})
