@@ -1,0 +1,285 @@
+// Package discover finds a guest's boot configuration on its filesystems and
+// selects the entry to boot. It is the one selector: the stub runs it over
+// the guest's partitions mounted read-only, pcrsim over the same partitions
+// read from a disk image, so both pick the same kernel, initrds and command
+// line.
+package discover
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+
+	"github.com/vtpmboot/vtpmboot/boot/bls"
+	"github.com/vtpmboot/vtpmboot/boot/entry"
+	"github.com/vtpmboot/vtpmboot/boot/grub2"
+	"github.com/vtpmboot/vtpmboot/boot/grublegacy"
+	"github.com/vtpmboot/vtpmboot/boot/syslinux"
+)
+
+// Partition is one filesystem to search.
+type Partition struct {
+	// Name is how the user knows it: "vda1" in the stub, "partition 1" in
+	// pcrsim. It appears in messages only, never in measurements.
+	Name string
+	FS   fs.FS
+	// GRUBDevice is GRUB's name for the partition ("hd0,msdos1",
+	// "hd0,gpt2"). GRUB2 configs that write ($root)/vmlinuz put it into
+	// BOOT_IMAGE=, so it reaches PCR 5; both the stub and pcrsim derive it
+	// with GRUBDevice() from the disk order, table type and partition
+	// number. Empty lets the GRUB2 parser assume hd0,msdos1.
+	GRUBDevice string
+}
+
+// GRUBDevice names a partition the way GRUB does: disk is 0-based,
+// partition 1-based; table is "mbr" or "gpt"; partition 0 means a disk
+// with no partition table.
+func GRUBDevice(disk int, table string, partition int) string {
+	switch {
+	case partition == 0:
+		return fmt.Sprintf("hd%d", disk)
+	case table == "gpt":
+		return fmt.Sprintf("hd%d,gpt%d", disk, partition)
+	}
+	return fmt.Sprintf("hd%d,msdos%d", disk, partition)
+}
+
+// candidate is one place a boot configuration may live.
+type candidate struct {
+	format entry.Format
+	path   string
+	dir    bool // BLS: a directory of entries rather than a file
+	parse  func(Partition, string) (*entry.Menu, error)
+}
+
+func parseGRUB2(p Partition, path string) (*entry.Menu, error) {
+	return grub2.ParseWith(p.FS, path, grub2.Options{Root: p.GRUBDevice})
+}
+
+func onFS(parse func(fs.FS, string) (*entry.Menu, error)) func(Partition, string) (*entry.Menu, error) {
+	return func(p Partition, path string) (*entry.Menu, error) { return parse(p.FS, path) }
+}
+
+var (
+	parseBLS        = onFS(bls.Parse)
+	parseSyslinux   = onFS(syslinux.Parse)
+	parseGRUBLegacy = onFS(grublegacy.Parse)
+)
+
+// searchOrder is the priority of configurations within one filesystem. It
+// follows Xen's pygrub, the host-side loader Xen admins know: GRUB2 first,
+// then extlinux/syslinux, then GRUB legacy. Boot Loader Spec entries come
+// right after GRUB2: a grub.cfg that runs blscfg already includes them, and
+// a bare /loader/entries directory means systemd-boot style. A guest that
+// still carries a stale menu.lst next to a live grub.cfg therefore boots
+// what GRUB2 would have booted.
+var searchOrder = []candidate{
+	{entry.GRUB2, "boot/grub/grub.cfg", false, parseGRUB2},
+	{entry.GRUB2, "grub/grub.cfg", false, parseGRUB2},
+	{entry.GRUB2, "boot/grub2/grub.cfg", false, parseGRUB2},
+	{entry.GRUB2, "grub2/grub.cfg", false, parseGRUB2},
+	{entry.BLS, "loader/entries", true, parseBLS},
+	{entry.BLS, "boot/loader/entries", true, parseBLS},
+	{entry.Syslinux, "boot/extlinux/extlinux.conf", false, parseSyslinux},
+	{entry.Syslinux, "extlinux/extlinux.conf", false, parseSyslinux},
+	{entry.Syslinux, "boot/extlinux.conf", false, parseSyslinux},
+	{entry.Syslinux, "extlinux.conf", false, parseSyslinux},
+	{entry.Syslinux, "boot/syslinux/syslinux.cfg", false, parseSyslinux},
+	{entry.Syslinux, "syslinux/syslinux.cfg", false, parseSyslinux},
+	{entry.Syslinux, "syslinux.cfg", false, parseSyslinux},
+	{entry.GRUBLegacy, "boot/grub/menu.lst", false, parseGRUBLegacy},
+	{entry.GRUBLegacy, "grub/menu.lst", false, parseGRUBLegacy},
+	{entry.GRUBLegacy, "boot/grub/grub.conf", false, parseGRUBLegacy},
+	{entry.GRUBLegacy, "grub/grub.conf", false, parseGRUBLegacy},
+}
+
+// SearchPaths lists where configurations are looked for, in priority
+// order, for --help texts and docs.
+func SearchPaths() []string {
+	out := make([]string, len(searchOrder))
+	for i, c := range searchOrder {
+		out[i] = "/" + c.path + " (" + string(c.format) + ")"
+	}
+	return out
+}
+
+// Found is one configuration file (or BLS directory) found on a partition.
+type Found struct {
+	Partition Partition
+	Format    entry.Format
+	Path      string
+	// Menu is the parsed configuration; Err says why parsing failed.
+	Menu *entry.Menu
+	Err  error
+}
+
+// Discover lists every configuration on every partition in priority order:
+// partitions in the order given, and within a partition by searchOrder. The
+// first element is the one that boots; the rest are reported so a user can
+// see what was passed over.
+func Discover(parts []Partition) []Found {
+	var out []Found
+	for _, p := range parts {
+		if p.FS == nil {
+			continue
+		}
+		for _, c := range searchOrder {
+			st, err := fs.Stat(p.FS, c.path)
+			if err != nil || st.IsDir() != c.dir {
+				continue
+			}
+			if c.dir && !hasConfEntries(p.FS, c.path) {
+				continue
+			}
+			m, err := c.parse(p, c.path)
+			out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Menu: m, Err: err})
+		}
+	}
+	return out
+}
+
+func hasConfEntries(fsys fs.FS, dir string) bool {
+	ents, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".conf") {
+			return true
+		}
+	}
+	return false
+}
+
+// Choice is the entry that will boot and why.
+type Choice struct {
+	Partition Partition
+	Found     Found
+	Entry     entry.Entry
+	// Reason explains the choice in one sentence for the console and pcrsim.
+	Reason string
+}
+
+// ErrNoConfig means no partition holds a boot configuration vtpmboot reads.
+var ErrNoConfig = errors.New("no boot configuration found")
+
+// Choose discovers configurations and selects an entry: the boot loader's
+// default when selector is empty, otherwise the entry that selector names
+// (see SelectEntry). The configuration with the highest priority is the
+// only one used: if it is broken, Choose fails rather than quietly booting
+// from a lower-priority leftover file.
+func Choose(parts []Partition, selector string) (*Choice, error) {
+	found := Discover(parts)
+	return ChooseFrom(found, selector)
+}
+
+// ChooseFrom is Choose over an already discovered list.
+func ChooseFrom(found []Found, selector string) (*Choice, error) {
+	if len(found) == 0 {
+		var where []string
+		for _, c := range searchOrder {
+			where = append(where, "/"+c.path)
+		}
+		return nil, fmt.Errorf("%w: looked for %s", ErrNoConfig, strings.Join(where, ", "))
+	}
+	f := found[0]
+	if f.Err != nil {
+		return nil, fmt.Errorf("%s on %s: %w", f.Path, f.Partition.Name, f.Err)
+	}
+	e, reason, err := SelectEntry(f.Menu, selector)
+	if err != nil {
+		return nil, fmt.Errorf("%s on %s: %w", f.Path, f.Partition.Name, err)
+	}
+	if e.Kernel == "" {
+		return nil, fmt.Errorf("%s on %s: entry %d %q (line %d) has no Linux kernel vtpmboot can boot (chainloader or multiboot entries are not supported)",
+			f.Path, f.Partition.Name, e.Index, e.Title, e.Line)
+	}
+	if err := checkFiles(f.Partition, e); err != nil {
+		return nil, err
+	}
+	return &Choice{
+		Partition: f.Partition,
+		Found:     f,
+		Entry:     e,
+		Reason:    fmt.Sprintf("%s %s on %s: %s", f.Format, "/"+f.Path, f.Partition.Name, reason),
+	}, nil
+}
+
+// SelectEntry picks an entry of m. An empty selector takes the menu's
+// default. Otherwise, in this order: a menu position ("2", or GRUB2's
+// "1>0" for an entry in a submenu), an ID (GRUB2 --id, syslinux LABEL, BLS
+// file name), an exact title. A selector matching several titles is an
+// error: booting a guess is worse than not booting.
+func SelectEntry(m *entry.Menu, selector string) (entry.Entry, string, error) {
+	if m == nil || len(m.Entries) == 0 {
+		return entry.Entry{}, "", errors.New("menu has no entries")
+	}
+	if selector == "" {
+		if m.Default < 0 || m.Default >= len(m.Entries) {
+			return entry.Entry{}, "", fmt.Errorf("default entry %d out of range (%d entries)", m.Default, len(m.Entries))
+		}
+		e := m.Entries[m.Default]
+		return e, fmt.Sprintf("default entry %s %q (%s)", e.MenuPath, e.Title, m.DefaultReason), nil
+	}
+	// Positions count the way the boot loader counts them: GRUB2's
+	// "default=2" is the third top-level item, so "2" matches MenuPath.
+	for _, e := range m.Entries {
+		if e.MenuPath == selector {
+			return e, fmt.Sprintf("entry %s %q selected by position %q", e.MenuPath, e.Title, selector), nil
+		}
+	}
+	if isPosition(selector) {
+		return entry.Entry{}, "", fmt.Errorf("no entry at position %q (%s)", selector, listEntries(m))
+	}
+	for _, e := range m.Entries {
+		if e.ID != "" && e.ID == selector {
+			return e, fmt.Sprintf("entry %s %q selected by id %q", e.MenuPath, e.Title, selector), nil
+		}
+	}
+	var hits []entry.Entry
+	for _, e := range m.Entries {
+		if e.Title == selector {
+			hits = append(hits, e)
+		}
+	}
+	switch len(hits) {
+	case 1:
+		return hits[0], fmt.Sprintf("entry %s %q selected by title", hits[0].MenuPath, hits[0].Title), nil
+	case 0:
+		return entry.Entry{}, "", fmt.Errorf("no entry matches %q (%s)", selector, listEntries(m))
+	}
+	var at []string
+	for _, e := range hits {
+		at = append(at, e.MenuPath)
+	}
+	return entry.Entry{}, "", fmt.Errorf("title %q matches %d entries (%s); select by index instead", selector, len(hits), strings.Join(at, ", "))
+}
+
+// isPosition reports whether s looks like a menu position ("3", "1>0"),
+// which is never taken as a title: a title "2" would be too surprising.
+func isPosition(s string) bool {
+	for _, part := range strings.Split(s, ">") {
+		if _, err := strconv.Atoi(part); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func listEntries(m *entry.Menu) string {
+	var b strings.Builder
+	b.WriteString("entries: ")
+	for i, e := range m.Entries {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if i == 8 {
+			fmt.Fprintf(&b, "... %d more", len(m.Entries)-i)
+			break
+		}
+		fmt.Fprintf(&b, "%s %q", e.MenuPath, e.Title)
+	}
+	return b.String()
+}

@@ -1,0 +1,202 @@
+package discover
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/vtpmboot/vtpmboot/boot/entry"
+)
+
+const grubCfg = `set default=0
+menuentry 'Debian GNU/Linux' --id debian {
+	linux /boot/vmlinuz-6.1 root=/dev/xvda1 ro quiet
+	initrd /boot/initrd.img-6.1
+}
+menuentry 'Debian GNU/Linux (recovery mode)' --id debian-recovery {
+	linux /boot/vmlinuz-6.1 root=/dev/xvda1 ro single
+	initrd /boot/initrd.img-6.1 /boot/extra.img
+}
+menuentry 'Twin' { linux /boot/vmlinuz-6.1 a }
+menuentry 'Twin' { linux /boot/vmlinuz-6.1 b }
+`
+
+const menuLst = `default 0
+timeout 5
+title Legacy
+root (hd0,0)
+kernel /boot/vmlinuz-6.1 root=/dev/xvda1 ro legacy
+initrd /boot/initrd.img-6.1
+title Windows
+rootnoverify (hd0,1)
+chainloader +1
+`
+
+func files() fstest.MapFS {
+	return fstest.MapFS{
+		"boot/vmlinuz-6.1":    {Data: []byte("kernel")},
+		"boot/initrd.img-6.1": {Data: []byte("initrd")},
+		"boot/extra.img":      {Data: []byte("extra")},
+	}
+}
+
+func withFiles(extra map[string]string) fstest.MapFS {
+	m := files()
+	for k, v := range extra {
+		m[k] = &fstest.MapFile{Data: []byte(v)}
+	}
+	return m
+}
+
+func TestGRUB2WinsOverStaleMenuLst(t *testing.T) {
+	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": grubCfg, "boot/grub/menu.lst": menuLst})
+	c, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Found.Format != entry.GRUB2 || c.Entry.ID != "debian" {
+		t.Fatalf("chose %s entry %q", c.Found.Format, c.Entry.ID)
+	}
+	if found := Discover([]Partition{{Name: "vda1", FS: fsys}}); len(found) != 2 || found[1].Format != entry.GRUBLegacy {
+		t.Fatalf("Discover should list the passed-over menu.lst too: %+v", found)
+	}
+	if !strings.HasPrefix(c.Entry.Cmdline, "BOOT_IMAGE=/boot/vmlinuz-6.1 ") {
+		t.Errorf("cmdline %q", c.Entry.Cmdline)
+	}
+}
+
+func TestSelectors(t *testing.T) {
+	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": grubCfg})
+	parts := []Partition{{Name: "vda1", FS: fsys}}
+	for sel, wantTitle := range map[string]string{
+		"1":                                "Debian GNU/Linux (recovery mode)",
+		"debian-recovery":                  "Debian GNU/Linux (recovery mode)",
+		"Debian GNU/Linux (recovery mode)": "Debian GNU/Linux (recovery mode)",
+		"0":                                "Debian GNU/Linux",
+	} {
+		c, err := Choose(parts, sel)
+		if err != nil {
+			t.Fatalf("%q: %v", sel, err)
+		}
+		if c.Entry.Title != wantTitle {
+			t.Errorf("%q chose %q, want %q", sel, c.Entry.Title, wantTitle)
+		}
+	}
+	c, err := Choose(parts, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Entry.Initrds, " "); got != "boot/initrd.img-6.1 boot/extra.img" {
+		t.Errorf("initrds %q", got)
+	}
+	for sel, wantErr := range map[string]string{
+		"Twin": "matches 2 entries",
+		"9":    "no entry at position",
+		"nope": "no entry matches",
+	} {
+		if _, err := Choose(parts, sel); err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%q: err %v, want %q", sel, err, wantErr)
+		}
+	}
+}
+
+func TestUnbootableAndMissing(t *testing.T) {
+	legacy := withFiles(map[string]string{"boot/grub/menu.lst": menuLst})
+	if _, err := Choose([]Partition{{Name: "xvda1", FS: legacy}}, "1"); err == nil || !strings.Contains(err.Error(), "Windows") {
+		t.Errorf("chainloader entry: %v", err)
+	}
+	missing := fstest.MapFS{"boot/grub/grub.cfg": {Data: []byte(grubCfg)}}
+	_, err := Choose([]Partition{{Name: "xvda1", FS: missing}}, "")
+	if err == nil || !strings.Contains(err.Error(), "kernel") || !strings.Contains(err.Error(), "/boot/vmlinuz-6.1") || !strings.Contains(err.Error(), "Debian GNU/Linux") {
+		t.Errorf("missing kernel: %v", err)
+	}
+	if _, err := Choose([]Partition{{Name: "xvda1", FS: fstest.MapFS{}}}, ""); !errors.Is(err, ErrNoConfig) {
+		t.Errorf("no config: %v", err)
+	}
+	broken := withFiles(map[string]string{"boot/grub/grub.cfg": "menuentry 'x' {\n linux /boot/vmlinuz-6.1\n", "boot/grub/menu.lst": menuLst})
+	if _, err := Choose([]Partition{{Name: "xvda1", FS: broken}}, ""); err == nil || !strings.Contains(err.Error(), "grub.cfg") {
+		t.Errorf("a broken grub.cfg must fail, not fall back to menu.lst: %v", err)
+	}
+}
+
+func TestNotARegularFile(t *testing.T) {
+	fsys := fstest.MapFS{
+		"boot/grub/grub.cfg": {Data: []byte(grubCfg)},
+		"boot/vmlinuz-6.1":   {Mode: fs.ModeDir},
+	}
+	if _, err := Choose([]Partition{{Name: "p", FS: fsys}}, ""); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("directory as kernel: %v", err)
+	}
+}
+
+// A guest controls every symlink on its disk. Through os.Root (what the
+// stub and pcrsim --root use), a link pointing out of the filesystem must
+// not be followed.
+func TestSymlinkCannotEscape(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(outside, []byte("host file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, filepath.Join(dir, "boot/grub/grub.cfg"), "menuentry x {\n linux /boot/vmlinuz\n}\n")
+	if err := os.Symlink(outside, filepath.Join(dir, "boot/vmlinuz")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	_, err = Choose([]Partition{{Name: "root", FS: root.FS()}}, "")
+	if err == nil {
+		t.Fatal("a kernel symlinked outside the filesystem was accepted")
+	}
+}
+
+func TestInputsStreamWhatWasChosen(t *testing.T) {
+	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": grubCfg})
+	c, err := Choose([]Partition{{Name: "p", FS: fsys}}, "debian-recovery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := c.Inputs()
+	var got []string
+	for _, s := range in.Initrds {
+		rc, err := s.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		got = append(got, s.Name()+"="+string(b))
+	}
+	if strings.Join(got, ",") != "/boot/initrd.img-6.1=initrd,/boot/extra.img=extra" || in.Kernel.Name() != "/boot/vmlinuz-6.1" {
+		t.Errorf("inputs %v kernel %s", got, in.Kernel.Name())
+	}
+}
+
+func TestGRUBDevice(t *testing.T) {
+	for _, c := range []struct {
+		disk, part  int
+		table, want string
+	}{{0, 1, "mbr", "hd0,msdos1"}, {1, 2, "gpt", "hd1,gpt2"}, {0, 0, "", "hd0"}} {
+		if got := GRUBDevice(c.disk, c.table, c.part); got != c.want {
+			t.Errorf("GRUBDevice(%d,%q,%d) = %q", c.disk, c.table, c.part, got)
+		}
+	}
+}
+
+func mustWrite(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,100 @@
+package discover
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+
+	"github.com/vtpmboot/vtpmboot/boot/entry"
+	"github.com/vtpmboot/vtpmboot/boot/measure"
+)
+
+// OpenFile opens a kernel or initrd named by an entry. It refuses anything
+// but a regular file (a guest could point an entry at a device node or a
+// FIFO) and anything over limit, and returns the size it checked.
+func OpenFile(fsys fs.FS, name string, limit int64) (fs.File, int64, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open /%s: %w", name, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("stat /%s: %w", name, err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("/%s is not a regular file (%v)", name, st.Mode().Type())
+	}
+	if st.Size() > limit {
+		f.Close()
+		return nil, 0, fmt.Errorf("/%s: %w: %d bytes, limit %d", name, entry.ErrTooLarge, st.Size(), limit)
+	}
+	return f, st.Size(), nil
+}
+
+// checkFiles makes sure the entry's files exist, are regular and within
+// the limits before anything is read, so a broken entry fails with a
+// message naming the entry and the path.
+func checkFiles(p Partition, e entry.Entry) error {
+	where := fmt.Sprintf("entry %s %q (%s:%d) on %s", e.MenuPath, e.Title, "/"+e.Config, e.Line, p.Name)
+	f, _, err := OpenFile(p.FS, e.Kernel, entry.MaxKernelSize)
+	if err != nil {
+		return fmt.Errorf("%s: kernel: %w", where, err)
+	}
+	f.Close()
+	var total int64
+	for _, name := range e.Initrds {
+		f, size, err := OpenFile(p.FS, name, entry.MaxInitrdTotalSize)
+		if err != nil {
+			return fmt.Errorf("%s: initrd: %w", where, err)
+		}
+		f.Close()
+		total += size
+		if total > entry.MaxInitrdTotalSize {
+			return fmt.Errorf("%s: initrds: %w: %d bytes together, limit %d", where, entry.ErrTooLarge, total, int64(entry.MaxInitrdTotalSize))
+		}
+	}
+	return nil
+}
+
+// SourceName is how a kernel or initrd is named in measurements and event
+// logs: its path inside its own filesystem. The stub and pcrsim both use
+// it, so their event logs agree byte for byte.
+func SourceName(path string) string { return "/" + path }
+
+// fsSource streams a file from a partition for pcrsim; the stub reads into
+// sealed memory instead and builds ReaderAtSources.
+type fsSource struct {
+	fsys  fs.FS
+	path  string
+	limit int64
+}
+
+func (s fsSource) Name() string { return SourceName(s.path) }
+
+func (s fsSource) Open() (io.ReadCloser, error) {
+	f, size, err := OpenFile(s.fsys, s.path, s.limit)
+	if err != nil {
+		return nil, err
+	}
+	// A file that grows between the size check and the read must not
+	// sneak extra bytes into a measurement.
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(f, size), f}, nil
+}
+
+// Inputs turns the choice into measurement inputs streamed from the
+// partition (pcrsim's path; the stub loads into memory first).
+func (c *Choice) Inputs() measure.Inputs {
+	in := measure.Inputs{
+		Kernel:  fsSource{c.Partition.FS, c.Entry.Kernel, entry.MaxKernelSize},
+		Cmdline: c.Entry.Cmdline,
+	}
+	for _, p := range c.Entry.Initrds {
+		in.Initrds = append(in.Initrds, fsSource{c.Partition.FS, p, entry.MaxInitrdTotalSize})
+	}
+	return in
+}
