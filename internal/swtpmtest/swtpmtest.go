@@ -11,8 +11,10 @@ package swtpmtest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -62,7 +64,8 @@ func Start(t testing.TB, v tpmfront.Version) *Instance {
 		"--server", "type=unixio,path=" + in.ServerSock,
 		"--ctrl", "type=unixio,path=" + in.CtrlSock,
 	}
-	if err := in.start(args, func() bool { return exists(in.ServerSock) && exists(in.CtrlSock) }); err != nil {
+	ready := func() bool { return ctrlAnswers("unix", in.CtrlSock) }
+	if err := in.start(args, ready); err != nil {
 		t.Fatal(err)
 	}
 	return in
@@ -87,14 +90,7 @@ func StartTCP(t testing.TB, v tpmfront.Version) *Instance {
 			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=%s", in.Port, in.Host),
 			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=%s", in.CtrlPort, in.Host),
 		}
-		ready := func() bool {
-			c, err := net.DialTimeout("tcp", net.JoinHostPort(in.Host, strconv.Itoa(in.CtrlPort)), time.Second)
-			if err != nil {
-				return false
-			}
-			c.Close()
-			return true
-		}
+		ready := func() bool { return ctrlAnswers("tcp", net.JoinHostPort(in.Host, strconv.Itoa(in.CtrlPort))) }
 		if lastErr = in.start(args, ready); lastErr == nil {
 			return in
 		}
@@ -164,7 +160,26 @@ func (in *Instance) start(extra []string, ready func() bool) error {
 	return nil
 }
 
-func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+// ctrlAnswers asks swtpm's control channel for its capabilities
+// (CMD_GET_CAPABILITY). A socket file or a successful connect is not
+// enough: the files appear at bind(), and a connection that waits in the
+// listen backlog (swtpm listens with a backlog of 1 and serves one client
+// at a time) stalls the next client for seconds. An answer means swtpm's
+// main loop runs.
+func ctrlAnswers(network, addr string) bool {
+	c, err := net.DialTimeout(network, addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte{0, 0, 0, 1}); err != nil {
+		return false
+	}
+	var rsp [8]byte // result code, capability bits
+	_, err = io.ReadFull(c, rsp[:])
+	return err == nil && binary.BigEndian.Uint32(rsp[:4]) == 0
+}
 
 // Log returns what swtpm printed so far.
 func (in *Instance) Log() string {
