@@ -71,7 +71,10 @@ type Log struct {
 	// Algs are the banks the log carries that vtpmboot can compute, in
 	// canonical order; for a SHA1Log always [SHA1].
 	Algs []tpmfront.Alg
-	// Events excludes the Spec ID Event03 header of a crypto-agile log.
+	// Events excludes the Spec ID Event03 header of a crypto-agile log. A
+	// SHA-1 log keeps every event, including the EV_NO_ACTION "Spec ID
+	// Event00/02" header some TPM 1.2 UEFI firmware writes: it carries no
+	// bank list Parse needs, and Replay skips EV_NO_ACTION anyway.
 	Events []Event
 }
 

@@ -312,7 +312,7 @@ func TestTPM2EventlogReadsOurLog(t *testing.T) {
 	}
 }
 
-func firmwareLog(t *testing.T, name string) []byte {
+func firmwareLog(t testing.TB, name string) []byte {
 	t.Helper()
 	path := filepath.Join(testenv.RepoRoot(), "testdata", "eventlog", name)
 	b, err := os.ReadFile(path)
