@@ -1,6 +1,7 @@
 package xl
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
@@ -111,7 +113,13 @@ func ourOracleView(c *Config, keys []string) string {
 // runOracle parses path with libxlu; keys are the settings to print.
 func runOracle(t *testing.T, bin, path string, keys []string) string {
 	t.Helper()
-	out, err := exec.Command(bin, append([]string{path}, keys...)...).Output()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, append([]string{path}, keys...)...).Output()
+	if ctx.Err() != nil {
+		data, _ := os.ReadFile(path)
+		t.Fatalf("oracle hung on %s: %q", path, data)
+	}
 	if ee, ok := err.(*exec.ExitError); ok && !ee.Exited() {
 		// flex's "scanner jammed" abort (e.g. on a NUL byte): xl dies too.
 		return "error " + ee.String()
@@ -198,6 +206,14 @@ func TestAgreesWithLibxluCorners(t *testing.T) {
 		"a = \"\\q\"\n",
 		"a = 'it''s'\n",
 		"a_b9 = 1\n",
+		"a.b = 1\nd. = 2\n",
+		"a-b = 1\n",
+		".a = 1\n",
+		"a = 1\nb",
+		"a = 1\n#",
+		"a = 1 +",
+		"a = 1\n\"",
+		"a = 1\r",
 		"9a = 1\n",
 		"a = -1\n",
 		"a = \"\"\n",
