@@ -194,3 +194,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestParseRealSysfs reads what Linux printed under QEMU/SeaBIOS with an
+// swtpm TPM 1.2. SeaBIOS extends one separator event into PCRs 0..7 whose
+// data is four 0xFF bytes (SeaBIOS tcgbios.c), so PCRs it measured nothing
+// else into hold SHA1(0^20 || SHA1(ff ff ff ff)).
+func TestParseRealSysfs(t *testing.T) {
+	r, f, err := Parse(testdata(t, "sysfs-pcrs-qemu-seabios-swtpm12.txt"))
+	if err != nil || f != FormatSysfs {
+		t.Fatalf("%v %v", f, err)
+	}
+	sep := sha1.Sum([]byte{0xff, 0xff, 0xff, 0xff})
+	want := sha1.Sum(append(make([]byte, 20), sep[:]...))
+	for _, p := range []int{3, 5, 6, 7} {
+		if !bytes.Equal(r[tpmfront.SHA1][p], want[:]) {
+			t.Errorf("PCR %d = %x, want separator-only %x", p, r[tpmfront.SHA1][p], want)
+		}
+	}
+	if len(r[tpmfront.SHA1]) != 24 || !bytes.Equal(r[tpmfront.SHA1][17], bytes.Repeat([]byte{0xff}, 20)) {
+		t.Errorf("got %d PCRs, PCR 17 %x", len(r[tpmfront.SHA1]), r[tpmfront.SHA1][17])
+	}
+}
