@@ -517,3 +517,31 @@ func TestOpenSpecs(t *testing.T) {
 		}
 	}
 }
+
+// TestBanksFollowAllocation deallocates all banks but sha256 with
+// tpm2_pcrallocate (the usual swtpm_setup layout), power-cycles the TPM,
+// and measures: only sha256 is extended, and tpm2_pcrread agrees.
+func TestBanksFollowAllocation(t *testing.T) {
+	testenv.NeedCommands(t, "swtpm", "tpm2_pcrallocate", "tpm2_pcrread")
+	in := swtpmtest.StartTCP(t, tpmfront.Version20)
+	out, err := exec.Command("tpm2_pcrallocate", "-T", in.TCTI(), "sha1:none+sha256:all+sha384:none+sha512:none").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tpm2_pcrallocate: %v\n%s", err, out)
+	}
+	in.Restart()
+	tg := in.Open()
+	banks, err := tg.Banks()
+	if err != nil || fmt.Sprint(banks) != "[sha256]" {
+		t.Fatalf("Banks() after allocating only sha256 = %v, %v", banks, err)
+	}
+	if _, err := tg.ReadPCR(4, tpmfront.SHA1); err == nil {
+		t.Error("ReadPCR of the deallocated sha1 bank succeeded")
+	}
+	c := bootCases(seed(t))[1]
+	soft := measureInto(t, tg, c)
+	tg.Close()
+	got := pcrread(t, in, banks)
+	w4, w5 := expected(t, tpmfront.SHA256, c)
+	checkPCR(t, "tpm2_pcrread", tpmfront.SHA256, 4, got[tpmfront.SHA256][4], w4, soft)
+	checkPCR(t, "tpm2_pcrread", tpmfront.SHA256, 5, got[tpmfront.SHA256][5], w5, soft)
+}

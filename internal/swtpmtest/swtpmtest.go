@@ -41,10 +41,12 @@ type Instance struct {
 	Host           string
 	Port, CtrlPort int
 
-	t    testing.TB
-	cmd  *exec.Cmd
-	done chan struct{} // closed when swtpm has exited
-	log  string
+	t     testing.TB
+	args  []string
+	ready func() bool
+	cmd   *exec.Cmd
+	done  chan struct{} // closed when swtpm has exited
+	log   string
 }
 
 // readyTimeout bounds swtpm's start-up, which takes ~50 ms on an idle
@@ -118,6 +120,23 @@ func freePortPair() (int, error) {
 }
 
 func (in *Instance) start(extra []string, ready func() bool) error {
+	in.args, in.ready = extra, ready
+	return in.run()
+}
+
+// Restart power-cycles the TPM: swtpm is killed and started again on the
+// same state and sockets. A TPM 2.0's PCR allocation (tpm2_pcrallocate)
+// takes effect here; PCRs 0..15 are back at zero.
+func (in *Instance) Restart() {
+	in.t.Helper()
+	in.Kill()
+	if err := in.run(); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
+func (in *Instance) run() error {
+	extra, ready := in.args, in.ready
 	args := []string{"socket"}
 	if in.Version == tpmfront.Version20 {
 		args = append(args, "--tpm2")
