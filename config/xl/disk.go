@@ -491,7 +491,7 @@ func (st *diskState) finish() (Disk, error) {
 			d.Format = "empty"
 		}
 	}
-	if d.Vdev == "" {
+	if !st.vdevSet { // libxlu accepts an empty vdev; LinuxName rejects it
 		return Disk{}, fmt.Errorf("no vdev specified in %q", d.Raw)
 	}
 	if !st.targetSet && !d.CDROM() {
