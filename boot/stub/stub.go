@@ -1,0 +1,481 @@
+//go:build linux
+
+// Package stub is the stub's boot flow: find the guest's boot entry, load
+// it once into sealed memory, measure exactly those bytes into the vTPM,
+// kexec them. Everything that touches the machine goes through System, so
+// the flow, and above all its failure paths, can be tested without being
+// PID 1 in a VM.
+package stub
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vtpmboot/vtpmboot/boot/discover"
+	"github.com/vtpmboot/vtpmboot/boot/entry"
+	"github.com/vtpmboot/vtpmboot/boot/eventlog"
+	"github.com/vtpmboot/vtpmboot/boot/kexec"
+	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/boot/modload"
+	"github.com/vtpmboot/vtpmboot/boot/mount"
+	"github.com/vtpmboot/vtpmboot/boot/predict"
+	"github.com/vtpmboot/vtpmboot/config"
+	"github.com/vtpmboot/vtpmboot/tpmfront"
+)
+
+// System is the machine the stub runs on.
+type System interface {
+	// MountBase mounts /proc, /sys, /dev and securityfs.
+	MountBase() error
+	Cmdline() (string, error)
+	// XenPV reports a Xen PV guest, where kexec cannot work.
+	XenPV() bool
+	LoadModules() ([]modload.Loaded, error)
+	// BlockNames lists /sys/class/block; the wait phase polls it.
+	BlockNames() []string
+	TPMPresent() bool
+	OpenTPM() (tpmfront.Target, error)
+	// ScanDevices lists and probes the filesystems, in mount.Scan's order.
+	ScanDevices() ([]mount.Device, error)
+	// Mount mounts d read-only and returns it as discover sees it, with a
+	// function that unmounts it.
+	Mount(d mount.Device) (discover.Partition, func() error, error)
+	// KexecLoad stages the images; KexecExec jumps (returns only on failure).
+	KexecLoad(kernel, initrd *kexec.Image, cmdline string) error
+	KexecExec() error
+	// PowerOff syncs and powers off; it returns only in tests.
+	PowerOff()
+	Now() time.Time
+	Sleep(time.Duration)
+}
+
+// Phase lines are parsed by the benchmark: keep "vtpmboot: phase NAME Nms".
+const phasePrefix = "vtpmboot: phase "
+
+// Poll interval and settle time of the wait for devices.
+const (
+	pollInterval = 50 * time.Millisecond
+	settleTime   = 300 * time.Millisecond
+)
+
+// Fatal is a failure that powers the guest off.
+type Fatal struct {
+	What string
+	Err  error
+}
+
+func (f *Fatal) Error() string { return f.What + ": " + f.Err.Error() }
+func (f *Fatal) Unwrap() error { return f.Err }
+
+func fatal(what string, err error) error { return &Fatal{What: what, Err: err} }
+
+// Result says how Run ended, for tests: in a real guest Run never returns.
+type Result struct {
+	Options  config.StubOptions
+	Choice   *discover.Choice
+	Steps    []measure.Step
+	Measured bool
+	// Err is the fatal error that powered the guest off, nil after kexec.
+	Err error
+}
+
+type run struct {
+	sys   System
+	out   io.Writer
+	opts  config.StubOptions
+	start time.Time
+	res   *Result
+}
+
+// Run boots: on success it ends in KexecExec, on any failure it prints one
+// FATAL line and powers off. It never boots anything unmeasured unless
+// vtpmboot.tpm=optional and there is no TPM at all.
+func Run(sys System, out io.Writer) (res *Result) {
+	r := &run{sys: sys, out: out, opts: config.DefaultStubOptions(), start: sys.Now(), res: &Result{}}
+	defer func() {
+		if p := recover(); p != nil {
+			r.res.Err = fatal("internal error", fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
+			r.powerOff(r.res.Err)
+		}
+		res = r.res
+	}()
+	if err := r.boot(); err != nil {
+		r.res.Err = err
+		r.powerOff(err)
+	}
+	return r.res
+}
+
+func (r *run) printf(format string, args ...any) {
+	fmt.Fprintf(r.out, "vtpmboot: "+format+"\n", args...)
+}
+
+func (r *run) debugf(format string, args ...any) {
+	if r.opts.Debug {
+		r.printf(format, args...)
+	}
+}
+
+func (r *run) phase(name string, t0 time.Time) {
+	fmt.Fprintf(r.out, "%s%s %dms\n", phasePrefix, name, r.sys.Now().Sub(t0).Milliseconds())
+}
+
+func (r *run) powerOff(err error) {
+	var f *Fatal
+	if errors.As(err, &f) {
+		fmt.Fprintf(r.out, "vtpmboot: FATAL: %s: %v\n", f.What, f.Err)
+	} else {
+		fmt.Fprintf(r.out, "vtpmboot: FATAL: %v\n", err)
+	}
+	r.printf("powering off")
+	r.sys.PowerOff()
+}
+
+func (r *run) boot() error {
+	t := r.sys.Now()
+	if err := r.sys.MountBase(); err != nil {
+		return fatal("mount /proc, /sys, /dev", err)
+	}
+	cmdline, err := r.sys.Cmdline()
+	if err != nil {
+		return fatal("read /proc/cmdline", err)
+	}
+	opts, warnings, err := config.ParseStubOptions(cmdline)
+	if err != nil {
+		return fatal("options", err)
+	}
+	r.opts, r.res.Options = opts, opts
+	for _, w := range warnings {
+		r.printf("warning: %s", w)
+	}
+	r.printf("options: entry=%q disk=%q tpm=%s timeout=%v", opts.Entry, opts.Disk, opts.TPM, opts.Timeout)
+	if r.sys.XenPV() {
+		return fatal("Xen PV guest", errors.New(`kexec cannot work in a Xen PV guest; use type="pvh" or "hvm" in the xl config`))
+	}
+	r.phase("init", t)
+
+	t = r.sys.Now()
+	mods, err := r.sys.LoadModules()
+	if err != nil {
+		// Without modules there may still be built-in drivers; say so
+		// and let the device wait decide.
+		r.printf("warning: kernel modules: %v", err)
+	}
+	var nOK int
+	for _, m := range mods {
+		switch {
+		case m.Err != nil:
+			r.printf("warning: module %s: %v", m.Name, m.Err)
+		case m.Already:
+			r.debugf("module %s: already loaded", m.Name)
+		default:
+			nOK++
+			r.debugf("module %s: loaded (%dms)", m.Name, m.Duration.Milliseconds())
+		}
+	}
+	r.printf("modules: %d of %d loaded", nOK, len(mods))
+	r.phase("modules", t)
+
+	t = r.sys.Now()
+	names, tpmSeen := r.wait()
+	r.printf("block devices: %s; TPM: %v", strings.Join(names, " "), tpmSeen)
+	r.phase("wait", t)
+
+	t = r.sys.Now()
+	target, err := r.openTPM(tpmSeen)
+	if err != nil {
+		return err
+	}
+	if target != nil {
+		defer target.Close()
+	}
+	r.phase("tpm", t)
+
+	t = r.sys.Now()
+	parts, unmount, err := r.mountAll()
+	defer unmount()
+	if err != nil {
+		return err
+	}
+	r.phase("mount", t)
+
+	t = r.sys.Now()
+	choice, err := r.choose(parts)
+	if err != nil {
+		return err
+	}
+	r.res.Choice = choice
+	r.phase("choose", t)
+
+	t = r.sys.Now()
+	kernel, initrd, in, err := r.load(choice)
+	if err != nil {
+		return err
+	}
+	defer kernel.Close()
+	if initrd != nil {
+		defer initrd.Close()
+	}
+	r.phase("load", t)
+
+	t = r.sys.Now()
+	if target != nil {
+		if err := r.measure(target, in); err != nil {
+			return err
+		}
+		r.res.Measured = true
+	} else {
+		r.unmeasured()
+	}
+	r.phase("measure", t)
+
+	t = r.sys.Now()
+	// The images are in memory; the guest's disks are not needed any more
+	// and must not stay mounted under the next kernel's feet.
+	unmount()
+	if err := r.sys.KexecLoad(kernel, initrd, choice.Entry.Cmdline); err != nil {
+		return fatal("kexec "+discover.SourceName(choice.Entry.Kernel)+" on "+choice.Partition.Name, err)
+	}
+	r.phase("kexec", t)
+	fmt.Fprintf(r.out, "%stotal %dms\n", phasePrefix, r.sys.Now().Sub(r.start).Milliseconds())
+	if !r.res.Measured {
+		r.unmeasured()
+	}
+	r.printf("booting %s", discover.SourceName(choice.Entry.Kernel))
+	if err := r.sys.KexecExec(); err != nil {
+		return fatal("kexec", err)
+	}
+	return nil
+}
+
+// wait polls until both a TPM and a settled set of block devices are
+// there, or the timeout passes. Xen's front ends attach asynchronously
+// after their modules load, so neither is there right away.
+func (r *run) wait() ([]string, bool) {
+	deadline := r.sys.Now().Add(r.opts.Timeout)
+	var last []string
+	stable := r.sys.Now()
+	for {
+		names := r.sys.BlockNames()
+		tpm := r.sys.TPMPresent()
+		now := r.sys.Now()
+		if !slices.Equal(names, last) {
+			last, stable = names, now
+		}
+		if tpm && len(names) > 0 && now.Sub(stable) >= settleTime {
+			return names, tpm
+		}
+		if !now.Before(deadline) {
+			return names, tpm
+		}
+		r.sys.Sleep(pollInterval)
+	}
+}
+
+const howToAttach = `attach a vTPM to this guest: with xl, add vtpm=["backend=<vtpm-stubdom or swtpm domain>"] to the domU config; with QEMU, -chardev socket,id=chrtpm,path=... -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0. To boot WITHOUT measuring anyway, add vtpmboot.tpm=optional to the stub's command line (xl: extra="vtpmboot.tpm=optional")`
+
+func (r *run) openTPM(seen bool) (tpmfront.Target, error) {
+	if !seen && !r.sys.TPMPresent() {
+		if r.opts.TPM == config.TPMRequired {
+			return nil, fatal("no TPM", fmt.Errorf("neither /dev/tpmrm0 nor /dev/tpm0 appeared within %v (vtpmboot.tpm=required). To fix it, %s", r.opts.Timeout, howToAttach))
+		}
+		r.unmeasured()
+		return nil, nil
+	}
+	// A TPM that is there but does not work is a fault, not an absent
+	// TPM: booting unmeasured here would hide an attack or a broken vTPM.
+	target, err := r.sys.OpenTPM()
+	if err != nil {
+		return nil, fatal("open TPM", err)
+	}
+	banks, err := target.Banks()
+	if err != nil {
+		target.Close()
+		return nil, fatal("read TPM PCR banks", err)
+	}
+	r.printf("TPM %v, PCR banks %v", target.Version(), banks)
+	return target, nil
+}
+
+func (r *run) unmeasured() {
+	for _, l := range []string{
+		"****************************************************************",
+		"*  WARNING: NO TPM. NOTHING WAS MEASURED.                      *",
+		"*  This guest boots UNMEASURED because vtpmboot.tpm=optional.  *",
+		"*  Its PCRs 4 and 5 say nothing about what it runs.            *",
+		"****************************************************************",
+	} {
+		r.printf("%s", l)
+	}
+}
+
+func (r *run) mountAll() ([]discover.Partition, func(), error) {
+	var unmounts []func() error
+	unmount := func() {
+		for i := len(unmounts) - 1; i >= 0; i-- {
+			if err := unmounts[i](); err != nil {
+				r.printf("warning: %v", err)
+			}
+		}
+		unmounts = nil
+	}
+	devs, err := r.sys.ScanDevices()
+	if err != nil {
+		return nil, unmount, fatal("find filesystems", err)
+	}
+	sel := mount.Select(devs, r.opts.Disk)
+	if len(sel) == 0 {
+		var have []string
+		for _, d := range devs {
+			have = append(have, describe(d))
+		}
+		what := "no block devices"
+		if r.opts.Disk != "" {
+			what = fmt.Sprintf("no device matches vtpmboot.disk=%s", r.opts.Disk)
+		}
+		if len(have) == 0 {
+			have = []string{"none (is the block front end, xen-blkfront or virtio_blk, loaded?)"}
+		}
+		return nil, unmount, fatal("find filesystems", fmt.Errorf("%s; devices: %s", what, strings.Join(have, ", ")))
+	}
+	var parts []discover.Partition
+	for _, d := range sel {
+		if d.ProbeErr != nil {
+			r.printf("%s (%s): skipped: %v", d.Name, d.GRUBDevice(), d.ProbeErr)
+			continue
+		}
+		p, um, err := r.sys.Mount(d)
+		if err != nil {
+			// pcrsim may read this partition and pick a config on it; the
+			// user must see that the stub could not.
+			r.printf("warning: %s (%s, %s): not searched: %v", d.Name, d.GRUBDevice(), d.FS.Type, err)
+			continue
+		}
+		unmounts = append(unmounts, um)
+		r.printf("%s (%s): %s label=%q uuid=%s mounted read-only", d.Name, d.GRUBDevice(), d.FS.Type, d.FS.Label, d.FS.UUID)
+		parts = append(parts, p)
+	}
+	if len(parts) == 0 {
+		return nil, unmount, fatal("find filesystems", errors.New("no filesystem could be mounted"))
+	}
+	return parts, unmount, nil
+}
+
+func describe(d mount.Device) string {
+	if d.ProbeErr != nil {
+		return d.Name + " (no filesystem)"
+	}
+	return fmt.Sprintf("%s (%s label=%q uuid=%s)", d.Name, d.FS.Type, d.FS.Label, d.FS.UUID)
+}
+
+func (r *run) choose(parts []discover.Partition) (*discover.Choice, error) {
+	found := discover.Discover(parts)
+	choice, err := discover.ChooseFrom(found, r.opts.Entry)
+	for i, f := range found {
+		r.printf("config %s /%s on %s (%s)%s", f.Format, f.Path, f.Partition.Name, f.Partition.GRUBDevice, map[bool]string{true: " <- used", false: ""}[i == 0])
+		if f.Err != nil {
+			r.printf("  error: %q", f.Err.Error())
+			continue
+		}
+		for _, w := range f.Menu.Warnings {
+			r.debugf("  warning: %q", w)
+		}
+		for _, e := range f.Menu.Entries {
+			mark := " "
+			if choice != nil && i == 0 && e.Index == choice.Entry.Index {
+				mark = "*"
+			}
+			r.printf("  %s %s %q kernel=%q initrds=%q", mark, e.MenuPath, e.Title, discover.SourceName(e.Kernel), e.Initrds)
+		}
+	}
+	if err != nil {
+		return nil, fatal("choose boot entry", err)
+	}
+	r.printf("chosen: %s", choice.Reason)
+	r.printf("cmdline: %q", choice.Entry.Cmdline)
+	return choice, nil
+}
+
+// load reads the kernel and the initrds once each into sealed memory and
+// describes those very bytes as the measurement inputs.
+func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.Inputs, err error) {
+	fsys := c.Partition.FS
+	kname := discover.SourceName(c.Entry.Kernel)
+	kernel, _, err = loadFiles("kernel", fsys, []string{c.Entry.Kernel}, entry.MaxKernelSize)
+	if err != nil {
+		return nil, nil, in, fatal("load kernel "+kname+" from "+c.Partition.Name, err)
+	}
+	in = measure.Inputs{
+		Kernel:  measure.ReaderAtSource{Label: kname, R: kernel, Size: kernel.Size()},
+		Cmdline: c.Entry.Cmdline,
+	}
+	r.printf("loaded kernel %s: %d bytes", kname, kernel.Size())
+	if len(c.Entry.Initrds) == 0 {
+		return kernel, nil, in, nil
+	}
+	var sizes []int64
+	initrd, sizes, err = loadFiles("initrd", fsys, c.Entry.Initrds, entry.MaxInitrdTotalSize)
+	if err != nil {
+		kernel.Close()
+		if errors.Is(err, kexec.ErrNoMemory) {
+			return nil, nil, in, fatal("load initrd", fmt.Errorf("initrd too large for guest memory: %s: give the guest more memory (xl: memory=)", err))
+		}
+		return nil, nil, in, fatal("load initrd from "+c.Partition.Name, err)
+	}
+	// Each file is measured under its own name but from the one sealed
+	// buffer kexec gets, at the offset where it was written.
+	var off int64
+	for i, name := range c.Entry.Initrds {
+		in.Initrds = append(in.Initrds, measure.ReaderAtSource{Label: discover.SourceName(name), R: io.NewSectionReader(initrd, off, sizes[i]), Size: sizes[i]})
+		off += sizes[i]
+	}
+	r.printf("loaded initrd %q: %d bytes", c.Entry.Initrds, initrd.Size())
+	return kernel, initrd, in, nil
+}
+
+func (r *run) measure(target tpmfront.Target, in measure.Inputs) error {
+	banks, err := target.Banks()
+	if err != nil {
+		return fatal("measure", fmt.Errorf("read TPM PCR banks: %w", err))
+	}
+	ms, err := measure.Plan(banks, in, nil)
+	if err != nil {
+		return fatal("measure", err)
+	}
+	steps, err := measure.Apply(target, ms)
+	r.res.Steps = steps
+	if err != nil {
+		// The trace so far shows how far the TPM got.
+		predict.WriteTrace(r.out, steps)
+		next := "?"
+		if len(steps) < len(ms) {
+			next = fmt.Sprintf("%s into PCR %d", ms[len(steps)].Kind, ms[len(steps)].PCR)
+		}
+		return fatal(fmt.Sprintf("TPM extend %d of %d (%s)", len(steps)+1, len(ms), next), fmt.Errorf("%w; not booting: PCRs 4 and 5 would not describe this boot", err))
+	}
+	if err := predict.WriteTrace(r.out, steps); err != nil {
+		return fatal("print trace", err)
+	}
+	var log bytes.Buffer
+	if err := eventlog.Write(&log, eventlog.FormatFor(target.Version()), banks, ms); err != nil {
+		return fatal("event log", err)
+	}
+	r.printf("BEGIN EVENTLOG")
+	enc := base64.StdEncoding.EncodeToString(log.Bytes())
+	for len(enc) > 76 {
+		fmt.Fprintln(r.out, enc[:76])
+		enc = enc[76:]
+	}
+	if enc != "" {
+		fmt.Fprintln(r.out, enc)
+	}
+	r.printf("END EVENTLOG")
+	return nil
+}

@@ -1,0 +1,339 @@
+//go:build linux
+
+package stub
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/vtpmboot/vtpmboot/boot/discover"
+	"github.com/vtpmboot/vtpmboot/boot/eventlog"
+	"github.com/vtpmboot/vtpmboot/boot/kexec"
+	"github.com/vtpmboot/vtpmboot/boot/modload"
+	"github.com/vtpmboot/vtpmboot/boot/mount"
+	"github.com/vtpmboot/vtpmboot/tpmfront"
+)
+
+// fakeSystem stands in for the machine: the real parts (mounting, module
+// loading, kexec, power-off) need PID 1 in a VM, which the QEMU boot of
+// cmd/vtpmboot proves. The memfds and the TPM arithmetic here are real:
+// images are sealed memfds, and the TPM is a tpmfront.Soft bank.
+type fakeSystem struct {
+	cmdline  string
+	xenPV    bool
+	fs       fstest.MapFS
+	tpm      tpmfront.Target // nil: no TPM device
+	openErr  error
+	now      time.Time
+	devAfter time.Duration // block devices appear this late
+
+	loadedKernel, loadedInitrd []byte
+	loadedCmdline              string
+	kexecLoadErr               error
+	execed, poweredOff         bool
+	mounted, unmounted         int
+}
+
+func (f *fakeSystem) MountBase() error         { return nil }
+func (f *fakeSystem) Cmdline() (string, error) { return f.cmdline, nil }
+func (f *fakeSystem) XenPV() bool              { return f.xenPV }
+func (f *fakeSystem) LoadModules() ([]modload.Loaded, error) {
+	return []modload.Loaded{{Module: modload.Module{Name: "xen_blkfront"}, Err: errors.New("no such device")}, {Module: modload.Module{Name: "virtio_blk"}}}, nil
+}
+func (f *fakeSystem) BlockNames() []string {
+	if f.now.Before(time.Unix(0, 0).Add(f.devAfter)) {
+		return nil
+	}
+	return []string{"vda", "vda1"}
+}
+func (f *fakeSystem) TPMPresent() bool { return f.tpm != nil }
+func (f *fakeSystem) OpenTPM() (tpmfront.Target, error) {
+	if f.openErr != nil {
+		return nil, f.openErr
+	}
+	return f.tpm, nil
+}
+func (f *fakeSystem) ScanDevices() ([]mount.Device, error) {
+	return []mount.Device{{Name: "vda1", Disk: "vda", Partition: 1, Table: "mbr", FS: mount.FSInfo{Type: "ext4", Label: "root"}}}, nil
+}
+func (f *fakeSystem) Mount(d mount.Device) (discover.Partition, func() error, error) {
+	f.mounted++
+	return discover.Partition{Name: d.Name, FS: f.fs, GRUBDevice: d.GRUBDevice()}, func() error { f.unmounted++; return nil }, nil
+}
+func (f *fakeSystem) KexecLoad(kernel, initrd *kexec.Image, cmdline string) error {
+	if f.unmounted != f.mounted {
+		return errors.New("kexec with guest filesystems still mounted")
+	}
+	f.loadedKernel = read(kernel)
+	f.loadedInitrd = read(initrd)
+	f.loadedCmdline = cmdline
+	return f.kexecLoadErr
+}
+func (f *fakeSystem) KexecExec() error      { f.execed = true; return nil }
+func (f *fakeSystem) PowerOff()             { f.poweredOff = true }
+func (f *fakeSystem) Now() time.Time        { return f.now }
+func (f *fakeSystem) Sleep(d time.Duration) { f.now = f.now.Add(d) }
+
+func read(im *kexec.Image) []byte {
+	if im == nil {
+		return nil
+	}
+	b := make([]byte, im.Size())
+	im.ReadAt(b, 0)
+	return b
+}
+
+const grubCfg = `set default=0
+menuentry 'Debian' {
+	linux /boot/vmlinuz root=/dev/xvda1 ro quiet
+	initrd /boot/initrd-a /boot/initrd-b
+}
+menuentry 'Bare' {
+	linux /boot/vmlinuz console=hvc0
+}
+menuentry 'Broken' {
+	linux /boot/missing
+}
+`
+
+func guestFS() fstest.MapFS {
+	return fstest.MapFS{
+		"boot/grub/grub.cfg": {Data: []byte(grubCfg)},
+		"boot/vmlinuz":       {Data: []byte("kernel bytes")},
+		"boot/initrd-a":      {Data: []byte("first initrd|")},
+		"boot/initrd-b":      {Data: []byte("second initrd")},
+	}
+}
+
+func soft(t *testing.T) *tpmfront.Soft {
+	s, err := tpmfront.NewSoft([]tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newFake(t *testing.T, cmdline string) *fakeSystem {
+	return &fakeSystem{cmdline: cmdline, fs: guestFS(), tpm: soft(t), now: time.Unix(0, 0)}
+}
+
+func h256(parts ...[]byte) []byte {
+	s := sha256.New()
+	for _, p := range parts {
+		s.Write(p)
+	}
+	return s.Sum(nil)
+}
+
+func TestBootMeasuresWhatItLoads(t *testing.T) {
+	f := newFake(t, "console=ttyS0")
+	var out bytes.Buffer
+	res := Run(f, &out)
+	if res.Err != nil || !f.execed || f.poweredOff {
+		t.Fatalf("err %v execed %v poweredOff %v\n%s", res.Err, f.execed, f.poweredOff, out.String())
+	}
+	wantCmdline := "BOOT_IMAGE=/boot/vmlinuz root=/dev/xvda1 ro quiet"
+	if f.loadedCmdline != wantCmdline {
+		t.Errorf("kexec cmdline %q, want %q", f.loadedCmdline, wantCmdline)
+	}
+	if string(f.loadedKernel) != "kernel bytes" || string(f.loadedInitrd) != "first initrd|second initrd" {
+		t.Errorf("kexec got kernel %q initrd %q", f.loadedKernel, f.loadedInitrd)
+	}
+	// PCR values computed here with crypto/sha256 from the contract.
+	zero := make([]byte, 32)
+	pcr4 := h256(zero, h256([]byte("kernel bytes")))
+	pcr5 := h256(h256(zero, h256([]byte(wantCmdline))), h256([]byte("first initrd|second initrd")))
+	for pcr, want := range map[int][]byte{4: pcr4, 5: pcr5} {
+		got, _ := f.tpm.ReadPCR(pcr, tpmfront.SHA256)
+		if !bytes.Equal(got, want) {
+			t.Errorf("PCR %d = %x, want %x", pcr, got, want)
+		}
+	}
+	s := out.String()
+	for _, want := range []string{"vtpmboot: phase modules ", "vtpmboot: phase measure ", "vtpmboot: phase kexec ", "vtpmboot: phase total ",
+		`* 0 "Debian"`, "chosen: grub2 /boot/grub/grub.cfg on vda1", `extend PCR 4 with kernel "/boot/vmlinuz"`, "warning: module xen_blkfront"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("console lacks %q:\n%s", want, s)
+		}
+	}
+	// The printed event log replays to the same PCRs.
+	_, rest, _ := strings.Cut(s, "vtpmboot: BEGIN EVENTLOG\n")
+	b64, _, _ := strings.Cut(rest, "vtpmboot: END EVENTLOG")
+	raw, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(b64, "\n", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(b64), "\n") {
+		if len(l) > 76 {
+			t.Errorf("event log line of %d chars", len(l))
+		}
+	}
+	log, err := eventlog.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := soft(t)
+	if err := log.Replay(replay); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := replay.ReadPCR(5, tpmfront.SHA256); !bytes.Equal(got, pcr5) {
+		t.Errorf("event log replays PCR 5 to %x, want %x", got, pcr5)
+	}
+}
+
+func TestNoInitrdSelectedByTitle(t *testing.T) {
+	f := newFake(t, `vtpmboot.entry="Bare"`)
+	var out bytes.Buffer
+	if res := Run(f, &out); res.Err != nil || !f.execed {
+		t.Fatalf("%v\n%s", res.Err, out.String())
+	}
+	if f.loadedInitrd != nil || f.loadedCmdline != "BOOT_IMAGE=/boot/vmlinuz console=hvc0" {
+		t.Errorf("initrd %q cmdline %q", f.loadedInitrd, f.loadedCmdline)
+	}
+	zero := make([]byte, 32)
+	want := h256(h256(zero, h256([]byte(f.loadedCmdline))), h256())
+	if got, _ := f.tpm.ReadPCR(5, tpmfront.SHA256); !bytes.Equal(got, want) {
+		t.Errorf("PCR 5 = %x, want the empty-initrd value %x", got, want)
+	}
+}
+
+// checkFatal asserts the guest was powered off, not booted, with one
+// FATAL line containing each of wants.
+func checkFatal(t *testing.T, f *fakeSystem, out string, wants ...string) {
+	t.Helper()
+	if f.execed || f.loadedKernel != nil {
+		t.Errorf("kexec happened (execed %v, loaded %d bytes)", f.execed, len(f.loadedKernel))
+	}
+	if !f.poweredOff {
+		t.Error("not powered off")
+	}
+	if n := strings.Count(out, "FATAL"); n != 1 {
+		t.Errorf("%d FATAL lines", n)
+	}
+	for _, w := range wants {
+		if !strings.Contains(out, w) {
+			t.Errorf("console lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+func TestNoTPMRequiredPowersOff(t *testing.T) {
+	f := newFake(t, "")
+	f.tpm = nil
+	var out bytes.Buffer
+	Run(f, &out)
+	checkFatal(t, f, out.String(), "FATAL: no TPM", `vtpm=["backend=`, "-tpmdev", "vtpmboot.tpm=optional")
+	// The wait gave the TPM the whole timeout (virtual time).
+	if got := f.now.Sub(time.Unix(0, 0)); got < 10*time.Second {
+		t.Errorf("waited %v for the TPM, want the 10s default", got)
+	}
+}
+
+func TestNoTPMOptionalBootsLoudly(t *testing.T) {
+	f := newFake(t, "vtpmboot.tpm=optional vtpmboot.timeout=1")
+	f.tpm = nil
+	var out bytes.Buffer
+	res := Run(f, &out)
+	if res.Err != nil || !f.execed || res.Measured {
+		t.Fatalf("err %v execed %v measured %v", res.Err, f.execed, res.Measured)
+	}
+	if n := strings.Count(out.String(), "NOTHING WAS MEASURED"); n < 2 {
+		t.Errorf("warning printed %d times, want before measuring and before kexec:\n%s", n, out.String())
+	}
+}
+
+func TestBrokenTPMIsFatalEvenIfOptional(t *testing.T) {
+	f := newFake(t, "vtpmboot.tpm=optional")
+	f.openErr = errors.New("TPM 2.0 startup failed")
+	var out bytes.Buffer
+	Run(f, &out)
+	checkFatal(t, f, out.String(), "FATAL: open TPM: TPM 2.0 startup failed")
+}
+
+// failingTPM fails its second extend, after the kernel is measured.
+type failingTPM struct {
+	*tpmfront.Soft
+	n int
+}
+
+func (f *failingTPM) Extend(pcr int, d tpmfront.Digests) error {
+	if f.n++; f.n == 2 {
+		return errors.New("TPM_RC_LOCALITY")
+	}
+	return f.Soft.Extend(pcr, d)
+}
+
+func TestExtendFailurePowersOff(t *testing.T) {
+	for _, policy := range []string{"required", "optional"} {
+		f := newFake(t, "vtpmboot.tpm="+policy)
+		f.tpm = &failingTPM{Soft: soft(t)}
+		var out bytes.Buffer
+		Run(f, &out)
+		checkFatal(t, f, out.String(), "FATAL: TPM extend 2 of 3 (cmdline into PCR 5)", "TPM_RC_LOCALITY")
+	}
+}
+
+func TestFaults(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cmdline string
+		mod     func(*fakeSystem)
+		wants   []string
+	}{
+		"no config":       {"", func(f *fakeSystem) { delete(f.fs, "boot/grub/grub.cfg") }, []string{"FATAL: choose boot entry", "no boot configuration found"}},
+		"missing kernel":  {"vtpmboot.entry=2", nil, []string{"FATAL: choose boot entry", "/boot/missing"}},
+		"kernel vanished": {"", func(f *fakeSystem) { delete(f.fs, "boot/vmlinuz") }, []string{"FATAL", "/boot/vmlinuz"}},
+		"no such entry":   {"vtpmboot.entry=7", nil, []string{"FATAL", `no entry at position "7"`}},
+		"bad option":      {"vtpmboot.tpm=sometimes", nil, []string{"FATAL: options", "vtpmboot.tpm"}},
+		"xen pv":          {"", func(f *fakeSystem) { f.xenPV = true }, []string{`use type="pvh" or "hvm"`}},
+		"no disk match":   {"vtpmboot.disk=LABEL=nope", nil, []string{"FATAL: find filesystems", "vtpmboot.disk=LABEL=nope", `vda1 (ext4 label="root"`}},
+		"kexec refuses":   {"", func(f *fakeSystem) { f.kexecLoadErr = errors.New("exec format error") }, []string{"FATAL: kexec /boot/vmlinuz on vda1: exec format error"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFake(t, tc.cmdline)
+			if tc.mod != nil {
+				tc.mod(f)
+			}
+			var out bytes.Buffer
+			Run(f, &out)
+			if name == "kexec refuses" {
+				// Measured and loaded, but never executed.
+				if f.execed || !f.poweredOff || !strings.Contains(out.String(), tc.wants[0]) {
+					t.Errorf("execed %v poweredOff %v\n%s", f.execed, f.poweredOff, out.String())
+				}
+				return
+			}
+			checkFatal(t, f, out.String(), tc.wants...)
+		})
+	}
+}
+
+type panicTPM struct{ *tpmfront.Soft }
+
+func (panicTPM) Extend(int, tpmfront.Digests) error { panic("boom") }
+
+func TestPanicPowersOff(t *testing.T) {
+	f := newFake(t, "")
+	f.tpm = panicTPM{soft(t)}
+	var out bytes.Buffer
+	Run(f, &out)
+	checkFatal(t, f, out.String(), "FATAL: internal error: panic: boom")
+}
+
+func TestWaitStopsWhenSettled(t *testing.T) {
+	f := newFake(t, "")
+	f.devAfter = 2 * time.Second
+	var out bytes.Buffer
+	if res := Run(f, &out); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	// Virtual time: devices at 2s, then 300ms of stability.
+	if got := f.now.Sub(time.Unix(0, 0)); got < 2300*time.Millisecond || got > 2500*time.Millisecond {
+		t.Errorf("wait ended at %v (virtual), want just after 2.3s", got)
+	}
+}

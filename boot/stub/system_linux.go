@@ -1,0 +1,121 @@
+//go:build linux
+
+package stub
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vtpmboot/vtpmboot/boot/discover"
+	"github.com/vtpmboot/vtpmboot/boot/kexec"
+	"github.com/vtpmboot/vtpmboot/boot/modload"
+	"github.com/vtpmboot/vtpmboot/boot/mount"
+	"github.com/vtpmboot/vtpmboot/tpmfront"
+)
+
+// Machine is the real System: the stub as PID 1.
+type Machine struct {
+	// MountDir is where guest filesystems are mounted (/mnt/<name>).
+	MountDir string
+}
+
+var _ System = (*Machine)(nil)
+
+func (m *Machine) MountBase() error {
+	for _, mt := range []struct{ src, dir, typ string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+		{"securityfs", "/sys/kernel/security", "securityfs"},
+	} {
+		if err := os.MkdirAll(mt.dir, 0o755); err != nil {
+			return err
+		}
+		err := unix.Mount(mt.src, mt.dir, mt.typ, unix.MS_NOSUID|unix.MS_NOEXEC, "")
+		if err != nil && !errors.Is(err, syscall.EBUSY) {
+			return fmt.Errorf("mount %s on %s: %w", mt.typ, mt.dir, err)
+		}
+	}
+	return nil
+}
+
+func (m *Machine) Cmdline() (string, error) {
+	b, err := os.ReadFile("/proc/cmdline")
+	return strings.TrimSuffix(string(b), "\n"), err
+}
+
+func (m *Machine) XenPV() bool {
+	typ, _ := os.ReadFile("/sys/hypervisor/type")
+	gt, _ := os.ReadFile("/sys/hypervisor/guest_type")
+	return strings.TrimSpace(string(typ)) == "xen" && strings.TrimSpace(string(gt)) == "PV"
+}
+
+func (m *Machine) LoadModules() ([]modload.Loaded, error) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return nil, fmt.Errorf("uname: %w", err)
+	}
+	release := unix.ByteSliceToString(uts.Release[:])
+	return modload.LoadAll(filepath.Join("/lib/modules", release), nil)
+}
+
+func (m *Machine) BlockNames() []string {
+	ents, _ := os.ReadDir("/sys/class/block")
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (m *Machine) TPMPresent() bool {
+	for _, p := range []string{"/dev/tpmrm0", "/dev/tpm0"} {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Machine) OpenTPM() (tpmfront.Target, error) { return tpmfront.Open("auto") }
+
+func (m *Machine) ScanDevices() ([]mount.Device, error) {
+	return mount.Scan("/sys/class/block", "/dev")
+}
+
+func (m *Machine) Mount(d mount.Device) (discover.Partition, func() error, error) {
+	mt, err := mount.Mount(d, filepath.Join(m.MountDir, d.Name))
+	if err != nil {
+		return discover.Partition{}, nil, err
+	}
+	return mt.Partition(), mt.Unmount, nil
+}
+
+func (m *Machine) KexecLoad(kernel, initrd *kexec.Image, cmdline string) error {
+	return kexec.Load(kernel, initrd, cmdline)
+}
+
+func (m *Machine) KexecExec() error { return kexec.Exec() }
+
+// PowerOff never returns: if the power-off call itself fails, PID 1 must
+// not exit (the kernel would panic and, with panic=N, reboot into the stub
+// again: a loop), so it halts here.
+func (m *Machine) PowerOff() {
+	unix.Sync()
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+func (m *Machine) Now() time.Time        { return time.Now() }
+func (m *Machine) Sleep(d time.Duration) { time.Sleep(d) }
