@@ -117,7 +117,7 @@ func openFAT(r io.ReaderAt, size int64, where string) (fs.FS, error) {
 		return bad("FAT%d with no root directory entries", f.bits)
 	}
 	v := &vfs{b: f, where: where}
-	if _, err := f.dirData(&fatNode{dir: true, root: true}); err != nil {
+	if _, err := f.dirData(&fatNode{dir: true, root: true, cluster: f.rootCluster}); err != nil {
 		return nil, fmt.Errorf("%s: root directory: %w", where, err)
 	}
 	return v, nil

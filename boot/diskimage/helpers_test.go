@@ -113,7 +113,7 @@ func mkfat(t testing.TB, src string, bits, sizeKiB int) string {
 	img := filepath.Join(t.TempDir(), "fat.img")
 	sh(t, "mkfs.vfat", "-C", "-F", fmt.Sprint(bits), img, fmt.Sprint(sizeKiB))
 	ents, _ := os.ReadDir(src)
-	args := []string{"-i", img, "-s", "-b"}
+	args := []string{"-i", img, "-s"}
 	for _, e := range ents {
 		args = append(args, filepath.Join(src, e.Name()))
 	}
@@ -209,3 +209,5 @@ type fakeLostFound struct{ fs.DirEntry }
 
 func (fakeLostFound) Name() string { return "lost+found" }
 func (fakeLostFound) IsDir() bool  { return true }
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
