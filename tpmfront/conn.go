@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,7 +111,10 @@ func (c *conn) Send(cmd []byte) ([]byte, error) {
 
 func (c *conn) roundTrip(cmd []byte) ([]byte, error) {
 	if d, ok := c.rw.(deadliner); ok && c.timeout > 0 {
-		if err := d.SetDeadline(time.Now().Add(c.timeout)); err != nil {
+		// *os.File has SetDeadline too, but a TPM character device is
+		// opened blocking, outside the poller, and says ErrNoDeadline:
+		// it relies on the kernel driver's timeouts, as documented above.
+		if err := d.SetDeadline(time.Now().Add(c.timeout)); err != nil && !errors.Is(err, os.ErrNoDeadline) {
 			return nil, fmt.Errorf("set deadline: %w", err)
 		}
 	}
