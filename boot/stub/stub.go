@@ -392,7 +392,11 @@ func (r *run) choose(parts []discover.Partition) (*discover.Choice, error) {
 			if choice != nil && i == 0 && e.Index == choice.Entry.Index {
 				mark = "*"
 			}
-			r.printf("  %s %s %q kernel=%q initrds=%q", mark, e.MenuPath, e.Title, discover.SourceName(e.Kernel), e.Initrds)
+			initrds := make([]string, len(e.Initrds))
+			for i, p := range e.Initrds {
+				initrds[i] = discover.SourceName(p)
+			}
+			r.printf("  %s %s %q kernel=%q initrds=%q", mark, e.MenuPath, e.Title, discover.SourceName(e.Kernel), initrds)
 		}
 	}
 	if err != nil {
@@ -436,7 +440,7 @@ func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.
 		in.Initrds = append(in.Initrds, measure.ReaderAtSource{Label: discover.SourceName(name), R: io.NewSectionReader(initrd, off, sizes[i]), Size: sizes[i]})
 		off += sizes[i]
 	}
-	r.printf("loaded initrd %q: %d bytes", c.Entry.Initrds, initrd.Size())
+	r.printf("loaded initrds: %d bytes from %d files", initrd.Size(), len(c.Entry.Initrds))
 	return kernel, initrd, in, nil
 }
 
