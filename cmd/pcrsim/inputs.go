@@ -20,7 +20,17 @@ type inputFlags struct {
 	cmdline  string
 	banks    string
 	pcrInits listFlag
+	// A guest's own boot configuration instead of --kernel/--initrd/
+	// --cmdline: a mounted tree (--root) or raw disk images (--disk).
+	root     string
+	disks    listFlag
+	entrySel string
 	fs       *flag.FlagSet
+
+	// Set by options() for --root/--disk: the guest (open until close())
+	// and what discovery chose on it.
+	guest *predict.Guest
+	sel   *predict.Selection
 }
 
 // listFlag collects a repeatable flag in order.
@@ -36,6 +46,62 @@ func (f *inputFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cmdline, "cmdline", "", "the exact kernel command line (`STRING`), measured into PCR 5")
 	fs.StringVar(&f.banks, "bank", "", "comma-separated PCR `BANKS` (sha1,sha256,sha384,sha512; default sha1,sha256)")
 	fs.Var(&f.pcrInits, "pcr-init", "starting value `PCR:BANK:HEX` of a PCR (default all zero, as on a Xen vTPM); repeatable")
+	fs.StringVar(&f.root, "root", "", "a mounted guest tree `DIR`: find its boot configuration and predict the entry the stub boots")
+	fs.Var(&f.disks, "disk", "a raw guest disk `IMAGE` (MBR, GPT or bare filesystem), read without mounting; repeat for the guest's disks in order")
+	fs.StringVar(&f.entrySel, "entry", "", "with --root/--disk: boot this entry (`SEL`: menu position such as 2 or 1>0, id, or exact title) instead of the default")
+}
+
+// close releases the guest opened by options().
+func (f *inputFlags) close() {
+	if f.guest != nil {
+		f.guest.Close()
+	}
+}
+
+// fromGuest reports whether the inputs come from a guest's own boot
+// configuration (--root or --disk).
+func (f *inputFlags) fromGuest() bool { return f.set("root") || f.set("disk") }
+
+// openGuest opens --root or --disk and runs discovery and selection on it.
+func (f *inputFlags) openGuest() error {
+	for _, fl := range []string{"kernel", "initrd", "cmdline"} {
+		if f.set(fl) {
+			return argErr("--"+fl, "cannot be combined with --root or --disk (the guest's boot configuration names the kernel, initrds and command line)")
+		}
+	}
+	var err error
+	switch {
+	case f.set("root") && f.set("disk"):
+		return argErr("--root", "give either --root or --disk, not both")
+	case f.set("root"):
+		if f.root == "" {
+			return argErr("--root", "empty directory name")
+		}
+		if f.guest, err = predict.OpenRoot(f.root); err != nil {
+			return &argError{arg: "--root", err: err}
+		}
+	default:
+		specs := make([]predict.DiskSpec, len(f.disks))
+		for i, p := range f.disks {
+			specs[i] = predict.DiskSpec{Path: p}
+			if len(f.disks) > 1 {
+				specs[i].Label = fmt.Sprintf("disk %d ", i)
+			}
+		}
+		if f.guest, err = predict.OpenDisks(specs); err != nil {
+			return &argError{arg: "--disk", err: err}
+		}
+	}
+	f.sel = f.guest.Choose(f.entrySel)
+	return nil
+}
+
+// guestArg names the flag a guest problem is reported under.
+func (f *inputFlags) guestArg() string {
+	if f.set("root") {
+		return "--root"
+	}
+	return "--disk"
 }
 
 func (f *inputFlags) set(name string) bool {
@@ -51,7 +117,8 @@ func (f *inputFlags) set(name string) bool {
 // any reports whether any input flag was given, so verify can tell a
 // prediction from flags apart from one from --expected.
 func (f *inputFlags) any() bool {
-	return f.set("kernel") || f.set("initrd") || f.set("cmdline") || f.set("pcr-init")
+	return f.set("kernel") || f.set("initrd") || f.set("cmdline") || f.set("pcr-init") ||
+		f.set("root") || f.set("disk") || f.set("entry")
 }
 
 // bankList returns the banks named by --bank, or nil when it was not given.
@@ -69,20 +136,32 @@ func (f *inputFlags) bankList() ([]tpmfront.Alg, error) {
 // options validates the flags and files and builds predict.Options.
 func (f *inputFlags) options() (predict.Options, error) {
 	var o predict.Options
-	if f.kernel == "" {
-		return o, argErr("--kernel", "required")
+	if f.set("entry") && !f.fromGuest() {
+		return o, argErr("--entry", "only applies to --root or --disk")
+	}
+	if f.fromGuest() {
+		if err := f.openGuest(); err != nil {
+			return o, err
+		}
+		if f.sel.Err != nil {
+			return o, &argError{arg: f.guestArg(), err: f.sel.Err}
+		}
+	} else if f.kernel == "" {
+		return o, argErr("--kernel", "required (or --root DIR, --disk IMAGE, --xl-config FILE|DIR)")
 	}
 	// An empty command line is legal but almost always a forgotten flag;
 	// requiring it explicitly (--cmdline "") keeps it deliberate.
-	if !f.set("cmdline") {
+	if !f.fromGuest() && !f.set("cmdline") {
 		return o, argErr("--cmdline", "required (use --cmdline \"\" for an empty command line)")
 	}
-	if err := checkFile("--kernel", f.kernel); err != nil {
-		return o, err
-	}
-	for _, p := range f.initrds {
-		if err := checkFile("--initrd", p); err != nil {
+	if !f.fromGuest() {
+		if err := checkFile("--kernel", f.kernel); err != nil {
 			return o, err
+		}
+		for _, p := range f.initrds {
+			if err := checkFile("--initrd", p); err != nil {
+				return o, err
+			}
 		}
 	}
 	banks, err := f.bankList()
@@ -110,7 +189,11 @@ func (f *inputFlags) options() (predict.Options, error) {
 		seen[k] = true
 		o.Init = append(o.Init, in)
 	}
-	o.Inputs = predict.FileInputs(f.kernel, f.initrds, f.cmdline)
+	if f.fromGuest() {
+		o.Inputs = f.guest.Inputs(f.sel.Choice)
+	} else {
+		o.Inputs = predict.FileInputs(f.kernel, f.initrds, f.cmdline)
+	}
 	return o, nil
 }
 

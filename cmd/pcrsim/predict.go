@@ -2,6 +2,9 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/predict"
@@ -11,11 +14,20 @@ import (
 const predictHelp = `usage: pcrsim predict --kernel FILE [--initrd FILE]... --cmdline STRING
                      [--bank sha1,sha256,...] [--pcr-init PCR:BANK:HEX]...
                      [--format text|json|eventlog] [--log-format sha1|crypto-agile]
+       pcrsim predict (--root DIR | --disk IMAGE...) [--entry SEL] [--list] [...]
+       pcrsim predict --xl-config FILE|DIR... [--format json|jsonl|table] [--no-cache]
 
 Computes the PCR values vtpmboot's stub produces when it boots this kernel,
 initrd(s) and command line: kernel into PCR 4; command line, then all
 initrds concatenated (the empty string when there is none) into PCR 5.
 Files are streamed, never loaded whole.
+
+--root and --disk find the guest's boot configuration the way the stub does
+(boot/discover) on a mounted tree or on raw disk images read in userspace
+(never mounted), and predict the entry it boots; --list shows every
+configuration and entry instead. --xl-config predicts every guest of xl
+domU configs (a directory: every config in it), in parallel; exit 1 if
+any guest failed. See docs/pcrsim.md.
 
 Output formats:
   text      each extend with its digest and the PCR before and after, then
@@ -23,6 +35,8 @@ Output formats:
   json      {"banks":{"sha1":{"4":"<hex>","5":"<hex>"},...},"events":[...]}
   eventlog  the binary TCG event log the stub writes, on stdout:
             crypto-agile unless the banks are exactly sha1 (--log-format)
+  jsonl     (--xl-config) one JSON document per guest per line
+  table     (--xl-config) guest, entry, PCR 4 and 5 per bank (short hex)
 
 Examples:
   pcrsim predict --kernel /boot/vmlinuz --initrd /boot/initrd.img \
@@ -38,22 +52,57 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	var in inputFlags
 	fs := newFlagSet(name, predictHelp, e)
 	in.register(fs)
-	format := fs.String("format", "text", "output `FORMAT`: text, json or eventlog")
+	format := fs.String("format", "", "output `FORMAT`: text, json or eventlog; with --xl-config json (default), jsonl or table")
 	logFormat := fs.String("log-format", "", "event log `LAYOUT` for --format eventlog: sha1 or crypto-agile")
+	list := fs.Bool("list", false, "with --root/--disk: list every configuration and entry found and which one boots, instead of predicting")
+	var xlConfigs listFlag
+	fs.Var(&xlConfigs, "xl-config", "xl domU config `FILE` or DIR (every config in it); repeatable")
+	noCache := fs.Bool("no-cache", false, "with --xl-config: hash every guest's files afresh instead of once per distinct file")
+	workers := fs.Int("workers", 0, "with --xl-config: guests predicted at once (`N`, default GOMAXPROCS)")
 	if err := parseFlags(fs, args); err != nil {
 		return 0, err
+	}
+	defer in.close()
+	if in.set("xl-config") {
+		for _, fl := range []string{"kernel", "initrd", "cmdline", "root", "disk", "entry", "list", "log-format"} {
+			if in.set(fl) {
+				return 0, argErr("--"+fl, "cannot be combined with --xl-config (each guest's config says what to boot)")
+			}
+		}
+		return predictXL(xlConfigs, &in, *format, *noCache, *workers, e)
+	}
+	for _, fl := range []string{"no-cache", "workers"} {
+		if in.set(fl) {
+			return 0, argErr("--"+fl, "only applies to --xl-config")
+		}
+	}
+	if *format == "" {
+		*format = "text"
 	}
 	switch *format {
 	case "text", "json", "eventlog":
 	default:
-		return 0, argErr("--format", "unknown format %q (want text, json or eventlog)", *format)
+		return 0, argErr("--format", "unknown format %q (want text, json or eventlog; jsonl and table go with --xl-config)", *format)
 	}
 	if *logFormat != "" && *format != "eventlog" {
 		return 0, argErr("--log-format", "only applies to --format eventlog")
 	}
+	if *list {
+		return listGuest(&in, *format, e)
+	}
 	o, err := in.options()
 	if err != nil {
 		return 0, err
+	}
+	if in.sel != nil {
+		// Unreadable partitions matter to whoever relies on the
+		// prediction, but must not corrupt machine-readable stdout.
+		for _, n := range in.guest.NoteStrings(in.sel) {
+			fmt.Fprintf(e.stderr, "%s: note: %s\n", name, n)
+		}
+		if *format == "text" {
+			fmt.Fprintf(e.stdout, "boots %q\n", in.sel.Choice.Reason)
+		}
 	}
 	var lf eventlog.Format
 	if *format == "eventlog" {
@@ -74,7 +123,11 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	case "text":
 		err = r.WriteText(w)
 	case "json":
-		err = r.WriteJSON(w)
+		if in.sel != nil {
+			err = writeJSON(w, in.sel.Doc(r, in.guest.NoteStrings(in.sel)))
+		} else {
+			err = r.WriteJSON(w)
+		}
 	case "eventlog":
 		err = eventlog.Write(w, lf, r.Banks, r.Measurements())
 	}
@@ -106,4 +159,47 @@ func pickLogFormat(name string, banks []tpmfront.Alg) (eventlog.Format, error) {
 		return eventlog.SHA1Log, nil
 	}
 	return 0, argErr("--log-format", "unknown layout %q (want sha1 or crypto-agile)", name)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// listGuest prints what discovery found. It lists even when nothing can
+// boot (that is when a list helps most), then fails with the reason.
+func listGuest(in *inputFlags, format string, e env) (int, error) {
+	if !in.fromGuest() {
+		return 0, argErr("--list", "only applies to --root or --disk")
+	}
+	if format != "text" && format != "json" {
+		return 0, argErr("--format", "--list prints text or json, not %s", format)
+	}
+	for _, fl := range []string{"bank", "pcr-init", "log-format"} {
+		if in.set(fl) {
+			return 0, argErr("--"+fl, "does not apply to --list (nothing is measured)")
+		}
+	}
+	if err := in.openGuest(); err != nil {
+		return 0, err
+	}
+	d := in.guest.List(in.sel)
+	w := bufio.NewWriter(e.stdout)
+	var err error
+	if format == "json" {
+		err = d.WriteJSON(w)
+	} else {
+		err = d.WriteText(w)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		return 0, argErr("output", "%w", err)
+	}
+	if in.sel.Err != nil {
+		return 0, &argError{arg: in.guestArg(), err: in.sel.Err}
+	}
+	return exitOK, nil
 }

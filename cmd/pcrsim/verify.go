@@ -10,7 +10,8 @@ import (
 )
 
 const verifyHelp = `usage: pcrsim verify (--expected FILE | --kernel FILE [--initrd FILE]... --cmdline STRING
-                     [--pcr-init PCR:BANK:HEX]...) [--bank BANKS]
+                     | --root DIR [--entry SEL] | --disk IMAGE... [--entry SEL])
+                     [--pcr-init PCR:BANK:HEX]... [--bank BANKS]
                      --actual FILE|- [--actual-format yaml|sysfs|json]
 
 Compares a prediction with actual PCR readings and prints one row per PCR
@@ -97,6 +98,7 @@ func cmdVerify(name string, args []string, e env) (int, error) {
 		}
 	default:
 		o, err := in.options()
+		defer in.close()
 		if err != nil {
 			return 0, err
 		}

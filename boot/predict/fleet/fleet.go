@@ -1,0 +1,295 @@
+// Package fleet predicts the PCRs of many Xen guests at once from their xl
+// domU configs, the way a dom0 with hundreds of vtpmboot guests needs it:
+// each guest's stub options come from its command line (extra=), its disks
+// are read in userspace in the order the stub scans them, discovery and
+// selection run through boot/discover and measurement through
+// boot/measure (via boot/predict), exactly as in the stub. Guests run in
+// parallel on a bounded pool and share one caching hasher, so a kernel
+// shared by 500 guests is read and hashed once.
+package fleet
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/boot/predict"
+	"github.com/vtpmboot/vtpmboot/config"
+	"github.com/vtpmboot/vtpmboot/config/xl"
+	"github.com/vtpmboot/vtpmboot/tpmfront"
+)
+
+// Job is one guest config to predict.
+type Job struct {
+	Path string
+	cfg  *xl.Config
+	err  error
+}
+
+// Expand turns --xl-config arguments into jobs. A file is always a guest.
+// A directory contributes every regular file in it (symlinks followed, as
+// in /etc/xen/auto), sorted by name; a file there that is evidently not a
+// domU config (it does not parse and is not named *.cfg, or it parses but
+// sets neither name= nor disk=, like xl.conf) is skipped with a note
+// rather than reported as a failed guest.
+func Expand(args []string) (jobs []Job, skipped []string, err error) {
+	for _, a := range args {
+		st, err := os.Stat(a)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", a, unwrap(err))
+		}
+		if !st.IsDir() {
+			c, perr := xl.ParseFile(a)
+			jobs = append(jobs, Job{Path: a, cfg: c, err: perr})
+			continue
+		}
+		ents, err := os.ReadDir(a)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", a, unwrap(err))
+		}
+		names := make([]string, 0, len(ents))
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			p := filepath.Join(a, n)
+			st, err := os.Stat(p)
+			if err != nil || !st.Mode().IsRegular() {
+				continue
+			}
+			c, perr := xl.ParseFile(p)
+			switch {
+			case perr != nil && !strings.HasSuffix(n, ".cfg"):
+				skipped = append(skipped, fmt.Sprintf("%s: skipped, not an xl domU config (%v)", p, perr))
+				continue
+			case perr == nil && !hasKey(c, "name") && !hasKey(c, "disk"):
+				skipped = append(skipped, fmt.Sprintf("%s: skipped, not an xl domU config (no name= or disk=)", p))
+				continue
+			}
+			jobs = append(jobs, Job{Path: p, cfg: c, err: perr})
+		}
+	}
+	return jobs, skipped, nil
+}
+
+func hasKey(c *xl.Config, k string) bool { _, ok := c.Value(k); return ok }
+
+func unwrap(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Options are shared by every guest of a run.
+type Options struct {
+	Banks []tpmfront.Alg
+	Init  []predict.PCRInit
+	// Workers bounds the guests predicted at once; 0 means GOMAXPROCS.
+	Workers int
+	// NoCache hashes every guest's files afresh (see predict.CachingHasher
+	// for when that matters).
+	NoCache bool
+}
+
+// Result is one guest's outcome.
+type Result struct {
+	Doc    predict.GuestDoc
+	Report *predict.Report
+	Err    error
+}
+
+// Stats summarises a run.
+type Stats struct {
+	Guests, Failed int
+	// CacheHits and CacheMisses count hash requests served from the cache
+	// and computed (a miss reads the files).
+	CacheHits, CacheMisses int64
+}
+
+// Run predicts every job on a pool of Workers goroutines and calls emit
+// once per job, in job order (a result waits for those before it), so
+// output is deterministic and can still stream.
+func Run(jobs []Job, o Options, emit func(Result) error) (Stats, error) {
+	workers := o.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var h measure.Hasher = measure.StreamHasher{}
+	cache := &predict.CachingHasher{}
+	if !o.NoCache {
+		h = cache
+	}
+	results := make([]*Result, len(jobs))
+	var mu sync.Mutex
+	next := 0
+	var emitErr error
+	st := Stats{Guests: len(jobs)}
+	idx := make(chan int)
+	var wg sync.WaitGroup
+	for range min(workers, max(len(jobs), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range idx {
+				r := predictOne(jobs[i], o, h)
+				mu.Lock()
+				results[i] = &r
+				for next < len(results) && results[next] != nil {
+					if results[next].Err != nil {
+						st.Failed++
+					}
+					if emitErr == nil {
+						emitErr = emit(*results[next])
+					}
+					results[next] = &Result{} // release the report
+					next++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range jobs {
+		idx <- i
+	}
+	close(idx)
+	wg.Wait()
+	st.CacheHits, st.CacheMisses = cache.Stats()
+	return st, emitErr
+}
+
+// Predict predicts one guest config on its own.
+func Predict(j Job, o Options) Result { return predictOne(j, o, nil) }
+
+func predictOne(j Job, o Options, h measure.Hasher) Result {
+	name := filepath.Base(j.Path)
+	if j.cfg != nil && j.cfg.Name() != "" {
+		name = j.cfg.Name()
+	}
+	fail := func(err error) Result {
+		return Result{Doc: predict.GuestDoc{Guest: name, Config: j.Path, Error: err.Error()}, Err: err}
+	}
+	if j.err != nil {
+		return fail(j.err)
+	}
+	g, sel, notes, err := open(j.cfg)
+	if g != nil {
+		defer g.Close()
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if sel.Err != nil {
+		return fail(fmt.Errorf("%s: %w", j.Path, sel.Err))
+	}
+	notes = append(notes, g.NoteStrings(sel)...)
+	r, err := predict.Run(predict.Options{Banks: o.Banks, Init: o.Init, Inputs: g.Inputs(sel.Choice), Hasher: h})
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", j.Path, err))
+	}
+	d := sel.Doc(r, notes)
+	d.Guest, d.Config = name, j.Path
+	return Result{Doc: d, Report: r}
+}
+
+// open reads what the stub would see: its options from the command line
+// xl gives it, then the disks in the order it scans them, stopping at the
+// first disk that holds a configuration (later disks cannot change the
+// choice: discover takes the first configuration in disk order).
+func open(c *xl.Config) (*predict.Guest, *predict.Selection, []string, error) {
+	typ, err := c.Type()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if typ == xl.TypePV {
+		return nil, nil, nil, fmt.Errorf("%s: type %s: kexec does not work in Xen PV guests; vtpmboot boots PVH and HVM guests", c.File, typ)
+	}
+	if k, err := c.Kernel(); err != nil {
+		return nil, nil, nil, err
+	} else if k == "" {
+		return nil, nil, nil, fmt.Errorf("%s: no kernel= (the vtpmboot stub): this guest does not boot through vtpmboot", c.File)
+	}
+	// The stub parses /proc/cmdline, which is the command line xl builds
+	// (cmdline=, or root= and extra=), not extra= alone.
+	cmdline, _, err := c.Cmdline()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	so, warns, err := config.ParseStubOptions(cmdline)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", c.File, err)
+	}
+	var notes []string
+	for _, w := range warns {
+		notes = append(notes, "kernel command line: "+w)
+	}
+	disks, err := c.DisksInBootOrder()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(disks) == 0 {
+		return nil, nil, nil, fmt.Errorf("%s: %w (no non-cdrom xen disk in disk=)", c.File, xl.ErrNoDisk)
+	}
+	g := &predict.Guest{}
+	var sel *predict.Selection
+	for i, d := range disks {
+		if err := d.Check(); err != nil {
+			// The stub searches this disk before any later one: without
+			// its contents no prediction is trustworthy.
+			return g, nil, notes, fmt.Errorf("%s: %w", c.File, err)
+		}
+		if err := g.AddDisk(i, predict.DiskSpec{Path: d.Path, Linux: d.Linux}); err != nil {
+			return g, nil, notes, fmt.Errorf("%s: disk %s: %w", c.File, d.Vdev, err)
+		}
+		g.Restrict(so.Disk)
+		sel = g.Choose(so.Entry)
+		if len(sel.Found) > 0 {
+			break
+		}
+	}
+	if so.Disk != "" && len(g.Parts) == 0 && len(g.Notes) == 0 {
+		var names []string
+		for _, d := range g.Devices {
+			names = append(names, d.Name)
+		}
+		return g, nil, notes, fmt.Errorf("%s: vtpmboot.disk=%s matches no partition (the guest has %s)", c.File, so.Disk, strings.Join(names, ", "))
+	}
+	return g, sel, notes, nil
+}
+
+// WriteTable prints one line per guest: name, entry, then PCR 4 and 5 of
+// each bank as the first 16 hex digits. Guest-controlled text (titles) is
+// quoted.
+func WriteTable(w io.Writer, banks []tpmfront.Alg, rs []Result) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "%-20s %-24s", "GUEST", "ENTRY")
+	for _, a := range banks {
+		fmt.Fprintf(bw, " %-16s %-16s", a.String()+":4", a.String()+":5")
+	}
+	fmt.Fprintln(bw)
+	for _, r := range rs {
+		fmt.Fprintf(bw, "%-20s ", r.Doc.Guest)
+		if r.Err != nil {
+			fmt.Fprintf(bw, "ERROR %q\n", r.Err.Error())
+			continue
+		}
+		fmt.Fprintf(bw, "%-24s", fmt.Sprintf("%s %q", r.Doc.Entry.MenuPath, r.Doc.Entry.Title))
+		for _, a := range banks {
+			for _, p := range []int{4, 5} {
+				fmt.Fprintf(bw, " %-16.16x", r.Report.Final[a][p])
+			}
+		}
+		fmt.Fprintln(bw)
+	}
+	return bw.Flush()
+}

@@ -1,0 +1,455 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
+	"github.com/vtpmboot/vtpmboot/internal/testenv"
+)
+
+// These tests build real guest disks with mkfs/sfdisk (internal/guestdisk)
+// and run the built pcrsim on them. Expected PCRs are computed here with
+// crypto/sha1 and crypto/sha256 from the random file bytes and a command
+// line written by hand from each format's documented rule
+// (docs/config-*.md), never from pcrsim's own output.
+
+func needDiskTools(t *testing.T) {
+	t.Helper()
+	testenv.NeedCommands(t, "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "dd")
+}
+
+func rnd(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// want is the contract computed independently: PCR4 = H(0 || H(kernel)),
+// PCR5 = H(H(0 || H(cmdline)) || H(initrd1 || initrd2 ...)).
+type want struct {
+	kernel  []byte
+	initrds [][]byte
+	cmdline string
+}
+
+func (w want) pcrs() map[string]map[string]string {
+	var ib []byte
+	for _, b := range w.initrds {
+		ib = append(ib, b...)
+	}
+	k1, k256 := sha1.Sum(w.kernel), sha256.Sum256(w.kernel)
+	c1, c256 := sha1.Sum([]byte(w.cmdline)), sha256.Sum256([]byte(w.cmdline))
+	i1, i256 := sha1.Sum(ib), sha256.Sum256(ib)
+	p4s1 := sha1.Sum(append(make([]byte, 20), k1[:]...))
+	p4s256 := sha256.Sum256(append(make([]byte, 32), k256[:]...))
+	a1 := sha1.Sum(append(make([]byte, 20), c1[:]...))
+	p5s1 := sha1.Sum(append(a1[:], i1[:]...))
+	a256 := sha256.Sum256(append(make([]byte, 32), c256[:]...))
+	p5s256 := sha256.Sum256(append(a256[:], i256[:]...))
+	return map[string]map[string]string{
+		"sha1":   {"4": hex.EncodeToString(p4s1[:]), "5": hex.EncodeToString(p5s1[:])},
+		"sha256": {"4": hex.EncodeToString(p4s256[:]), "5": hex.EncodeToString(p5s256[:])},
+	}
+}
+
+type guestDoc struct {
+	Guest  string `json:"guest"`
+	Config string `json:"config"`
+	Entry  *struct {
+		Partition string   `json:"partition"`
+		Format    string   `json:"format"`
+		MenuPath  string   `json:"menu_path"`
+		Title     string   `json:"title"`
+		ID        string   `json:"id"`
+		Kernel    string   `json:"kernel"`
+		Initrds   []string `json:"initrds"`
+		Cmdline   string   `json:"cmdline"`
+	} `json:"entry"`
+	Reason string                       `json:"reason"`
+	Notes  []string                     `json:"notes"`
+	Error  string                       `json:"error"`
+	Banks  map[string]map[string]string `json:"banks"`
+	Events []struct {
+		Kind, Source string
+	} `json:"events"`
+}
+
+func checkBanks(t *testing.T, what string, got map[string]map[string]string, w want) {
+	t.Helper()
+	exp := w.pcrs()
+	for bank, pcrs := range exp {
+		for p, v := range pcrs {
+			if got[bank][p] != v {
+				t.Errorf("%s: %s PCR %s = %q, want %s (cmdline %q)", what, bank, p, got[bank][p], v, w.cmdline)
+			}
+		}
+	}
+}
+
+func predictDoc(t *testing.T, args ...string) guestDoc {
+	t.Helper()
+	r := pcrsim(t, nil, append([]string{"predict", "--format", "json"}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("pcrsim predict %q: exit %d: %s", args, r.code, r.stderr)
+	}
+	var d guestDoc
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
+		t.Fatalf("decode %q: %v", r.stdout, err)
+	}
+	return d
+}
+
+func buildDisk(t *testing.T, d guestdisk.Disk) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.img")
+	if err := guestdisk.Build(d, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// formatCase is one boot-config format on a real disk, with the command
+// line each documented rule produces for the default entry.
+type formatCase struct {
+	name  string
+	disk  guestdisk.Disk
+	want  want
+	entry string // expected default entry title
+}
+
+func formatCases() []formatCase {
+	k, i1, i2 := rnd(3<<20+11), rnd(1<<20+5), rnd(70001)
+	var cs []formatCase
+
+	// GRUB2 (docs/config-grub2.md): "BOOT_IMAGE=" + the linux arguments,
+	// file name included, re-quoted (an argument with a space gets double
+	// quotes). default=1 picks the second entry.
+	cs = append(cs, formatCase{name: "grub2 mbr ext4", entry: "Rescue", disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{
+		FS: "ext4", SizeMB: 16, Files: []guestdisk.File{
+			{Path: "/boot/grub/grub.cfg", Data: []byte("set default=1\nset timeout=5\n" +
+				"menuentry 'Debian GNU/Linux' --id debian {\n\tlinux /boot/vmlinuz root=/dev/xvda1 ro quiet\n\tinitrd /boot/initrd.img\n}\n" +
+				"menuentry 'Rescue' --id rescue {\n\tlinux /boot/vmlinuz root=/dev/xvda1   single \"msg=a b\"\n\tinitrd /boot/initrd.img /boot/extra.img\n}\n")},
+			{Path: "/boot/vmlinuz", Data: k}, {Path: "/boot/initrd.img", Data: i1}, {Path: "/boot/extra.img", Data: i2},
+		}}}},
+		want: want{k, [][]byte{i1, i2}, `BOOT_IMAGE=/boot/vmlinuz root=/dev/xvda1 single "msg=a b"`}})
+
+	// GRUB legacy (docs/config-grublegacy.md): the text after the kernel
+	// file name and its blanks, verbatim (inner runs and the trailing
+	// blank kept; a TAB becomes a space); nothing added.
+	cs = append(cs, formatCase{name: "grub-legacy bare ext3", entry: "Xen guest", disk: guestdisk.Disk{Partitions: []guestdisk.Partition{{
+		FS: "ext3", SizeMB: 16, Files: []guestdisk.File{
+			{Path: "/boot/grub/menu.lst", Data: []byte("default 0\ntimeout 5\n\ntitle Xen guest\n\troot (hd0,0)\n\tkernel /boot/vmlinuz-2.6 root=/dev/xvda1 ro  console=hvc0\tquiet \n\tinitrd /boot/initrd-2.6.img\n")},
+			{Path: "/boot/vmlinuz-2.6", Data: k}, {Path: "/boot/initrd-2.6.img", Data: i1},
+		}}}},
+		want: want{k, [][]byte{i1}, "root=/dev/xvda1 ro  console=hvc0 quiet "}})
+
+	// syslinux (docs/config-syslinux.md): "BOOT_IMAGE=<kernel as written>
+	// <APPEND text> initrd=<INITRD text>", APPEND verbatim.
+	cs = append(cs, formatCase{name: "syslinux mbr vfat", entry: "Alpine", disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{
+		FS: "vfat", SizeMB: 16, Files: []guestdisk.File{
+			{Path: "/boot/extlinux/extlinux.conf", Data: []byte("DEFAULT lts\nLABEL lts\n  MENU LABEL Alpine\n  KERNEL /boot/vmlinuz-lts\n  APPEND root=/dev/xvda1 modules=ext4  quiet\n  INITRD /boot/initramfs-lts\n")},
+			{Path: "/boot/vmlinuz-lts", Data: k}, {Path: "/boot/initramfs-lts", Data: i1},
+		}}}},
+		want: want{k, [][]byte{i1}, "BOOT_IMAGE=/boot/vmlinuz-lts root=/dev/xvda1 modules=ext4  quiet initrd=/boot/initramfs-lts"}})
+
+	// BLS without grub.cfg (docs/config-bls.md, systemd-boot rules): the
+	// options as written, nothing added; several initrd lines in order.
+	cs = append(cs, formatCase{name: "bls gpt ext4", entry: "Fedora Linux", disk: guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{{
+		FS: "ext4", SizeMB: 16, Files: []guestdisk.File{
+			{Path: "/loader/entries/fedora-6.1.conf", Data: []byte("title Fedora Linux\nversion 6.1\nlinux /vmlinuz-6.1\ninitrd /microcode.img\ninitrd /initramfs-6.1.img\noptions root=UUID=0b7ea5e1 ro rhgb quiet\n")},
+			{Path: "/vmlinuz-6.1", Data: k}, {Path: "/microcode.img", Data: i2}, {Path: "/initramfs-6.1.img", Data: i1},
+		}}}},
+		want: want{k, [][]byte{i2, i1}, "root=UUID=0b7ea5e1 ro rhgb quiet"}})
+	return cs
+}
+
+func TestPredictDiskFormats(t *testing.T) {
+	needDiskTools(t)
+	for _, tc := range formatCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			img := buildDisk(t, tc.disk)
+			d := predictDoc(t, "--disk", img)
+			checkBanks(t, tc.name, d.Banks, tc.want)
+			if d.Entry == nil || d.Entry.Title != tc.entry || d.Entry.Cmdline != tc.want.cmdline {
+				t.Errorf("entry %+v, want title %q cmdline %q", d.Entry, tc.entry, tc.want.cmdline)
+			}
+			if d.Reason == "" || len(d.Events) != 3 {
+				t.Errorf("reason %q, %d events", d.Reason, len(d.Events))
+			}
+			// The same tree mounted (here: written to a directory) gives
+			// the same prediction through --root.
+			root := t.TempDir()
+			for _, f := range tc.disk.Partitions[0].Files {
+				p := filepath.Join(root, f.Path)
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				if err := os.WriteFile(p, f.Data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := predictDoc(t, "--root", root)
+			checkBanks(t, tc.name+" --root", r.Banks, tc.want)
+			// text output says what boots first, quoted.
+			tr := pcrsim(t, nil, "predict", "--disk", img)
+			if tr.code != 0 || !strings.HasPrefix(tr.stdout, "boots \"") {
+				t.Errorf("text: exit %d, stdout %q", tr.code, tr.stdout)
+			}
+		})
+	}
+}
+
+func TestPredictDiskEntrySelection(t *testing.T) {
+	needDiskTools(t)
+	tc := formatCases()[0]
+	img := buildDisk(t, tc.disk)
+	first := want{tc.want.kernel, tc.want.initrds[:1], "BOOT_IMAGE=/boot/vmlinuz root=/dev/xvda1 ro quiet"}
+	for _, c := range []struct {
+		sel string
+		w   want
+	}{
+		{"0", first}, {"debian", first}, {"Debian GNU/Linux", first},
+		{"1", tc.want}, {"rescue", tc.want}, {"Rescue", tc.want},
+	} {
+		d := predictDoc(t, "--disk", img, "--entry", c.sel)
+		checkBanks(t, "--entry "+c.sel, d.Banks, c.w)
+	}
+	r := pcrsim(t, nil, "predict", "--disk", img, "--entry", "7")
+	if r.code != 2 || !strings.Contains(r.stderr, `no entry at position "7"`) || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("--entry 7: exit %d, %q", r.code, r.stderr)
+	}
+	// verify takes the same inputs.
+	exp := tc.want.pcrs()
+	yaml := fmt.Sprintf("  sha256:\n    4 : 0x%s\n    5 : 0x%s\n", exp["sha256"]["4"], exp["sha256"]["5"])
+	actual := filepath.Join(t.TempDir(), "a.yaml")
+	os.WriteFile(actual, []byte(yaml), 0o644)
+	if r := pcrsim(t, nil, "verify", "--disk", img, "--actual", actual); r.code != 0 {
+		t.Errorf("verify --disk: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestPredictDiskList(t *testing.T) {
+	needDiskTools(t)
+	k := rnd(5000)
+	// A live grub.cfg next to a stale menu.lst: GRUB2 wins (pygrub's
+	// order), menu.lst is listed as passed over.
+	img := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
+		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'New' --id new {\n linux /boot/vmlinuz a=1\n}\nmenuentry 'Other' {\n linux /boot/vmlinuz b=2\n}\n")},
+		{Path: "/boot/grub/menu.lst", Data: []byte("title Old\n kernel /boot/vmlinuz old\n")},
+		{Path: "/boot/vmlinuz", Data: k},
+	}}}})
+	r := pcrsim(t, nil, "predict", "--disk", img, "--list")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, s := range []string{
+		`grub2 "/boot/grub/grub.cfg" on "partition 1": boots`,
+		`* 0 "New" id="new"`, `  1 "Other"`, `kernel  "boot/vmlinuz"`, `cmdline "BOOT_IMAGE=/boot/vmlinuz a=1"`,
+		`grub-legacy "/boot/grub/menu.lst" on "partition 1": passed over ("lower priority than grub2 /boot/grub/grub.cfg on partition 1")`,
+		`cmdline "old"`, `boots: "grub2 /boot/grub/grub.cfg on partition 1: default entry 0`,
+	} {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("--list lacks %q:\n%s", s, r.stdout)
+		}
+	}
+	r = pcrsim(t, nil, "predict", "--disk", img, "--list", "--entry", "Other", "--format", "json")
+	var doc struct {
+		Configs []struct {
+			Format, File, Status, Why string
+			Entries                   []struct{ Title, Cmdline string }
+		}
+		Boots  struct{ Title, Partition string }
+		Reason string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 0 {
+		t.Fatalf("exit %d, %v: %s %s", r.code, err, r.stdout, r.stderr)
+	}
+	if len(doc.Configs) != 2 || doc.Configs[0].Status != "boots" || doc.Configs[1].Status != "passed over" ||
+		len(doc.Configs[0].Entries) != 2 || doc.Boots.Title != "Other" || !strings.Contains(doc.Reason, "selected by title") {
+		t.Errorf("json list: %+v", doc)
+	}
+}
+
+// TestPredictSeparateBoot: partition 1 holds the root filesystem (no boot
+// config), partition 2 a separate /boot whose grub.cfg writes
+// ($root)/vmlinuz; GRUB names the partition hd0,gpt2 and that name is in
+// BOOT_IMAGE=, so it reaches PCR 5.
+func TestPredictSeparateBoot(t *testing.T) {
+	needDiskTools(t)
+	k, i := rnd(1<<20), rnd(4096)
+	img := buildDisk(t, guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
+		{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{{Path: "/etc/hostname", Data: []byte("guest\n")}}},
+		{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
+			{Path: "/grub/grub.cfg", Data: []byte("menuentry 'Linux' {\n linux ($root)/vmlinuz root=/dev/xvda1 ro\n initrd ($root)/initrd.img\n}\n")},
+			{Path: "/vmlinuz", Data: k}, {Path: "/initrd.img", Data: i},
+		}},
+	}})
+	d := predictDoc(t, "--disk", img)
+	checkBanks(t, "separate /boot", d.Banks, want{k, [][]byte{i}, "BOOT_IMAGE=(hd0,gpt2)/vmlinuz root=/dev/xvda1 ro"})
+	if d.Entry == nil || d.Entry.Partition != "partition 2" {
+		t.Errorf("entry %+v", d.Entry)
+	}
+	// A second disk in front: the config is now on hd1.
+	empty := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "vfat", SizeMB: 4}}})
+	d = predictDoc(t, "--disk", empty, "--disk", img)
+	checkBanks(t, "second disk", d.Banks, want{k, [][]byte{i}, "BOOT_IMAGE=(hd1,gpt2)/vmlinuz root=/dev/xvda1 ro"})
+	if d.Entry == nil || d.Entry.Partition != "disk 1 partition 2" {
+		t.Errorf("entry %+v", d.Entry)
+	}
+}
+
+// TestPredictUnreadablePartitions: an XFS partition (recognised, not
+// readable in userspace) and a partition of random bytes become notes; a
+// configuration elsewhere still predicts; with none anywhere the error
+// lists them.
+func TestPredictUnreadablePartitions(t *testing.T) {
+	needDiskTools(t)
+	testenv.NeedCommands(t, "mkfs.xfs")
+	k := rnd(9000)
+	img := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
+		{FS: "ext4", SizeMB: 300}, // overwritten with XFS below (mkfs.xfs wants >= 300 MiB)
+		{FS: "ext4", SizeMB: 4},   // overwritten with random bytes
+		{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
+			{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
+			{Path: "/boot/vmlinuz", Data: k},
+		}},
+	}})
+	xfs := filepath.Join(t.TempDir(), "xfs.img")
+	if err := os.Truncate(mustCreate(t, xfs), 300<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.xfs", "-q", "-f", xfs).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.xfs: %v: %s", err, out)
+	}
+	// guestdisk puts partition 1 at 1 MiB, partition 2 right after it.
+	overwrite(t, img, 1<<20, readFile(t, xfs))
+	overwrite(t, img, 301<<20, rnd(4<<20))
+
+	r := pcrsim(t, nil, "predict", "--disk", img, "--format", "json")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, s := range []string{"note: unsupported filesystem xfs on partition 1; mount it read-only and use --root", "partition 2: no recognised filesystem"} {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("stderr lacks %q: %s", s, r.stderr)
+		}
+	}
+	var d guestDoc
+	json.Unmarshal([]byte(r.stdout), &d)
+	checkBanks(t, "behind xfs", d.Banks, want{k, nil, "BOOT_IMAGE=/boot/vmlinuz x"})
+	if len(d.Notes) != 2 || !strings.Contains(d.Notes[0], "searched before the chosen configuration") {
+		t.Errorf("notes %q", d.Notes)
+	}
+
+	// Only unreadable partitions: one error line naming them, exit 2.
+	bad := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 300}}})
+	overwrite(t, bad, 1<<20, readFile(t, xfs))
+	r = pcrsim(t, nil, "predict", "--disk", bad)
+	if r.code != 2 || !strings.Contains(r.stderr, "no boot configuration found") || !strings.Contains(r.stderr, "unsupported filesystem xfs on partition 1") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("exit %d: %q", r.code, r.stderr)
+	}
+}
+
+func TestPredictBrokenImages(t *testing.T) {
+	needDiskTools(t)
+	k := rnd(2000)
+	good := guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
+		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz\n}\n")},
+		{Path: "/boot/vmlinuz", Data: k},
+	}}}}
+	dir := t.TempDir()
+	truncated := buildDisk(t, good)
+	os.Truncate(truncated, 3<<20) // cuts the 8 MiB partition
+	corruptGPT := buildDisk(t, good)
+	overwrite(t, corruptGPT, 512+40, []byte("garbage!")) // inside the CRC-covered 92-byte GPT header
+	tiny := filepath.Join(dir, "tiny.img")
+	os.WriteFile(tiny, []byte("not a disk"), 0o644)
+	for _, c := range []struct {
+		name, img, want string
+	}{
+		{"truncated", truncated, "truncated image?"},
+		{"corrupt gpt", corruptGPT, "CRC32"},
+		{"tiny", tiny, "too small"},
+		{"missing", filepath.Join(dir, "nope.img"), "no such file"},
+		{"directory", dir, "is a directory"},
+	} {
+		r := pcrsim(t, nil, "predict", "--disk", c.img)
+		if r.code != 2 || !strings.HasPrefix(r.stderr, "pcrsim predict: --disk: ") || !strings.Contains(r.stderr, c.want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%s: exit %d, stderr %q (want one line with %q)", c.name, r.code, r.stderr, c.want)
+		}
+	}
+}
+
+// TestPredictRootConfined: a guest's symlink that points outside its tree
+// must not make pcrsim measure a host file (os.Root confines it).
+func TestPredictRootConfined(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "boot/grub"), 0o755)
+	os.WriteFile(filepath.Join(root, "boot/grub/grub.cfg"), []byte("menuentry 'L' {\n linux /boot/vmlinuz\n}\n"), 0o644)
+	host := filepath.Join(t.TempDir(), "host-secret")
+	os.WriteFile(host, []byte("host"), 0o644)
+	if err := os.Symlink(host, filepath.Join(root, "boot/vmlinuz")); err != nil {
+		t.Fatal(err)
+	}
+	r := pcrsim(t, nil, "predict", "--root", root)
+	if r.code != 2 || !strings.Contains(r.stderr, "--root: ") || !strings.Contains(r.stderr, "kernel") {
+		t.Errorf("escaping symlink: exit %d, %q", r.code, r.stderr)
+	}
+	for _, c := range [][]string{
+		{"--root", root, "--kernel", host},
+		{"--root", root, "--disk", host},
+		{"--entry", "1", "--kernel", host, "--cmdline", ""},
+		{"--root", filepath.Join(root, "nope")},
+	} {
+		r := pcrsim(t, nil, append([]string{"predict"}, c...)...)
+		if r.code != 2 || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%q: exit %d, %q", c, r.code, r.stderr)
+		}
+	}
+}
+
+func mustCreate(t *testing.T, p string) string {
+	t.Helper()
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func overwrite(t *testing.T, p string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Skip all-zero blocks of a sparse source (mkfs.xfs output is mostly
+	// holes) so the image stays sparse.
+	for i := 0; i < len(b); i += 1 << 16 {
+		chunk := b[i:min(i+1<<16, len(b))]
+		if bytes.Count(chunk, []byte{0}) == len(chunk) {
+			continue
+		}
+		if _, err := f.WriteAt(chunk, off+int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
