@@ -10,6 +10,7 @@ package fleet
 
 import (
 	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -286,7 +287,8 @@ func WriteTable(w io.Writer, banks []tpmfront.Alg, rs []Result) error {
 		fmt.Fprintf(bw, "%-24s", fmt.Sprintf("%s %q", r.Doc.Entry.MenuPath, r.Doc.Entry.Title))
 		for _, a := range banks {
 			for _, p := range []int{4, 5} {
-				fmt.Fprintf(bw, " %-16.16x", r.Report.Final[a][p])
+				h := hex.EncodeToString(r.Report.Final[a][p])
+				fmt.Fprintf(bw, " %-16s", h[:min(16, len(h))])
 			}
 		}
 		fmt.Fprintln(bw)
