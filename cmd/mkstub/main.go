@@ -1,0 +1,210 @@
+// Command mkstub builds the vtpmboot stub: it copies the kernel, builds the
+// reproducible initramfs (/init plus the kernel modules the stub needs) and
+// writes example xl configs, printing the SHA-256 of each output so the
+// stub's own measurement can be published and checked.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+
+	"github.com/vtpmboot/vtpmboot/images"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitBuild = 1 // inputs were fine, building failed
+	exitUsage = 2 // bad flags or inputs
+)
+
+const usage = `usage: mkstub --kernel VMLINUZ --modules DIR -o OUTDIR [flags]
+
+Builds the vtpmboot stub for Xen PVH/HVM guests:
+  OUTDIR/vmlinuz           copy of --kernel
+  OUTDIR/vtpmboot.cpio.gz  reproducible initramfs: /init and kernel modules
+  OUTDIR/pvh.cfg, hvm.cfg  example xl domU configs using them
+
+Flags:
+`
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mkstub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	var (
+		kernel   = fs.String("kernel", "", "kernel image to boot the stub with (e.g. /boot/vmlinuz-$(uname -r))")
+		modules  = fs.String("modules", "", "the kernel's module directory, /lib/modules/<release> (must hold modules.dep)")
+		noMods   = fs.Bool("no-modules", false, "pack no kernel modules (a kernel with everything built in)")
+		outDir   = fs.String("o", "", "output directory (created if missing)")
+		initPkg  = fs.String("init", images.DefaultInitPackage, "Go package built as /init")
+		srcDir   = fs.String("src", ".", "`DIR` that go build runs in (the vtpmboot source tree)")
+		modList  = fs.String("module-list", strings.Join(images.DefaultModules, ","), "comma-separated kernel modules to pack (dependencies are added)")
+		vtpmUUID = fs.String("vtpm-uuid", "", "vTPM UUID to put in the example xl configs")
+		disk     = fs.String("disk", "/dev/vg0/guest,raw,xvda,r", "guest disk spec for the example xl configs")
+		extra    stringList
+	)
+	fs.Var(&extra, "add", "extra file `HOSTPATH:ARCHIVEPATH` for the initramfs (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "mkstub: "+format+"\n", a...)
+		return exitUsage
+	}
+	if fs.NArg() != 0 {
+		return usageErr("unexpected arguments %q (see --help)", fs.Args())
+	}
+	if *kernel == "" || *outDir == "" {
+		return usageErr("--kernel and -o are required (see --help)")
+	}
+	if (*modules == "") == !*noMods {
+		return usageErr("give exactly one of --modules DIR and --no-modules")
+	}
+	if st, err := os.Stat(*kernel); err != nil {
+		return usageErr("kernel: %v", err)
+	} else if !st.Mode().IsRegular() {
+		return usageErr("kernel %s: not a regular file", *kernel)
+	}
+	o := images.StubOptions{Init: images.GoBuild{Package: *initPkg, Dir: *srcDir}, ModulesDir: *modules}
+	if *modules != "" {
+		if _, err := os.Stat(filepath.Join(*modules, "modules.dep")); err != nil {
+			return usageErr("modules directory %s: %v", *modules, images.ErrNoModulesDep)
+		}
+		o.Modules = splitList(*modList)
+	}
+	for _, a := range extra {
+		host, arch, ok := strings.Cut(a, ":")
+		if !ok || host == "" || arch == "" {
+			return usageErr("--add %q: want HOSTPATH:ARCHIVEPATH", a)
+		}
+		st, err := os.Stat(host)
+		if err != nil {
+			return usageErr("--add: %v", err)
+		}
+		if !st.Mode().IsRegular() {
+			return usageErr("--add %s: not a regular file", host)
+		}
+		o.Extra = append(o.Extra, images.File{Path: arch, Source: host, Mode: st.Mode().Perm()})
+	}
+
+	if err := build(ctx, o, *kernel, *outDir, *vtpmUUID, *disk, stdout); err != nil {
+		fmt.Fprintf(stderr, "mkstub: %v\n", err)
+		return exitBuild
+	}
+	return exitOK
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func build(ctx context.Context, o images.StubOptions, kernel, outDir, vtpmUUID, disk string, stdout io.Writer) error {
+	ir, ms, err := images.Stub(ctx, o)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return fmt.Errorf("output directory: %w", err)
+	}
+	kOut := filepath.Join(outDir, "vmlinuz")
+	if err := copyFile(kernel, kOut); err != nil {
+		return err
+	}
+	irOut := filepath.Join(outDir, "vtpmboot.cpio.gz")
+	if err := ir.WriteFile(irOut); err != nil {
+		return err
+	}
+	absK, _ := filepath.Abs(kOut)
+	absI, _ := filepath.Abs(irOut)
+	outs := []string{kOut, irOut}
+	for _, kind := range []string{"pvh", "hvm"} {
+		cfg, err := images.XLConfig(kind, images.XLOptions{
+			Name: "guest-" + kind, Kernel: absK, Ramdisk: absI, Disk: disk, VTPMUUID: vtpmUUID,
+		})
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(outDir, kind+".cfg")
+		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", p, err)
+		}
+		outs = append(outs, p)
+	}
+	if ms != nil {
+		fmt.Fprintf(stdout, "modules: %d for kernel %s (built in, skipped: %s)\n", len(ms.Modules), ms.Release, strings.Join(ms.Builtin, " "))
+	}
+	for _, p := range outs {
+		sum, size, err := sha256File(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%x  %s  (%d bytes)\n", sum, p, size)
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	return nil
+}
+
+func sha256File(p string) ([]byte, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, 0, fmt.Errorf("hash %s: %w", p, err)
+	}
+	return h.Sum(nil), n, nil
+}
