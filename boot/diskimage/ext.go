@@ -190,6 +190,7 @@ type extInode struct {
 }
 
 func (n *extInode) size() int64      { return n.isize }
+func (n *extInode) id() uint64       { return n.ino }
 func (n *extInode) mtime() time.Time { return time.Unix(n.mt, 0).UTC() }
 func (n *extInode) mode() fs.FileMode {
 	m := fs.FileMode(n.imode & 0o777)

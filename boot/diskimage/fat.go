@@ -241,6 +241,7 @@ func (n *fatNode) size() int64 {
 	return n.sz
 }
 func (n *fatNode) mtime() time.Time { return n.mt }
+func (n *fatNode) id() uint64       { return uint64(n.cluster) }
 func (n *fatNode) mode() fs.FileMode {
 	if n.dir {
 		return fs.ModeDir | 0o755

@@ -22,6 +22,8 @@ type vnode interface {
 	mode() fs.FileMode
 	size() int64
 	mtime() time.Time
+	// id identifies the node within its filesystem (inode or first cluster).
+	id() uint64
 }
 
 // vdirent is one directory entry; load fetches its node (an inode read for
@@ -132,6 +134,15 @@ func (v *vfs) resolve(name string, followLast bool) (vnode, error) {
 			parts = append(strings.Split(target, "/"), rest...)
 			i = -1
 			continue
+		}
+		if n.mode().IsDir() {
+			// A corrupt directory naming an ancestor would make any tree walk
+			// endless; real ext and FAT trees never contain one.
+			for _, a := range stack {
+				if a.id() == n.id() {
+					return nil, fmt.Errorf("%w: directory cycle at %q", ErrCorrupt, p)
+				}
+			}
 		}
 		stack = append(stack, n)
 	}
