@@ -68,3 +68,7 @@ fi
 echo
 echo "Go benchmarks (boot/measure):"
 go test -run '^$' -bench 'StreamHasher' -benchtime "${BENCHTIME:-5x}" ./boot/measure/
+
+echo
+echo "Fleet prediction (bench/xl.sh):"
+bench/xl.sh

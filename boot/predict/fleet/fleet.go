@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/predict"
@@ -131,6 +132,8 @@ func Run(jobs []Job, o Options, emit func(Result) error) (Stats, error) {
 	if !o.NoCache {
 		h = cache
 	}
+	m := &memo{}
+	defer m.close()
 	results := make([]*Result, len(jobs))
 	var mu sync.Mutex
 	next := 0
@@ -143,7 +146,7 @@ func Run(jobs []Job, o Options, emit func(Result) error) (Stats, error) {
 		go func() {
 			defer wg.Done()
 			for i := range idx {
-				r := predictOne(jobs[i], o, h)
+				r := predictOne(jobs[i], o, h, m)
 				mu.Lock()
 				results[i] = &r
 				for next < len(results) && results[next] != nil {
@@ -170,9 +173,75 @@ func Run(jobs []Job, o Options, emit func(Result) error) (Stats, error) {
 }
 
 // Predict predicts one guest config on its own.
-func Predict(j Job, o Options) Result { return predictOne(j, o, nil) }
+func Predict(j Job, o Options) Result { return predictOne(j, o, nil, nil) }
 
-func predictOne(j Job, o Options, h measure.Hasher) Result {
+// shared is the discovery and selection over one set of disks, shared by
+// every guest with the same disks and the same stub selectors. Hundreds of
+// guests cloned from a few images would otherwise each re-open the image,
+// re-read its partition table and superblocks and re-parse its grub.cfg,
+// which costs more than hashing once the hashes are cached. The images stay
+// open until the run ends; diskimage's filesystems lock their own caches,
+// so guests may read them concurrently.
+type shared struct {
+	once sync.Once
+	g    *predict.Guest
+	sel  *predict.Selection
+	err  error
+}
+
+type memo struct {
+	mu sync.Mutex
+	m  map[string]*shared
+}
+
+func (m *memo) get(key string, open func() (*predict.Guest, *predict.Selection, error)) *shared {
+	m.mu.Lock()
+	if m.m == nil {
+		m.m = map[string]*shared{}
+	}
+	sh, ok := m.m[key]
+	if !ok {
+		sh = &shared{}
+		m.m[key] = sh
+	}
+	m.mu.Unlock()
+	sh.once.Do(func() { sh.g, sh.sel, sh.err = open() })
+	return sh
+}
+
+func (m *memo) close() {
+	for _, sh := range m.m {
+		if sh.g != nil {
+			sh.g.Close()
+		}
+	}
+}
+
+// memoKey identifies what decides a selection: each disk's image (device,
+// inode, size, mtime: the same identity the hash cache uses) and guest
+// name, and the vtpmboot.disk= and vtpmboot.entry= selectors. ok is false
+// when a disk cannot be identified; that guest then works alone.
+func memoKey(disks []xl.Disk, so config.StubOptions) (string, bool) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%q %q", so.Disk, so.Entry)
+	for _, d := range disks {
+		if d.Check() != nil {
+			return "", false
+		}
+		st, err := os.Stat(d.Path)
+		if err != nil {
+			return "", false
+		}
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok {
+			return "", false
+		}
+		fmt.Fprintf(&b, " %s=%d:%d:%d:%d.%d", d.Linux, sys.Dev, sys.Ino, st.Size(), sys.Mtim.Sec, sys.Mtim.Nsec)
+	}
+	return b.String(), true
+}
+
+func predictOne(j Job, o Options, h measure.Hasher, m *memo) Result {
 	name := filepath.Base(j.Path)
 	if j.cfg != nil && j.cfg.Name() != "" {
 		name = j.cfg.Name()
@@ -183,9 +252,26 @@ func predictOne(j Job, o Options, h measure.Hasher) Result {
 	if j.err != nil {
 		return fail(j.err)
 	}
-	g, sel, notes, err := open(j.cfg)
-	if g != nil {
-		defer g.Close()
+	c := j.cfg
+	disks, so, notes, err := stubView(c)
+	if err != nil {
+		return fail(err)
+	}
+	var g *predict.Guest
+	var sel *predict.Selection
+	key, ok := memoKey(disks, so)
+	if ok && m != nil {
+		sh := m.get(key, func() (*predict.Guest, *predict.Selection, error) { return openDisks(c, disks, so) })
+		g, sel, err = sh.g, sh.sel, sh.err
+		if err != nil {
+			// The shared error names the first guest's file; name ours.
+			err = fmt.Errorf("%s: %w", c.File, errors.Unwrap(err))
+		}
+	} else {
+		g, sel, err = openDisks(c, disks, so)
+		if g != nil {
+			defer g.Close()
+		}
 	}
 	if err != nil {
 		return fail(err)
@@ -203,32 +289,31 @@ func predictOne(j Job, o Options, h measure.Hasher) Result {
 	return Result{Doc: d, Report: r}
 }
 
-// open reads what the stub would see: its options from the command line
-// xl gives it, then the disks in the order it scans them, stopping at the
-// first disk that holds a configuration (later disks cannot change the
-// choice: discover takes the first configuration in disk order).
-func open(c *xl.Config) (*predict.Guest, *predict.Selection, []string, error) {
+// stubView is what the stub of this guest would see: its options, from
+// the command line xl gives it, and its disks in the order it scans them.
+func stubView(c *xl.Config) ([]xl.Disk, config.StubOptions, []string, error) {
+	var so config.StubOptions
 	typ, err := c.Type()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, so, nil, err
 	}
 	if typ == xl.TypePV {
-		return nil, nil, nil, fmt.Errorf("%s: type %s: kexec does not work in Xen PV guests; vtpmboot boots PVH and HVM guests", c.File, typ)
+		return nil, so, nil, fmt.Errorf("%s: type %s: kexec does not work in Xen PV guests; vtpmboot boots PVH and HVM guests", c.File, typ)
 	}
 	if k, err := c.Kernel(); err != nil {
-		return nil, nil, nil, err
+		return nil, so, nil, err
 	} else if k == "" {
-		return nil, nil, nil, fmt.Errorf("%s: no kernel= (the vtpmboot stub): this guest does not boot through vtpmboot", c.File)
+		return nil, so, nil, fmt.Errorf("%s: no kernel= (the vtpmboot stub): this guest does not boot through vtpmboot", c.File)
 	}
 	// The stub parses /proc/cmdline, which is the command line xl builds
 	// (cmdline=, or root= and extra=), not extra= alone.
 	cmdline, _, err := c.Cmdline()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, so, nil, err
 	}
 	so, warns, err := config.ParseStubOptions(cmdline)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%s: %w", c.File, err)
+		return nil, so, nil, fmt.Errorf("%s: %w", c.File, err)
 	}
 	var notes []string
 	for _, w := range warns {
@@ -236,21 +321,29 @@ func open(c *xl.Config) (*predict.Guest, *predict.Selection, []string, error) {
 	}
 	disks, err := c.DisksInBootOrder()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, so, nil, err
 	}
 	if len(disks) == 0 {
-		return nil, nil, nil, fmt.Errorf("%s: %w (no non-cdrom xen disk in disk=)", c.File, xl.ErrNoDisk)
+		return nil, so, nil, fmt.Errorf("%s: %w (no non-cdrom xen disk in disk=)", c.File, xl.ErrNoDisk)
 	}
+	return disks, so, notes, nil
+}
+
+// openDisks reads the disks in order, stopping at the first disk that
+// holds a configuration (later disks cannot change the choice: discover
+// takes the first configuration in disk order). Errors are wrapped once
+// around the config file name (predictOne relies on it).
+func openDisks(c *xl.Config, disks []xl.Disk, so config.StubOptions) (*predict.Guest, *predict.Selection, error) {
 	g := &predict.Guest{}
 	var sel *predict.Selection
 	for i, d := range disks {
 		if err := d.Check(); err != nil {
 			// The stub searches this disk before any later one: without
 			// its contents no prediction is trustworthy.
-			return g, nil, notes, fmt.Errorf("%s: %w", c.File, err)
+			return g, nil, fmt.Errorf("%s: %w", c.File, err)
 		}
 		if err := g.AddDisk(i, predict.DiskSpec{Path: d.Path, Linux: d.Linux}); err != nil {
-			return g, nil, notes, fmt.Errorf("%s: disk %s: %w", c.File, d.Vdev, err)
+			return g, nil, fmt.Errorf("%s: %w", c.File, fmt.Errorf("disk %s: %w", d.Vdev, err))
 		}
 		g.Restrict(so.Disk)
 		sel = g.Choose(so.Entry)
@@ -263,9 +356,9 @@ func open(c *xl.Config) (*predict.Guest, *predict.Selection, []string, error) {
 		for _, d := range g.Devices {
 			names = append(names, d.Name)
 		}
-		return g, nil, notes, fmt.Errorf("%s: vtpmboot.disk=%s matches no partition (the guest has %s)", c.File, so.Disk, strings.Join(names, ", "))
+		return g, nil, fmt.Errorf("%s: %w", c.File, fmt.Errorf("vtpmboot.disk=%s matches no partition (the guest has %s)", so.Disk, strings.Join(names, ", ")))
 	}
-	return g, sel, notes, nil
+	return g, sel, nil
 }
 
 // WriteTable prints one line per guest: name, entry, then PCR 4 and 5 of
