@@ -7,12 +7,14 @@ import (
 
 // XLOptions fill in the example xl domU configs mkstub writes.
 type XLOptions struct {
-	Name     string // domain name
-	Kernel   string // path of the stub kernel in dom0
-	Ramdisk  string // path of the stub initramfs in dom0
-	Disk     string // xl disk spec of the guest's boot disk
-	VTPMUUID string // the guest's vTPM in the vtpmmgr; "" leaves a placeholder
-	MemoryMB int
+	Name    string // domain name
+	Kernel  string // path of the stub kernel in dom0
+	Ramdisk string // path of the stub initramfs in dom0
+	Disk    string // xl disk spec of the guest's boot disk
+	// VTPMBackend is the name of the vtpm-stubdom domain serving this
+	// guest's vTPM; "" gives "<Name>-vtpm".
+	VTPMBackend string
+	MemoryMB    int
 }
 
 // XLConfig renders an example config for guest type "pvh" or "hvm".
@@ -30,9 +32,9 @@ func XLConfig(kind string, o XLOptions) (string, error) {
 	default:
 		return "", fmt.Errorf("xl config: unknown guest type %q (want pvh or hvm)", kind)
 	}
-	uuid := o.VTPMUUID
-	if uuid == "" {
-		uuid = "00000000-0000-0000-0000-000000000000"
+	backend := o.VTPMBackend
+	if backend == "" {
+		backend = o.Name + "-vtpm"
 	}
 	mem := o.MemoryMB
 	if mem == 0 {
@@ -64,10 +66,12 @@ vcpus = 1
 # and never writes it.
 disk = [ %q ]
 
-# The vTPM the measurements go to, served by the vTPM manager domain; set
-# uuid to this guest's vTPM so the same vTPM follows it across boots.
-vtpm = [ "backend=vtpmmgr-domain,uuid=%s" ]
-`, kind, o.Name, typeNote, kind, o.Kernel, o.Ramdisk, console, mem, o.Disk, uuid)
+# The vTPM the measurements go to: the guest's own vtpm-stubdom (a TPM 1.2
+# emulator the guest reaches through xen-tpmfront), started before the
+# guest. That domain's config, not this one, carries the vTPM's uuid and
+# names the vTPM manager: vtpm = [ "backend=vtpmmgr,uuid=..." ].
+vtpm = [ "backend=%s" ]
+`, kind, o.Name, typeNote, kind, o.Kernel, o.Ramdisk, console, mem, o.Disk, backend)
 	if kind == "hvm" {
 		b.WriteString(`
 # Linux kexec in an HVM guest asks Xen for a soft reset; this keeps the

@@ -62,8 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		initPkg  = fs.String("init", images.DefaultInitPackage, "Go package built as /init")
 		srcDir   = fs.String("src", ".", "`DIR` that go build runs in (the vtpmboot source tree)")
 		modList  = fs.String("module-list", strings.Join(images.DefaultModules, ","), "comma-separated kernel modules to pack (dependencies are added)")
-		vtpmUUID = fs.String("vtpm-uuid", "", "vTPM UUID to put in the example xl configs")
-		disk     = fs.String("disk", "/dev/vg0/guest,raw,xvda,r", "guest disk spec for the example xl configs")
+		vtpmBack = fs.String("vtpm-backend", "", "name of the guest's vtpm-stubdom domain for the example xl configs (default <guest name>-vtpm)")
+		disk     = fs.String("disk", "format=raw, vdev=xvda, access=rw, target=/dev/vg0/guest", "guest disk spec for the example xl configs")
 		extra    stringList
 	)
 	fs.Var(&extra, "add", "extra file `HOSTPATH:ARCHIVEPATH` for the initramfs (repeatable)")
@@ -113,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		o.Extra = append(o.Extra, images.File{Path: arch, Source: host, Mode: st.Mode().Perm()})
 	}
 
-	if err := build(ctx, o, *kernel, *outDir, *vtpmUUID, *disk, stdout); err != nil {
+	if err := build(ctx, o, *kernel, *outDir, *vtpmBack, *disk, stdout); err != nil {
 		fmt.Fprintf(stderr, "mkstub: %v\n", err)
 		return exitBuild
 	}
@@ -130,7 +130,7 @@ func splitList(s string) []string {
 	return out
 }
 
-func build(ctx context.Context, o images.StubOptions, kernel, outDir, vtpmUUID, disk string, stdout io.Writer) error {
+func build(ctx context.Context, o images.StubOptions, kernel, outDir, vtpmBack, disk string, stdout io.Writer) error {
 	ir, ms, err := images.Stub(ctx, o)
 	if err != nil {
 		return err
@@ -151,7 +151,7 @@ func build(ctx context.Context, o images.StubOptions, kernel, outDir, vtpmUUID, 
 	outs := []string{kOut, irOut}
 	for _, kind := range []string{"pvh", "hvm"} {
 		cfg, err := images.XLConfig(kind, images.XLOptions{
-			Name: "guest-" + kind, Kernel: absK, Ramdisk: absI, Disk: disk, VTPMUUID: vtpmUUID,
+			Name: "guest-" + kind, Kernel: absK, Ramdisk: absI, Disk: disk, VTPMBackend: vtpmBack,
 		})
 		if err != nil {
 			return err

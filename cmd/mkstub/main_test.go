@@ -59,7 +59,7 @@ func TestBuild(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "stub")
 	code, stdout, stderr := runMkstub(t, "--kernel", kernel, "--modules", mods, "-o", out,
 		"--src", root, "--init", "./internal/e2e/targetinit", "--add", extra+":etc/extra",
-		"--vtpm-uuid", "12345678-1234-1234-1234-123456789abc")
+		"--vtpm-backend", "web1-vtpm")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -98,7 +98,7 @@ func TestBuild(t *testing.T) {
 			t.Errorf("%s.cfg: extra %q, %v", kind, e, err)
 		}
 		v, err := c.VTPMs()
-		if err != nil || len(v) != 1 || v[0].Backend != "vtpmmgr-domain" || v[0].UUID != "12345678-1234-1234-1234-123456789abc" {
+		if err != nil || len(v) != 1 || v[0].Backend != "web1-vtpm" || v[0].UUID != "" {
 			t.Errorf("%s.cfg: vtpm %+v, %v", kind, v, err)
 		}
 	}
