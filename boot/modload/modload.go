@@ -1,26 +1,41 @@
 // Package modload loads the stub image's kernel modules in dependency order
 // from a modules.dep, with finit_module: there is no modprobe (no shell, no
 // kmod) in the stub.
+//
+// Loading is split in two stages (see Set.DeviceModules): what is needed to
+// see disks and the TPM first, and filesystem drivers only once the stub
+// knows which filesystems the guest has. Under emulation every module costs
+// a signature check and relocation, and xfs alone took 1.7 s to load in a
+// guest that had only ext4.
 package modload
 
 import (
 	"bufio"
 	"bytes"
+	"debug/elf"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
 
-// Module is one line of modules.dep.
+// Module is one line of modules.dep, with what the module's own .modinfo
+// adds.
 type Module struct {
 	// Name is the canonical module name ("xen_blkfront").
 	Name string
 	// Path is relative to the modules directory, as modules.dep writes it.
 	Path string
 	Deps []string // paths
+	// SoftPre are the module's "softdep=pre:" names or aliases
+	// (ext4: "crypto-crc32c"): modules it uses without linking against
+	// them, which modules.dep cannot express and modprobe would load first.
+	SoftPre []string
+	// Aliases are the module's "alias=" values ("fs-ext4", "crc32c").
+	Aliases []string
 }
 
 // Loaded is the outcome of loading one module.
@@ -91,25 +106,144 @@ func validPath(p string) bool {
 	return p != "" && !path.IsAbs(p) && path.Clean(p) == p && p != ".." && !strings.HasPrefix(p, "../")
 }
 
-// Order returns the modules named (nil: all of them) with their
-// dependencies, every module after everything it depends on. Ties keep
-// the file's order, which carries soft dependencies (crc32c before ext4)
-// that modules.dep itself cannot express.
-func Order(file string, mods []Module, names []string) ([]Module, error) {
-	byPath := make(map[string]Module, len(mods))
-	byName := make(map[string]Module, len(mods))
-	for _, m := range mods {
-		byPath[m.Path] = m
-		byName[m.Name] = m
+// ReadModinfo returns the soft pre-dependencies and aliases a module file
+// declares in its .modinfo section (what depmod turns into modules.softdep
+// and modules.alias, neither of which the stub image carries).
+func ReadModinfo(file string) (softPre, aliases []string, err error) {
+	f, err := elf.Open(file)
+	if err != nil {
+		return nil, nil, fmt.Errorf("module %s: %w", file, err)
 	}
+	defer f.Close()
+	sec := f.Section(".modinfo")
+	if sec == nil {
+		return nil, nil, fmt.Errorf("module %s: no .modinfo section", file)
+	}
+	b, err := sec.Data()
+	if err != nil {
+		return nil, nil, fmt.Errorf("module %s: read .modinfo: %w", file, err)
+	}
+	for _, rec := range bytes.Split(b, []byte{0}) {
+		k, v, ok := strings.Cut(string(rec), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "alias":
+			aliases = append(aliases, v)
+		case "softdep":
+			// "pre: a b post: c"; only what must be there first matters.
+			pre := false
+			for _, w := range strings.Fields(v) {
+				switch w {
+				case "pre:":
+					pre = true
+				case "post:":
+					pre = false
+				default:
+					if pre {
+						softPre = append(softPre, w)
+					}
+				}
+			}
+		}
+	}
+	return softPre, aliases, nil
+}
+
+// Set is a modules directory as the stub sees it. It remembers what it
+// loaded, so a second stage neither reloads nor retries a module.
+type Set struct {
+	Dir string
+	// Modules are in modules.dep order.
+	Modules []Module
+	// Warnings say which module files' .modinfo could not be read (their
+	// soft dependencies are then unknown); loading still goes on.
+	Warnings []string
+
+	file    string
+	byPath  map[string]int
+	byName  map[string]int
+	aliases map[string][]string // alias → names
+	outcome map[string]error    // path → nil (loaded or already there) or why not
+}
+
+// NewSet indexes mods (in modules.dep order); file names modules.dep in
+// errors.
+func NewSet(dir, file string, mods []Module) *Set {
+	s := &Set{Dir: dir, Modules: mods, file: file, byPath: map[string]int{}, byName: map[string]int{},
+		aliases: map[string][]string{}, outcome: map[string]error{}}
+	for i, m := range mods {
+		s.byPath[m.Path] = i
+		s.byName[m.Name] = i
+		for _, a := range m.Aliases {
+			s.aliases[a] = append(s.aliases[a], m.Name)
+		}
+	}
+	return s
+}
+
+// Open reads dir/modules.dep and each listed module's .modinfo. Only a
+// missing or malformed modules.dep is an error.
+func Open(dir string) (*Set, error) {
+	file := filepath.Join(dir, "modules.dep")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", file, err)
+	}
+	mods, err := ParseDep(file, b)
+	if err != nil {
+		return nil, err
+	}
+	var warnings []string
+	for i := range mods {
+		mods[i].SoftPre, mods[i].Aliases, err = ReadModinfo(filepath.Join(dir, filepath.FromSlash(mods[i].Path)))
+		if err != nil {
+			warnings = append(warnings, err.Error())
+		}
+	}
+	s := NewSet(dir, file, mods)
+	s.Warnings = warnings
+	return s, nil
+}
+
+// Lookup finds a module by name ("xen-blkfront", "xen_blkfront") or, as
+// modprobe does for soft dependencies, by alias ("crypto-crc32c"). Among
+// several providers of an alias a "_generic" one wins: crc32c_intel would
+// fail on a CPU without SSE4.2.
+func (s *Set) Lookup(name string) (Module, bool) {
+	if i, ok := s.byName[ModName(name)]; ok {
+		return s.Modules[i], true
+	}
+	cands := append([]string(nil), s.aliases[name]...)
+	if len(cands) == 0 {
+		return Module{}, false
+	}
+	sort.Strings(cands)
+	pick := cands[0]
+	for _, c := range cands {
+		if strings.HasSuffix(c, "_generic") {
+			pick = c
+			break
+		}
+	}
+	return s.Modules[s.byName[pick]], true
+}
+
+// Order returns the modules named (nil: all of them) with their
+// dependencies and soft pre-dependencies, every module after everything
+// it depends on. Ties keep the order of names. A name that is not in the
+// set is an error; an unresolvable soft dependency is skipped, as
+// modprobe skips it.
+func (s *Set) Order(names []string) ([]Module, error) {
 	var roots []Module
 	if names == nil {
-		roots = mods
+		roots = s.Modules
 	} else {
 		for _, n := range names {
-			m, ok := byName[ModName(n)]
+			m, ok := s.Lookup(n)
 			if !ok {
-				return nil, fmt.Errorf("%s: no module %q", file, n)
+				return nil, fmt.Errorf("%s: no module %q", s.file, n)
 			}
 			roots = append(roots, m)
 		}
@@ -126,15 +260,26 @@ func Order(file string, mods []Module, names []string) ([]Module, error) {
 		case done:
 			return nil
 		case visiting:
-			return fmt.Errorf("%s: dependency cycle: %s", file, strings.Join(append(chain, m.Path), " -> "))
+			return fmt.Errorf("%s: dependency cycle: %s", s.file, strings.Join(append(chain, m.Path), " -> "))
 		}
 		state[m.Path] = visiting
-		for _, d := range m.Deps {
-			dm, ok := byPath[d]
-			if !ok {
-				return fmt.Errorf("%s: %s depends on %s, which is not listed", file, m.Path, d)
+		for _, sd := range m.SoftPre {
+			dm, ok := s.Lookup(sd)
+			// A soft dependency on oneself, or back up the chain, is no
+			// reason to fail: it only orders, and the order is settled.
+			if !ok || state[dm.Path] == visiting {
+				continue
 			}
 			if err := visit(dm, append(chain, m.Path)); err != nil {
+				return err
+			}
+		}
+		for _, d := range m.Deps {
+			i, ok := s.byPath[d]
+			if !ok {
+				return fmt.Errorf("%s: %s depends on %s, which is not listed", s.file, m.Path, d)
+			}
+			if err := visit(s.Modules[i], append(chain, m.Path)); err != nil {
 				return err
 			}
 		}
@@ -150,47 +295,122 @@ func Order(file string, mods []Module, names []string) ([]Module, error) {
 	return out, nil
 }
 
+// FSDir is where a kernel tree keeps filesystem modules, including the
+// NLS code pages and journalling layers only filesystems use.
+const FSDir = "kernel/fs/"
+
+// DeviceModules is the first stage: every module in the set except those
+// only filesystems need, in load order. fsModules names the filesystem
+// drivers the second stage may load ("ext4", "xfs", "nls_cp437", ...);
+// modules under FSDir count as filesystem modules too. A module both
+// sides need (a shared library) stays in this stage.
+func (s *Set) DeviceModules(fsModules []string) ([]Module, error) {
+	var fsRoots []string
+	for _, n := range fsModules {
+		// A driver built into the kernel, or not packed, is simply not
+		// deferred.
+		if _, ok := s.Lookup(n); ok {
+			fsRoots = append(fsRoots, n)
+		}
+	}
+	for _, m := range s.Modules {
+		if strings.HasPrefix(m.Path, FSDir) {
+			fsRoots = append(fsRoots, m.Name)
+		}
+	}
+	fsOnly, err := s.Order(fsRoots)
+	if err != nil {
+		return nil, err
+	}
+	deferred := map[string]bool{}
+	for _, m := range fsOnly {
+		deferred[m.Path] = true
+	}
+	dev := []string{}
+	for _, m := range s.Modules {
+		if !deferred[m.Path] {
+			dev = append(dev, m.Name)
+		}
+	}
+	return s.Order(dev)
+}
+
 // finit is the system call, replaced in tests: loading modules into the
 // test machine's own kernel is not something a unit test may do.
 var finit = finitModule
+
+// Load loads mods, which must be in load order (from Order or
+// DeviceModules). A module this Set already tried is skipped and not
+// reported again; a module whose dependency failed is not tried. Every
+// failure is reported in its Loaded.Err and the rest are still tried.
+func (s *Set) Load(mods []Module) []Loaded {
+	out := make([]Loaded, 0, len(mods))
+	for _, m := range mods {
+		if _, tried := s.outcome[m.Path]; tried {
+			continue
+		}
+		l := Loaded{Module: m}
+		for _, d := range m.Deps {
+			if why := s.outcome[d]; why != nil {
+				l.Err = fmt.Errorf("dependency %s did not load: %v", ModName(d), why)
+				break
+			}
+		}
+		if l.Err == nil {
+			start := time.Now()
+			l.Already, l.Err = finit(filepath.Join(s.Dir, filepath.FromSlash(m.Path)))
+			l.Duration = time.Since(start)
+		}
+		s.outcome[m.Path] = l.Err
+		out = append(out, l)
+	}
+	return out
+}
+
+// LoadNames loads the modules named (names or aliases) with their
+// dependencies. A name the set does not have becomes a Loaded with an
+// error, not a failure of the whole call: a filesystem the image carries
+// no driver for is a warning like any other module.
+func (s *Set) LoadNames(names []string) []Loaded {
+	var have []string
+	var missing []Loaded
+	for _, n := range names {
+		if _, ok := s.Lookup(n); ok {
+			have = append(have, n)
+			continue
+		}
+		missing = append(missing, Loaded{Module: Module{Name: ModName(n)}, Err: fmt.Errorf("not in %s", s.file)})
+	}
+	order, err := s.Order(have)
+	if err != nil {
+		// A broken modules.dep (a cycle, a dependency with no line of
+		// its own): report it against the modules asked for.
+		for _, n := range have {
+			missing = append(missing, Loaded{Module: Module{Name: ModName(n)}, Err: err})
+		}
+		return missing
+	}
+	return append(s.Load(order), missing...)
+}
 
 // LoadAll loads the modules named (nil: every module in dir/modules.dep)
 // and their dependencies, dependencies first. It returns an error only
 // when modules.dep is missing or malformed; a module that fails to load is
 // reported in its Loaded.Err and the rest are still tried.
 func LoadAll(dir string, names []string) ([]Loaded, error) {
-	file := filepath.Join(dir, "modules.dep")
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", file, err)
-	}
-	mods, err := ParseDep(file, b)
+	s, err := Open(dir)
 	if err != nil {
 		return nil, err
 	}
-	order, err := Order(file, mods, names)
+	order, err := s.Order(names)
 	if err != nil {
 		return nil, err
 	}
-	failed := map[string]string{}
-	out := make([]Loaded, 0, len(order))
-	for _, m := range order {
-		l := Loaded{Module: m}
-		for _, d := range m.Deps {
-			if why, ok := failed[d]; ok {
-				l.Err = fmt.Errorf("dependency %s did not load: %s", ModName(d), why)
-				break
-			}
-		}
-		if l.Err == nil {
-			start := time.Now()
-			l.Already, l.Err = finit(filepath.Join(dir, filepath.FromSlash(m.Path)))
-			l.Duration = time.Since(start)
-		}
-		if l.Err != nil {
-			failed[m.Path] = l.Err.Error()
-		}
-		out = append(out, l)
-	}
-	return out, nil
+	return s.Load(order), nil
+}
+
+// Order is Set.Order over modules.dep lines alone (no .modinfo): file
+// order breaks ties.
+func Order(file string, mods []Module, names []string) ([]Module, error) {
+	return NewSet("", file, mods).Order(names)
 }

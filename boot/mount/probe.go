@@ -47,6 +47,39 @@ func (f FSInfo) MountType() (fstype, options string) {
 	return "", ""
 }
 
+// fsModules are the modules that mount each kernel filesystem type (as
+// MountType returns it), main driver first. Each driver answers the
+// kernel's own "fs-<type>" module alias. vfat also needs the code page and
+// I/O charset it loads at mount time: Debian 6.1 has
+// CONFIG_FAT_DEFAULT_CODEPAGE=437 and CONFIG_FAT_DEFAULT_IOCHARSET="ascii"
+// (CONFIG_FAT_DEFAULT_UTF8=y converts in the built-in nls_base). iso9660's
+// Joliet names need no module: CONFIG_NLS_DEFAULT="utf8" is handled
+// without one.
+var fsModules = map[string][]string{
+	"ext4":    {"ext4"},
+	"xfs":     {"xfs"},
+	"btrfs":   {"btrfs"},
+	"vfat":    {"vfat", "nls_cp437", "nls_ascii"},
+	"iso9660": {"isofs"},
+}
+
+// Modules are the kernel modules that mount f (with their dependencies,
+// which modules.dep gives), or nil for an unsupported type.
+func (f FSInfo) Modules() []string {
+	fstype, _ := f.MountType()
+	return fsModules[fstype]
+}
+
+// AllModules lists every module Modules can return, in a fixed order: the
+// stub defers all of them until it knows which filesystems it found.
+func AllModules() []string {
+	var out []string
+	for _, t := range []string{"ext4", "xfs", "btrfs", "vfat", "iso9660"} {
+		out = append(out, fsModules[t]...)
+	}
+	return out
+}
+
 func readAt(r io.ReaderAt, off int64, n int) ([]byte, error) {
 	b := make([]byte, n)
 	m, err := r.ReadAt(b, off)

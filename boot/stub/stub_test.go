@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -33,6 +34,12 @@ type fakeSystem struct {
 	now      time.Time
 	devAfter time.Duration // block devices appear this late
 
+	devs []mount.Device // nil: one ext4 partition, vda1
+	// fsModErr fails the second-stage driver of these kernel types.
+	fsModErr map[string]error
+
+	calls                      []string // LoadModules, LoadFSModules and Mount, in order
+	fsDrivers                  map[string]bool
 	loadedKernel, loadedInitrd []byte
 	loadedCmdline              string
 	kexecLoadErr               error
@@ -44,7 +51,28 @@ func (f *fakeSystem) MountBase() error         { return nil }
 func (f *fakeSystem) Cmdline() (string, error) { return f.cmdline, nil }
 func (f *fakeSystem) XenPV() bool              { return f.xenPV }
 func (f *fakeSystem) LoadModules() ([]modload.Loaded, error) {
+	f.calls = append(f.calls, "modules")
 	return []modload.Loaded{{Module: modload.Module{Name: "xen_blkfront"}, Err: errors.New("no such device")}, {Module: modload.Module{Name: "virtio_blk"}}}, nil
+}
+
+// LoadFSModules stands in for the real table and loader (tested in
+// boot/modload against the real modules.dep): it makes the kernel type
+// mountable unless told to fail.
+func (f *fakeSystem) LoadFSModules(types []string) ([]modload.Loaded, error) {
+	f.calls = append(f.calls, "fsmodules "+strings.Join(types, ","))
+	var out []modload.Loaded
+	for _, typ := range types {
+		fstype, _ := mount.FSInfo{Type: typ}.MountType()
+		l := modload.Loaded{Module: modload.Module{Name: fstype}, Err: f.fsModErr[fstype]}
+		if l.Err == nil {
+			if f.fsDrivers == nil {
+				f.fsDrivers = map[string]bool{}
+			}
+			f.fsDrivers[fstype] = true
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 func (f *fakeSystem) BlockNames() []string {
 	if f.now.Before(time.Unix(0, 0).Add(f.devAfter)) {
@@ -60,9 +88,19 @@ func (f *fakeSystem) OpenTPM() (tpmfront.Target, error) {
 	return f.tpm, nil
 }
 func (f *fakeSystem) ScanDevices() ([]mount.Device, error) {
+	if f.devs != nil {
+		return f.devs, nil
+	}
 	return []mount.Device{{Name: "vda1", Disk: "vda", Partition: 1, Table: "mbr", FS: mount.FSInfo{Type: "ext4", Label: "root"}}}, nil
 }
+
+// Mount fails as the kernel does, ENODEV, for a type whose driver is not
+// loaded.
 func (f *fakeSystem) Mount(d mount.Device) (discover.Partition, func() error, error) {
+	f.calls = append(f.calls, "mount "+d.Name)
+	if fstype, _ := d.FS.MountType(); !f.fsDrivers[fstype] {
+		return discover.Partition{}, nil, fmt.Errorf("mount %s: no such device", d.Path)
+	}
 	f.mounted++
 	return discover.Partition{Name: d.Name, FS: f.fs, GRUBDevice: d.GRUBDevice()}, func() error { f.unmounted++; return nil }, nil
 }
@@ -336,4 +374,79 @@ func TestWaitStopsWhenSettled(t *testing.T) {
 	if got := f.now.Sub(time.Unix(0, 0)); got < 2300*time.Millisecond || got > 2500*time.Millisecond {
 		t.Errorf("wait ended at %v (virtual), want just after 2.3s", got)
 	}
+}
+
+func devs(types ...string) []mount.Device {
+	var out []mount.Device
+	for i, typ := range types {
+		var probeErr error
+		if typ == "" {
+			probeErr = mount.ErrUnknownFS
+		}
+		out = append(out, mount.Device{Name: fmt.Sprintf("vda%d", i+1), Disk: "vda", Partition: i + 1, Table: "gpt",
+			Path: fmt.Sprintf("/dev/vda%d", i+1), FS: mount.FSInfo{Type: typ, Label: fmt.Sprintf("p%d", i+1)}, ProbeErr: probeErr})
+	}
+	return out
+}
+
+// Filesystem drivers load after the scan, once per type found, and only
+// for the devices vtpmboot.disk= selects; the phase lines stay in boot
+// order.
+func TestFSModulesLoadedForWhatWasFound(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cmdline string
+		devs    []mount.Device
+		want    []string
+	}{
+		"one ext4":         {"", nil, []string{"modules", "fsmodules ext4", "mount vda1"}},
+		"several types":    {"", devs("vfat", "ext4", "", "ext3", "xfs"), []string{"modules", "fsmodules vfat,ext4,ext3,xfs", "mount vda1", "mount vda2", "mount vda4", "mount vda5"}},
+		"disk selector":    {"vtpmboot.disk=vda2", devs("xfs", "ext4"), []string{"modules", "fsmodules ext4", "mount vda2"}},
+		"label selector":   {"vtpmboot.disk=LABEL=p1", devs("ext4", "xfs"), []string{"modules", "fsmodules ext4", "mount vda1"}},
+		"unprobed skipped": {"", devs("", "ext4"), []string{"modules", "fsmodules ext4", "mount vda2"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFake(t, tc.cmdline)
+			f.devs = tc.devs
+			var out bytes.Buffer
+			if res := Run(f, &out); res.Err != nil {
+				t.Fatalf("%v\n%s", res.Err, out.String())
+			}
+			if strings.Join(f.calls, "; ") != strings.Join(tc.want, "; ") {
+				t.Errorf("calls %q, want %q", f.calls, tc.want)
+			}
+			var phases []string
+			for _, l := range strings.Split(out.String(), "\n") {
+				if p, ok := strings.CutPrefix(l, phasePrefix); ok {
+					phases = append(phases, strings.Fields(p)[0])
+				}
+			}
+			if got, want := strings.Join(phases, " "), "init modules wait tpm scan fsmodules mount choose load measure kexec total"; got != want {
+				t.Errorf("phases %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// A filesystem driver that fails to load is a warning: that partition is
+// not searched, the others are.
+func TestFSModuleFailureIsAWarning(t *testing.T) {
+	f := newFake(t, "")
+	f.devs = devs("xfs", "ext4")
+	f.fsModErr = map[string]error{"xfs": errors.New("finit_module: key was rejected by service")}
+	var out bytes.Buffer
+	res := Run(f, &out)
+	if res.Err != nil || !f.execed {
+		t.Fatalf("err %v execed %v\n%s", res.Err, f.execed, out.String())
+	}
+	for _, want := range []string{"warning: module xfs: finit_module: key was rejected", "fsmodules xfs,ext4: 1 of 2 loaded", "warning: vda1 (hd0,gpt1, xfs): not searched", "chosen: grub2 /boot/grub/grub.cfg on vda2"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("console lacks %q:\n%s", want, out.String())
+		}
+	}
+	// With every driver failing, nothing can be mounted: one FATAL line.
+	f = newFake(t, "")
+	f.fsModErr = map[string]error{"ext4": errors.New("finit_module: exec format error")}
+	out.Reset()
+	Run(f, &out)
+	checkFatal(t, f, out.String(), "warning: module ext4: finit_module: exec format error", "FATAL: find filesystems: no filesystem could be mounted")
 }

@@ -25,6 +25,8 @@ import (
 type Machine struct {
 	// MountDir is where guest filesystems are mounted (/mnt/<name>).
 	MountDir string
+
+	modules *modload.Set // read by LoadModules, used by LoadFSModules
 }
 
 var _ System = (*Machine)(nil)
@@ -58,13 +60,55 @@ func (m *Machine) XenPV() bool {
 	return strings.TrimSpace(string(typ)) == "xen" && strings.TrimSpace(string(gt)) == "PV"
 }
 
+// LoadModules is the first stage: everything but filesystem drivers.
 func (m *Machine) LoadModules() ([]modload.Loaded, error) {
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
 		return nil, fmt.Errorf("uname: %w", err)
 	}
 	release := unix.ByteSliceToString(uts.Release[:])
-	return modload.LoadAll(filepath.Join("/lib/modules", release), nil)
+	set, err := modload.Open(filepath.Join("/lib/modules", release))
+	if err != nil {
+		return nil, err
+	}
+	m.modules = set
+	dev, err := set.DeviceModules(mount.AllModules())
+	if err != nil {
+		return nil, err
+	}
+	return set.Load(dev), nil
+}
+
+// LoadFSModules is the second stage. A filesystem the kernel already has
+// (built in) needs no driver module, only its code pages.
+func (m *Machine) LoadFSModules(fstypes []string) ([]modload.Loaded, error) {
+	if m.modules == nil {
+		return nil, errors.New("no modules.dep was read in the first stage")
+	}
+	have := registeredFS()
+	var names []string
+	for _, t := range fstypes {
+		info := mount.FSInfo{Type: t}
+		fstype, _ := info.MountType()
+		mods := info.Modules()
+		if have[fstype] && len(mods) > 0 {
+			mods = mods[1:]
+		}
+		names = append(names, mods...)
+	}
+	return m.modules.LoadNames(names), nil
+}
+
+// registeredFS reads /proc/filesystems: the types the kernel can mount now.
+func registeredFS() map[string]bool {
+	b, _ := os.ReadFile("/proc/filesystems")
+	have := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			have[f[len(f)-1]] = true
+		}
+	}
+	return have
 }
 
 func (m *Machine) BlockNames() []string {
