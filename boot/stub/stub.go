@@ -98,6 +98,8 @@ type run struct {
 	opts  config.StubOptions
 	start time.Time
 	res   *Result
+	// loadedBytes is what the measure phase hashes, for its debug line.
+	loadedBytes int64
 }
 
 // Run boots: on success it ends in KexecExec, on any failure it prints one
@@ -452,6 +454,7 @@ func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.
 		Cmdline: c.Entry.Cmdline,
 	}
 	r.printf("loaded kernel %s: %d bytes", kname, kernel.Size())
+	r.loadedBytes = kernel.Size()
 	if len(c.Entry.Initrds) == 0 {
 		return kernel, nil, in, nil
 	}
@@ -472,6 +475,7 @@ func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.
 		off += sizes[i]
 	}
 	r.printf("loaded initrds: %d bytes from %d files", initrd.Size(), len(c.Entry.Initrds))
+	r.loadedBytes += initrd.Size()
 	return kernel, initrd, in, nil
 }
 
@@ -480,11 +484,21 @@ func (r *run) measure(target tpmfront.Target, in measure.Inputs) error {
 	if err != nil {
 		return fatal("measure", fmt.Errorf("read TPM PCR banks: %w", err))
 	}
+	// The three parts are timed apart because under emulation they differ
+	// by cause: hashing is CPU (no SHA-NI under QEMU TCG), Apply is TPM
+	// round trips, the log is console output.
+	t0 := r.sys.Now()
 	ms, err := measure.Plan(banks, in, nil)
 	if err != nil {
 		return fatal("measure", err)
 	}
+	t1 := r.sys.Now()
 	steps, err := measure.Apply(target, ms)
+	t2 := r.sys.Now()
+	defer func() {
+		r.debugf("measure: hashing %dms (%d bytes, %d banks), TPM %dms (%d extends), console %dms",
+			t1.Sub(t0).Milliseconds(), r.loadedBytes, len(banks), t2.Sub(t1).Milliseconds(), len(steps), r.sys.Now().Sub(t2).Milliseconds())
+	}()
 	r.res.Steps = steps
 	if err != nil {
 		// The trace so far shows how far the TPM got.

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -449,4 +450,17 @@ func TestFSModuleFailureIsAWarning(t *testing.T) {
 	out.Reset()
 	Run(f, &out)
 	checkFatal(t, f, out.String(), "warning: module ext4: finit_module: exec format error", "FATAL: find filesystems: no filesystem could be mounted")
+}
+
+// vtpmboot.debug splits the measure phase by cause, for reading timings
+// of emulated boots.
+func TestDebugSplitsMeasurePhase(t *testing.T) {
+	f := newFake(t, "vtpmboot.debug")
+	var out bytes.Buffer
+	if res := Run(f, &out); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if !regexp.MustCompile(`vtpmboot: measure: hashing \d+ms \(38 bytes, 2 banks\), TPM \d+ms \(3 extends\), console \d+ms`).MatchString(out.String()) {
+		t.Errorf("no measure split line:\n%s", out.String())
+	}
 }
