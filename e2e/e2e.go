@@ -1,0 +1,153 @@
+// Package e2e is vtpmboot's end-to-end proof: real boots of the stub
+// under QEMU with swtpm (TPM 1.2 and 2.0) into a target system that reports
+// what it sees, checked against values computed independently of our own
+// code. The tests are in this package's _test files (docs/e2e.md); the
+// non-test files hold what the tests share with `make demo`
+// (internal/demo) and the stub benchmark (bench/stub.sh): building the
+// parts, replaying the firmware's event log with third-party tools, and
+// reading the stub's console.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/vtpmboot/vtpmboot/images"
+)
+
+// Parts are the files every boot uses. The stub and the target run the same
+// Debian kernel: the stub's initramfs is the vtpmboot image, the target's is
+// targetinit, which reports PCRs, /proc/cmdline and the firmware log.
+type Parts struct {
+	// Kernel is Debian's vmlinuz (.cache/kernel, scripts/fetch-kernel.sh).
+	Kernel string
+	// Stub is the stub initramfs (images.Stub with the kernel's modules).
+	Stub string
+	// Target is the target initrd: targetinit as /init, gzip cpio,
+	// zero-padded to a multiple of 4 bytes. Linux finds an uncompressed
+	// archive that follows it (Extra) only at a 4-byte aligned offset of
+	// the whole initrd; GRUB and systemd-boot pad every initrd to 4 bytes
+	// when they load several, the stub concatenates them as they are
+	// (docs/measurements.md), so the padding has to be in the file.
+	Target string
+	// Extra is a second, uncompressed initrd holding only the symlink
+	// /e2e/init -> /init: booted with rdinit=/e2e/init after Target, the
+	// target runs only if the kernel unpacked both archives.
+	Extra string
+	// Pcrsim is a pcrsim binary built from this tree.
+	Pcrsim string
+}
+
+// KernelDir is where scripts/fetch-kernel.sh puts the Debian kernel.
+func KernelDir(root string) string { return filepath.Join(root, ".cache", "kernel") }
+
+// ExtraRdinit is the rdinit= that makes a boot depend on Parts.Extra.
+const ExtraRdinit = "rdinit=/e2e/init"
+
+// Build makes the parts in dir from the source tree at root. step, if not
+// nil, is told what is being built (the demo prints it).
+func Build(ctx context.Context, root, dir string, step func(string)) (*Parts, error) {
+	if step == nil {
+		step = func(string) {}
+	}
+	kdir := KernelDir(root)
+	p := &Parts{
+		Kernel: filepath.Join(kdir, "vmlinuz"),
+		Stub:   filepath.Join(dir, "stub.cpio.gz"),
+		Target: filepath.Join(dir, "target.cpio.gz"),
+		Extra:  filepath.Join(dir, "extra.cpio"),
+		Pcrsim: filepath.Join(dir, "pcrsim"),
+	}
+	for _, f := range []string{p.Kernel, filepath.Join(kdir, "modules", "modules.dep")} {
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("%w (run scripts/fetch-kernel.sh)", err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+
+	step("stub initramfs: cmd/vtpmboot as /init + the Debian kernel's modules")
+	stub, _, err := images.Stub(ctx, images.StubOptions{
+		Init:       images.GoBuild{Package: images.DefaultInitPackage, Dir: root},
+		ModulesDir: filepath.Join(kdir, "modules"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stub: %w", err)
+	}
+	if err := stub.WriteFile(p.Stub); err != nil {
+		return nil, err
+	}
+
+	step("target initrd: internal/e2e/targetinit as /init")
+	bin, err := images.GoBuild{Package: "./internal/e2e/targetinit", Dir: root}.Binary(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	target := &images.Initramfs{}
+	target.AddData("init", bin, 0o755)
+	for _, d := range []string{"dev", "proc", "sys"} {
+		target.Add(images.File{Path: d, Dir: true})
+	}
+	if err := target.WriteFile(p.Target); err != nil {
+		return nil, err
+	}
+	if err := padTo4(p.Target); err != nil {
+		return nil, err
+	}
+	extra := &images.Initramfs{}
+	extra.Add(images.File{Path: "e2e/init", Symlink: "/init"})
+	f, err := os.Create(p.Extra)
+	if err != nil {
+		return nil, err
+	}
+	if err := extra.WriteCPIO(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write %s: %w", p.Extra, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+
+	step("pcrsim")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", p.Pcrsim, "./cmd/pcrsim")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build ./cmd/pcrsim: %v\n%s", err, out)
+	}
+	return p, nil
+}
+
+// StubAppend is the stub kernel's command line: serial console, power off
+// (not hang) on a panic, printk timestamps for bench/stub.sh, then the
+// given options (vtpmboot.*, quiet, ...).
+func StubAppend(opts ...string) string {
+	return strings.Join(append([]string{"console=ttyS0", "panic=-1", "printk.time=1"}, opts...), " ")
+}
+
+// padTo4 appends zero bytes up to a multiple of 4; Linux skips zeros
+// between initramfs archives.
+func padTo4(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	n := (4 - st.Size()%4) % 4
+	if n == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(make([]byte, n)); err != nil {
+		f.Close()
+		return fmt.Errorf("pad %s: %w", path, err)
+	}
+	return f.Close()
+}

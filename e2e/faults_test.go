@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"math/rand"
+	"strings"
+	"testing"
+
+	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
+	"github.com/vtpmboot/vtpmboot/internal/qemutest"
+	"github.com/vtpmboot/vtpmboot/tpmfront"
+)
+
+// TestFaults boots the stub into each failure it must stop at, one boot
+// each: exactly one FATAL line saying what and why, power-off, and no
+// second kernel. The one allowed unmeasured boot (no TPM at all with
+// vtpmboot.tpm=optional) must boot and say so. Disks are checked
+// unchanged here too.
+func TestFaults(t *testing.T) {
+	t.Parallel()
+	p := needParts(t)
+	file := func(path, src string) guestdisk.File { return guestdisk.File{Path: path, Source: src} }
+	text := func(path, s string) guestdisk.File { return guestdisk.File{Path: path, Data: []byte(s)} }
+	simple := func(files ...guestdisk.File) guestdisk.Disk {
+		return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 48, Files: files}}}
+	}
+	goodCfg := "menuentry 'vtpmboot e2e fault' {\n\tlinux /boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.case=fault\n\tinitrd /boot/target.img\n}\n"
+	good := simple(text("/boot/grub/grub.cfg", goodCfg), file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target))
+	// Not a bzImage: 4 MiB of (reproducible) random bytes.
+	junk := make([]byte, 4<<20)
+	rand.New(rand.NewSource(4)).Read(junk)
+
+	for _, c := range []struct {
+		name string
+		tpm  tpmfront.Version
+		disk guestdisk.Disk
+		opts []string
+		kill string
+		// fatal lists what the one FATAL line must say; nil means the
+		// target must boot (unmeasured).
+		fatal []string
+	}{
+		{
+			name: "no-tpm-required", disk: good, opts: []string{"vtpmboot.timeout=3"},
+			fatal: []string{"FATAL: no TPM:", "vtpmboot.tpm=required", "-tpmdev", "vtpmboot.tpm=optional"},
+		},
+		{
+			name: "no-tpm-optional", disk: good, opts: []string{"vtpmboot.timeout=3", "vtpmboot.tpm=optional"},
+		},
+		{
+			// Killed once the files are loaded, while the stub hashes
+			// them: the first extend meets a dead TPM.
+			name: "tpm12-killed-before-measure", tpm: tpmfront.Version12, disk: good, kill: "vtpmboot: phase load ",
+			fatal: []string{"FATAL: TPM extend 1 of 3", "PCR 4"},
+		},
+		{
+			name: "tpm20-no-config", tpm: tpmfront.Version20,
+			disk:  simple(file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target), text("/etc/fstab", "# no boot loader config on this disk\n")),
+			fatal: []string{"FATAL: choose boot entry: no boot configuration found: looked for /boot/grub/grub.cfg", "/loader/entries", "/boot/extlinux/extlinux.conf", "/boot/grub/menu.lst"},
+		},
+		{
+			name: "tpm12-missing-kernel", tpm: tpmfront.Version12,
+			disk: simple(text("/boot/grub/grub.cfg", "set default=0\nmenuentry 'Debian GNU/Linux, with Linux 6.1.0-99-amd64' {\n\tlinux /boot/vmlinuz-6.1.0-99-amd64 root=/dev/vda1 ro\n\tinitrd /boot/target.img\n}\n"),
+				file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target)),
+			fatal: []string{"FATAL: choose boot entry:", `"Debian GNU/Linux, with Linux 6.1.0-99-amd64"`, "/boot/grub/grub.cfg", "vmlinuz-6.1.0-99-amd64"},
+		},
+		{
+			name: "tpm20-kernel-not-bzimage", tpm: tpmfront.Version20,
+			disk:  simple(text("/boot/grub/grub.cfg", goodCfg), guestdisk.File{Path: "/boot/vmlinuz", Data: junk}, file("/boot/target.img", p.Target)),
+			fatal: []string{"FATAL: kexec /boot/vmlinuz on vda1:"},
+		},
+	} {
+		c := c
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			disk, sum := buildDisk(t, c.disk)
+			res := boot(t, qemutest.Options{
+				Kernel: p.Kernel, Initrd: p.Stub, Append: StubAppend(append([]string{"quiet"}, c.opts...)...),
+				Disks: []qemutest.Disk{{Path: disk}}, TPM: c.tpm, KillTPMAfter: c.kill,
+			})
+			checkDiskUnchanged(t, disk, sum)
+			if c.kill != "" && !res.TPMKilled {
+				t.Fatalf("swtpm was not killed: %q never appeared\n%s", c.kill, res.Tail(4000))
+			}
+			if c.fatal != nil {
+				neverRan(t, res, c.fatal...)
+				return
+			}
+			// The unmeasured boot: no FATAL, the warning, and the target ran.
+			if f := FatalLines(res.Console); len(f) > 0 || res.ExitErr != nil {
+				t.Fatalf("stub failed (QEMU exit %v): %q\n%s", res.ExitErr, f, res.Tail(4000))
+			}
+			if !strings.Contains(res.Console, "NOTHING WAS MEASURED") {
+				t.Errorf("no NOTHING WAS MEASURED warning\n%s", res.Tail(4000))
+			}
+			r, err := qemutest.ParseTarget(res.Console)
+			if err != nil {
+				t.Fatalf("the target did not run: %v\n%s", err, res.Tail(4000))
+			}
+			if r.Version != tpmfront.VersionSoftware {
+				t.Errorf("target found a TPM %v", r.Version)
+			}
+			if want := "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.case=fault\n"; r.Cmdline != want {
+				t.Errorf("target /proc/cmdline %q, want %q", r.Cmdline, want)
+			}
+		})
+	}
+}
