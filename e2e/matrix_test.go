@@ -179,7 +179,7 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 					file("/boot/vmlinuz", p.Kernel),
 				}},
 			}},
-			kernel: p.Kernel,
+			kernel:  p.Kernel,
 			cmdline: "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1  e2e.case=syslinux-noinitrd",
 		},
 	}
