@@ -49,7 +49,7 @@ func KernelDir(root string) string { return filepath.Join(root, ".cache", "kerne
 const ExtraRdinit = "rdinit=/e2e/init"
 
 // Build makes the parts in dir from the source tree at root. step, if not
-// nil, is told what is being built (the demo prints it).
+// nil, is told what is being built.
 func Build(ctx context.Context, root, dir string, step func(string)) (*Parts, error) {
 	if step == nil {
 		step = func(string) {}
@@ -58,8 +58,6 @@ func Build(ctx context.Context, root, dir string, step func(string)) (*Parts, er
 	p := &Parts{
 		Kernel: filepath.Join(kdir, "vmlinuz"),
 		Stub:   filepath.Join(dir, "stub.cpio.gz"),
-		Target: filepath.Join(dir, "target.cpio.gz"),
-		Extra:  filepath.Join(dir, "extra.cpio"),
 		Pcrsim: filepath.Join(dir, "pcrsim"),
 	}
 	for _, f := range []string{p.Kernel, filepath.Join(kdir, "modules", "modules.dep")} {
@@ -70,7 +68,6 @@ func Build(ctx context.Context, root, dir string, step func(string)) (*Parts, er
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-
 	step("stub initramfs: cmd/vtpmboot as /init + the Debian kernel's modules")
 	stub, _, err := images.Stub(ctx, images.StubOptions{
 		Init:       images.GoBuild{Package: images.DefaultInitPackage, Dir: root},
@@ -82,45 +79,58 @@ func Build(ctx context.Context, root, dir string, step func(string)) (*Parts, er
 	if err := stub.WriteFile(p.Stub); err != nil {
 		return nil, err
 	}
-
-	step("target initrd: internal/e2e/targetinit as /init")
-	bin, err := images.GoBuild{Package: "./internal/e2e/targetinit", Dir: root}.Binary(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("target: %w", err)
-	}
-	target := &images.Initramfs{}
-	target.AddData("init", bin, 0o755)
-	for _, d := range []string{"dev", "proc", "sys"} {
-		target.Add(images.File{Path: d, Dir: true})
-	}
-	if err := target.WriteFile(p.Target); err != nil {
+	step("target initrds: internal/e2e/targetinit as /init")
+	if p.Target, p.Extra, err = BuildTarget(ctx, root, dir); err != nil {
 		return nil, err
 	}
-	if err := padTo4(p.Target); err != nil {
-		return nil, err
-	}
-	extra := &images.Initramfs{}
-	extra.Add(images.File{Path: "e2e/init", Symlink: "/init"})
-	f, err := os.Create(p.Extra)
-	if err != nil {
-		return nil, err
-	}
-	if err := extra.WriteCPIO(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write %s: %w", p.Extra, err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-
 	step("pcrsim")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", p.Pcrsim, "./cmd/pcrsim")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/pcrsim: %v\n%s", err, out)
+	if err := GoBuild(ctx, root, "./cmd/pcrsim", p.Pcrsim); err != nil {
+		return nil, err
 	}
 	return p, nil
+}
+
+// BuildTarget writes dir/target.cpio.gz and dir/extra.cpio (see Parts).
+func BuildTarget(ctx context.Context, root, dir string) (target, extra string, err error) {
+	target = filepath.Join(dir, "target.cpio.gz")
+	extra = filepath.Join(dir, "extra.cpio")
+	bin, err := images.GoBuild{Package: "./internal/e2e/targetinit", Dir: root}.Binary(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("target: %w", err)
+	}
+	ir := &images.Initramfs{}
+	ir.AddData("init", bin, 0o755)
+	for _, d := range []string{"dev", "proc", "sys"} {
+		ir.Add(images.File{Path: d, Dir: true})
+	}
+	if err := ir.WriteFile(target); err != nil {
+		return "", "", err
+	}
+	if err := padTo4(target); err != nil {
+		return "", "", err
+	}
+	ex := &images.Initramfs{}
+	ex.Add(images.File{Path: "e2e/init", Symlink: "/init"})
+	f, err := os.Create(extra)
+	if err != nil {
+		return "", "", err
+	}
+	if err := ex.WriteCPIO(f); err != nil {
+		f.Close()
+		return "", "", fmt.Errorf("write %s: %w", extra, err)
+	}
+	return target, extra, f.Close()
+}
+
+// GoBuild builds a command of the tree at root into out, for the host.
+func GoBuild(ctx context.Context, root, pkg, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
 }
 
 // StubAppend is the stub kernel's command line: serial console, power off
