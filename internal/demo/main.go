@@ -400,8 +400,7 @@ func (d *demo) run() error {
 }
 
 func (d *demo) compare(r *report.Report, pcrsim string) error {
-	d.say("SeaBIOS measured into PCRs 0-7 (PCR 4 too) before the stub ran, so the starting values come from")
-	d.say("its event log, replayed independently with go-eventlog and tpm2_eventlog (not with vtpmboot's code):")
+	d.say("SeaBIOS extended PCRs 0-7 (4 too) before the stub ran: starting values = its event log, replayed by go-eventlog and tpm2_eventlog")
 	rp, err := e2e.ReplayFirmware(r.EventLog)
 	if err != nil {
 		return fmt.Errorf("replaying the firmware event log: %w", err)
@@ -477,7 +476,8 @@ func (d *demo) compare(r *report.Report, pcrsim string) error {
 	vlines := strings.Split(strings.TrimSpace(vout.String()), "\n")
 	if verr != nil {
 		ok = false
-		d.say("%s", d.paint("1;31", "pcrsim verify failed: "+strings.TrimSpace(verr.Error())))
+		indent{d.w}.Write(vout.Bytes())
+		d.say("%s", d.paint("1;31", "pcrsim verify: "+strings.TrimSpace(verr.Error())))
 	} else {
 		d.say("  %s (exit 0)", vlines[len(vlines)-1])
 	}
