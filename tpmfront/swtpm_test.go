@@ -74,11 +74,19 @@ func bootCases(r *rand.Rand) []bootCase {
 }
 
 // expected computes PCRs 4 and 5 from scratch for bank a:
-// PCR4 = H(0^n || H(kernel)), PCR5 = H(H(0^n || H(cmdline)) || H(initrd1||initrd2)).
+// PCR4 = H(0^n || H(kernel)), PCR5 = H(H(0^n || H(cmdline)) || H(initrd1||pad||initrd2)),
+// pad being zeros up to a multiple of 4 after every initrd but the last.
 func expected(t *testing.T, a tpmfront.Alg, c bootCase) (pcr4, pcr5 []byte) {
 	zero := make([]byte, newHash(t, a).Size())
 	pcr4 = h(t, a, zero, h(t, a, c.kernel))
-	pcr5 = h(t, a, h(t, a, zero, h(t, a, []byte(c.cmdline))), h(t, a, c.initrds...))
+	var image [][]byte
+	for i, b := range c.initrds {
+		image = append(image, b)
+		if i < len(c.initrds)-1 && len(b)%4 != 0 {
+			image = append(image, make([]byte, 4-len(b)%4))
+		}
+	}
+	pcr5 = h(t, a, h(t, a, zero, h(t, a, []byte(c.cmdline))), h(t, a, image...))
 	return pcr4, pcr5
 }
 

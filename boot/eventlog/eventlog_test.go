@@ -78,8 +78,22 @@ func (b bootInputs) plan(t testing.TB, algs []tpmfront.Alg) []measure.Measuremen
 	return ms
 }
 
+// initrdImage lays initrds out as GRUB2 loads several: zero bytes after each
+// but the last, up to a multiple of 4.
+func initrdImage(files [][]byte) [][]byte {
+	var out [][]byte
+	for i, f := range files {
+		out = append(out, f)
+		if i < len(files)-1 && len(f)%4 != 0 {
+			out = append(out, make([]byte, 4-len(f)%4))
+		}
+	}
+	return out
+}
+
 // expectPCRs is the contract computed from scratch: PCR4 = H(0||H(kernel)),
-// PCR5 = H(H(0||H(cmdline))||H(initrds...)).
+// PCR5 = H(H(0||H(cmdline))||H(initrd image)), the image being the initrds
+// with zeros up to a multiple of 4 between them.
 func (b bootInputs) expectPCRs(algs []tpmfront.Alg) map[tpmfront.Alg]map[int][]byte {
 	out := map[tpmfront.Alg]map[int][]byte{}
 	for _, a := range algs {
@@ -87,7 +101,7 @@ func (b bootInputs) expectPCRs(algs []tpmfront.Alg) map[tpmfront.Alg]map[int][]b
 		p5 := sum(a, zero, sum(a, []byte(b.cmdline)))
 		out[a] = map[int][]byte{
 			4: sum(a, zero, sum(a, b.kernel)),
-			5: sum(a, p5, sum(a, b.initrds...)),
+			5: sum(a, p5, sum(a, initrdImage(b.initrds)...)),
 		}
 	}
 	return out

@@ -32,12 +32,45 @@ const (
 // Inputs is what a boot entry resolves to.
 type Inputs struct {
 	Kernel Source
-	// Initrds are measured as one concatenation, in order, as they are
-	// handed to the kernel; none at all measures the empty string.
+	// Initrds are measured as one image, exactly as the kernel gets it:
+	// the files in order, each but the last followed by zero bytes up to
+	// a multiple of InitrdAlign (see InitrdPadding). None at all measures
+	// the empty string.
 	Initrds []Source
 	// Cmdline is the exact command line the next kernel receives, with no
 	// trailing NUL.
 	Cmdline string
+}
+
+// InitrdAlign is the alignment of each initrd file inside the initrd
+// image. Linux finds an uncompressed cpio archive only at a 4-byte-aligned
+// offset, so GRUB2 (grub_initrd_load) zero-pads between initrd files; the
+// stub lays them out the same way, and the padding is measured because it
+// is part of what the kernel receives.
+const InitrdAlign = 4
+
+// InitrdPadding is the number of zero bytes that follow an initrd file of
+// the given size when another file comes after it.
+func InitrdPadding(size int64) int64 {
+	return (InitrdAlign - size%InitrdAlign) % InitrdAlign
+}
+
+// InitrdImageSources returns the sources whose concatenation is the initrd
+// image: every file but the last padded as InitrdPadding says. The stub
+// builds its in-memory image by the same rule; pcrsim streams these.
+func InitrdImageSources(files []Source) []Source {
+	out := make([]Source, len(files))
+	for i, f := range files {
+		if i < len(files)-1 {
+			if k, ok := f.(cacheKeyer); ok {
+				f = keyedPaddedSource{paddedSource{f}, k.CacheKey() + "+pad"}
+			} else {
+				f = paddedSource{f}
+			}
+		}
+		out[i] = f
+	}
+	return out
 }
 
 // Measurement is one extend of the plan.
@@ -84,7 +117,7 @@ func Plan(algs []tpmfront.Alg, in Inputs, h Hasher) ([]Measurement, error) {
 	}
 	// Hashing zero sources yields the empty-string digest, which is what
 	// pv-grub extended when an entry had no initrd.
-	id, err := h.Hash(algs, in.Initrds)
+	id, err := h.Hash(algs, InitrdImageSources(in.Initrds))
 	if err != nil {
 		return nil, fmt.Errorf("measure initrd: %w", err)
 	}

@@ -132,3 +132,37 @@ func TestApplyRefusesPartialBanks(t *testing.T) {
 		t.Errorf("PCR 4 changed although the plan was refused")
 	}
 }
+
+// The initrd image rule, written out by hand: each file but the last is
+// followed by zeros up to a multiple of 4, as GRUB2's grub_initrd_load
+// lays out several initrds.
+func TestInitrdPaddingBetweenFiles(t *testing.T) {
+	a := []byte("12345")    // 5 bytes: 3 zeros follow
+	b := []byte("abcdefgh") // 8 bytes: aligned, nothing follows
+	c := []byte("xyz")      // last: never padded
+	image := append(append(append(append([]byte{}, a...), 0, 0, 0), b...), c...)
+	ms, err := Plan([]tpmfront.Alg{tpmfront.SHA256}, Inputs{
+		Kernel:  BytesSource("k", []byte("k")),
+		Initrds: []Source{BytesSource("/a", a), BytesSource("/b", b), BytesSource("/c", c)},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(image)
+	if !bytes.Equal(ms[2].Digests[tpmfront.SHA256], want[:]) {
+		t.Errorf("initrd digest %x, want sha256 of the padded image %x", ms[2].Digests[tpmfront.SHA256], want)
+	}
+	if ms[2].Source != "/a /b /c" {
+		t.Errorf("initrd source %q", ms[2].Source)
+	}
+	// One file is the image itself: pv-grub's single initrd is unchanged.
+	ms, _ = Plan([]tpmfront.Alg{tpmfront.SHA256}, Inputs{Kernel: BytesSource("k", nil), Initrds: []Source{BytesSource("/a", a)}}, nil)
+	if w := sha256.Sum256(a); !bytes.Equal(ms[2].Digests[tpmfront.SHA256], w[:]) {
+		t.Errorf("single initrd was padded")
+	}
+	for size, pad := range map[int64]int64{0: 0, 1: 3, 2: 2, 3: 1, 4: 0, 4097: 3} {
+		if got := InitrdPadding(size); got != pad {
+			t.Errorf("InitrdPadding(%d) = %d, want %d", size, got, pad)
+		}
+	}
+}

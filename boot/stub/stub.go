@@ -467,13 +467,15 @@ func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.
 		}
 		return nil, nil, in, fatal("load initrd from "+c.Partition.Name, err)
 	}
-	// Each file is measured under its own name but from the one sealed
-	// buffer kexec gets, at the offset where it was written.
-	var off int64
+	// The measured bytes are the whole sealed image kexec gets, padding
+	// between files included, read back from the memfd; it carries the
+	// file names joined by spaces, as measure.Plan names several files.
+	names := make([]string, len(c.Entry.Initrds))
 	for i, name := range c.Entry.Initrds {
-		in.Initrds = append(in.Initrds, measure.ReaderAtSource{Label: discover.SourceName(name), R: io.NewSectionReader(initrd, off, sizes[i]), Size: sizes[i]})
-		off += sizes[i]
+		names[i] = discover.SourceName(name)
+		r.printf("  initrd %s: %d bytes", names[i], sizes[i])
 	}
+	in.Initrds = []measure.Source{measure.ReaderAtSource{Label: strings.Join(names, " "), R: initrd, Size: initrd.Size()}}
 	r.printf("loaded initrds: %d bytes from %d files", initrd.Size(), len(c.Entry.Initrds))
 	r.loadedBytes += initrd.Size()
 	return kernel, initrd, in, nil

@@ -36,7 +36,8 @@ func rnd(n int) []byte {
 }
 
 // want is the contract computed independently: PCR4 = H(0 || H(kernel)),
-// PCR5 = H(H(0 || H(cmdline)) || H(initrd1 || initrd2 ...)).
+// PCR5 = H(H(0 || H(cmdline)) || H(initrd1 || pad || initrd2 ...)), pad
+// being zeros up to a multiple of 4 after every initrd but the last.
 type want struct {
 	kernel  []byte
 	initrds [][]byte
@@ -45,8 +46,11 @@ type want struct {
 
 func (w want) pcrs() map[string]map[string]string {
 	var ib []byte
-	for _, b := range w.initrds {
+	for i, b := range w.initrds {
 		ib = append(ib, b...)
+		for i < len(w.initrds)-1 && len(ib)%4 != 0 {
+			ib = append(ib, 0)
+		}
 	}
 	k1, k256 := sha1.Sum(w.kernel), sha256.Sum256(w.kernel)
 	c1, c256 := sha1.Sum([]byte(w.cmdline)), sha256.Sum256([]byte(w.cmdline))

@@ -74,7 +74,7 @@ type fixture struct {
 	dir, kernel   string
 	initrds       []string
 	cmdline       string
-	kb, ib        []byte // kernel bytes, initrds concatenated
+	kb, ib        []byte // kernel bytes; the initrd image (files 4-byte aligned, zero padded)
 	init4s1       []byte // starting PCR 4 values (nil = zero)
 	init4s256     []byte
 	expectedPCRs  pcrfile.Readings
@@ -88,6 +88,9 @@ func newFixture(t *testing.T, kernelSize int, initrdSizes ...int) *fixture {
 	for i, n := range initrdSizes {
 		p, b := randFile(t, f.dir, fmt.Sprintf("initrd%d.img", i), n)
 		f.initrds = append(f.initrds, p)
+		for len(f.ib)%4 != 0 {
+			f.ib = append(f.ib, 0)
+		}
 		f.ib = append(f.ib, b...)
 	}
 	f.compute()
