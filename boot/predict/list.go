@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/vtpmboot/vtpmboot/boot/discover"
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
 )
@@ -172,9 +173,9 @@ func (d ListDoc) WriteText(w io.Writer) error {
 				fmt.Fprintf(bw, " id=%q", e.ID)
 			}
 			fmt.Fprintf(bw, " (%s:%d)\n", e.Config, e.Line)
-			fmt.Fprintf(bw, "    kernel  %q\n", e.Kernel)
+			fmt.Fprintf(bw, "    kernel  %q\n", discover.SourceName(e.Kernel))
 			for _, i := range e.Initrds {
-				fmt.Fprintf(bw, "    initrd  %q\n", i)
+				fmt.Fprintf(bw, "    initrd  %q\n", discover.SourceName(i))
 			}
 			fmt.Fprintf(bw, "    cmdline %q\n", e.Cmdline)
 		}

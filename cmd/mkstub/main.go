@@ -163,7 +163,11 @@ func build(ctx context.Context, o images.StubOptions, kernel, outDir, vtpmBack, 
 		outs = append(outs, p)
 	}
 	if ms != nil {
-		fmt.Fprintf(stdout, "modules: %d for kernel %s (built in, skipped: %s)\n", len(ms.Modules), ms.Release, strings.Join(ms.Builtin, " "))
+		builtin := ""
+		if len(ms.Builtin) > 0 {
+			builtin = " (built in, skipped: " + strings.Join(ms.Builtin, " ") + ")"
+		}
+		fmt.Fprintf(stdout, "modules: %d for kernel %s%s\n", len(ms.Modules), ms.Release, builtin)
 	}
 	for _, p := range outs {
 		sum, size, err := sha256File(p)
