@@ -257,7 +257,7 @@ func TestPredictDiskList(t *testing.T) {
 	}
 	for _, s := range []string{
 		`grub2 "/boot/grub/grub.cfg" on "partition 1": boots`,
-		`* 0 "New" id="new"`, `  1 "Other"`, `kernel  "boot/vmlinuz"`, `cmdline "BOOT_IMAGE=/boot/vmlinuz a=1"`,
+		`* 0 "New" id="new"`, `  1 "Other"`, `kernel  "/boot/vmlinuz"`, `cmdline "BOOT_IMAGE=/boot/vmlinuz a=1"`,
 		`grub-legacy "/boot/grub/menu.lst" on "partition 1": passed over ("lower priority than grub2 /boot/grub/grub.cfg on partition 1")`,
 		`cmdline "old"`, `boots: "grub2 /boot/grub/grub.cfg on partition 1: default entry 0`,
 	} {
