@@ -258,12 +258,26 @@ func parseDiskSyntax(spec string) (Disk, error) {
 			end = len(s)
 		}
 		tok := s[:end]
+		if end < len(s) && s[end] == '=' && !diskKeys[tok] && !isParamName(tok) {
+			// No keyword rule matches, so libxlu's scanner takes tok as
+			// positional and is left with the '=': like every stray
+			// character it is an error, except as the spec's very last
+			// byte, which the scanner drops (the quirk Parse mirrors for
+			// whole files).
+			if end != len(s)-1 {
+				return Disk{}, fmt.Errorf("bad disk syntax near %q in %q (a target containing '=' needs target=, last)", s, spec)
+			}
+			if tok != "" { // the positional rules need at least one character here
+				if err := st.positional(tok); err != nil {
+					return Disk{}, err
+				}
+			}
+			s = ""
+			continue
+		}
 		if end < len(s) && s[end] == '=' {
 			if !diskKeys[tok] {
-				if isParamName(tok) {
-					return Disk{}, fmt.Errorf("unknown parameter %q in %q", tok, spec)
-				}
-				return Disk{}, fmt.Errorf("bad disk syntax near %q in %q (a target containing '=' needs target=, last)", s, spec)
+				return Disk{}, fmt.Errorf("unknown parameter %q in %q", tok, spec)
 			}
 			vend := strings.IndexByte(s[end+1:], ',')
 			var val string
