@@ -42,7 +42,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 func (f *inputFlags) register(fs *flag.FlagSet) {
 	f.fs = fs
 	fs.StringVar(&f.kernel, "kernel", "", "kernel `FILE`, measured into PCR 4 exactly as stored")
-	fs.Var(&f.initrds, "initrd", "initrd `FILE`; repeat for several, measured concatenated in order into PCR 5")
+	fs.Var(&f.initrds, "initrd", "initrd `FILE`; repeat for several: measured in order as one image, each but the last zero-padded to 4 bytes as GRUB2 loads them, into PCR 5")
 	fs.StringVar(&f.cmdline, "cmdline", "", "the exact kernel command line (`STRING`), measured into PCR 5")
 	fs.StringVar(&f.banks, "bank", "", "comma-separated PCR `BANKS` (sha1,sha256,sha384,sha512; default sha1,sha256)")
 	fs.Var(&f.pcrInits, "pcr-init", "starting value `PCR:BANK:HEX` of a PCR (default all zero, as on a Xen vTPM); repeatable")

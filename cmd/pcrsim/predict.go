@@ -19,7 +19,8 @@ const predictHelp = `usage: pcrsim predict --kernel FILE [--initrd FILE]... --cm
 
 Computes the PCR values vtpmboot's stub produces when it boots this kernel,
 initrd(s) and command line: kernel into PCR 4; command line, then all
-initrds concatenated (the empty string when there is none) into PCR 5.
+initrds as one image, 4-byte aligned as GRUB2 loads several (the empty
+string when there is none) into PCR 5.
 Files are streamed, never loaded whole.
 
 --root and --disk find the guest's boot configuration the way the stub does
