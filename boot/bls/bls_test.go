@@ -1,18 +1,15 @@
 package bls
 
 import (
-	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
 
+	"github.com/vtpmboot/vtpmboot/internal/golden"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/bls/*.golden")
 
 var goldenCases = []struct{ dir, entries string }{
 	{"systemd-boot", "loader/entries"},
@@ -27,21 +24,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, _ := json.MarshalIndent(m, "", "  ")
-			got = append(got, '\n')
-			gf := filepath.Join(root, c.dir+".golden")
-			if *update {
-				if err := os.WriteFile(gf, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(gf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(got) != string(want) {
-				t.Errorf("differs from golden:\n%s", got)
-			}
+			golden.JSON(t, filepath.Join(root, c.dir+".golden"), m)
 		})
 	}
 }

@@ -1,9 +1,7 @@
 package grub2
 
 import (
-	"encoding/json"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,10 +9,9 @@ import (
 	"testing/fstest"
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
+	"github.com/vtpmboot/vtpmboot/internal/golden"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/grub2/*.golden")
 
 // goldenCases are real-layout filesystem trees under testdata/grub2.
 var goldenCases = []struct{ dir, config string }{
@@ -30,21 +27,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, _ := json.MarshalIndent(m, "", "  ")
-			got = append(got, '\n')
-			gf := filepath.Join(root, c.dir+".golden")
-			if *update {
-				if err := os.WriteFile(gf, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(gf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(got) != string(want) {
-				t.Errorf("%s differs from golden:\n%s", c.dir, got)
-			}
+			golden.JSON(t, filepath.Join(root, c.dir+".golden"), m)
 		})
 	}
 }

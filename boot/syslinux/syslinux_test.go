@@ -1,10 +1,7 @@
 package syslinux
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"flag"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,10 +11,9 @@ import (
 	"testing/fstest"
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
+	"github.com/vtpmboot/vtpmboot/internal/golden"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite the .golden.json files from the parser's output (then read every one of them)")
 
 // goldenCases are real-world-shaped trees in testdata/syslinux; each is a
 // filesystem root with the config where its generator puts it.
@@ -31,31 +27,14 @@ var goldenCases = []struct{ dir, config string }{
 func testdataDir() string { return filepath.Join(testenv.RepoRoot(), "testdata", "syslinux") }
 
 func TestGolden(t *testing.T) {
+	root := testdataDir()
 	for _, c := range goldenCases {
 		t.Run(c.dir, func(t *testing.T) {
-			m, err := Parse(os.DirFS(filepath.Join(testdataDir(), c.dir)), c.config)
+			m, err := Parse(os.DirFS(filepath.Join(root, c.dir)), c.config)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := json.MarshalIndent(m, "", "  ")
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, '\n')
-			golden := filepath.Join(testdataDir(), c.dir+".golden.json")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from the parser's output:\n%s", golden, got)
-			}
+			golden.JSON(t, filepath.Join(root, c.dir+".golden.json"), m)
 		})
 	}
 }
