@@ -35,6 +35,7 @@ func TestFaults(t *testing.T) {
 		disk guestdisk.Disk
 		opts []string
 		kill string
+		mem  int // guest MiB; 0 is the harness default
 		// fatal lists what the one FATAL line must say; nil means the
 		// target must boot (unmeasured).
 		fatal []string
@@ -70,6 +71,17 @@ func TestFaults(t *testing.T) {
 			disk:  simple(text("/boot/grub/grub.cfg", goodCfg), guestdisk.File{Path: "/boot/vmlinuz", Data: junk}, file("/boot/target.img", p.Target)),
 			fatal: []string{"FATAL: kexec /boot/vmlinuz on vda1:"},
 		},
+		{
+			// 160 MiB of initrd in a 256 MiB guest: loading and kexec
+			// would need about twice the files, and running out as PID 1
+			// is a kernel panic with no message, so the stub must refuse
+			// before reading.
+			name: "tpm20-initrd-too-large", tpm: tpmfront.Version20, mem: 256,
+			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 200, Files: []guestdisk.File{
+				text("/boot/grub/grub.cfg", goodCfg), file("/boot/vmlinuz", p.Kernel), {Path: "/boot/target.img", Data: make([]byte, 160<<20)},
+			}}}},
+			fatal: []string{"FATAL: load kernel and initrds:", "give the guest more memory (xl: memory=)"},
+		},
 	} {
 		c := c
 		t.Run(c.name, func(t *testing.T) {
@@ -77,7 +89,7 @@ func TestFaults(t *testing.T) {
 			disk, sum := buildDisk(t, c.disk)
 			res := boot(t, qemutest.Options{
 				Kernel: p.Kernel, Initrd: p.Stub, Append: StubAppend(append([]string{"quiet"}, c.opts...)...),
-				Disks: []qemutest.Disk{{Path: disk}}, TPM: c.tpm, KillTPMAfter: c.kill,
+				Disks: []qemutest.Disk{{Path: disk}}, TPM: c.tpm, KillTPMAfter: c.kill, Memory: c.mem,
 			})
 			checkDiskUnchanged(t, disk, sum)
 			if c.kill != "" && !res.TPMKilled {

@@ -56,6 +56,9 @@ type System interface {
 	// KexecLoad stages the images; KexecExec jumps (returns only on failure).
 	KexecLoad(kernel, initrd *kexec.Image, cmdline string) error
 	KexecExec() error
+	// MemAvailable is the kernel's estimate of memory available for new
+	// allocations (/proc/meminfo MemAvailable), in bytes.
+	MemAvailable() (int64, error)
 	// PowerOff syncs and powers off; it returns only in tests.
 	PowerOff()
 	Now() time.Time
@@ -440,11 +443,50 @@ func (r *run) choose(parts []discover.Partition) (*discover.Choice, error) {
 	return choice, nil
 }
 
+// kexecOverhead is what loading needs on top of twice the files' size:
+// room for the stub itself to keep running and the kernel's bookkeeping.
+const kexecOverhead = 16 << 20
+
+// checkMemory refuses, before reading anything, an entry whose files cannot
+// be held in memory through kexec: the memfds hold them once, and
+// kexec_file_load copies them again into kernel memory. Running out half
+// way would not give an error: PID 1 cannot be OOM-killed, so the kernel
+// panics ("no killable processes") and the console never says why.
+func (r *run) checkMemory(c *discover.Choice) error {
+	avail, err := r.sys.MemAvailable()
+	if err != nil {
+		r.printf("warning: cannot tell available memory: %v", err)
+		return nil
+	}
+	var files int64
+	for i, name := range append([]string{c.Entry.Kernel}, c.Entry.Initrds...) {
+		f, size, err := discover.OpenFile(c.Partition.FS, name, entry.MaxInitrdTotalSize)
+		if err != nil {
+			return nil // loading reports it, naming the file
+		}
+		f.Close()
+		files += size
+		if i > 0 {
+			files += measure.InitrdPadding(size)
+		}
+	}
+	need := 2*files + kexecOverhead
+	if need > avail {
+		return fatal("load kernel and initrds", fmt.Errorf("%w: they are %d MiB; loading and kexec need about %d MiB, the guest has %d MiB available: give the guest more memory (xl: memory=)",
+			kexec.ErrNoMemory, files>>20, need>>20, avail>>20))
+	}
+	r.debugf("memory: files %d MiB, need about %d MiB, available %d MiB", files>>20, need>>20, avail>>20)
+	return nil
+}
+
 // load reads the kernel and the initrds once each into sealed memory and
 // describes those very bytes as the measurement inputs.
 func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.Inputs, err error) {
 	fsys := c.Partition.FS
 	kname := discover.SourceName(c.Entry.Kernel)
+	if err := r.checkMemory(c); err != nil {
+		return nil, nil, in, err
+	}
 	kernel, _, err = loadFiles("kernel", fsys, []string{c.Entry.Kernel}, entry.MaxKernelSize)
 	if err != nil {
 		return nil, nil, in, fatal("load kernel "+kname+" from "+c.Partition.Name, err)

@@ -44,6 +44,7 @@ type fakeSystem struct {
 	loadedKernel, loadedInitrd []byte
 	loadedCmdline              string
 	kexecLoadErr               error
+	memAvail                   int64 // 0: plenty
 	execed, poweredOff         bool
 	mounted, unmounted         int
 }
@@ -114,8 +115,14 @@ func (f *fakeSystem) KexecLoad(kernel, initrd *kexec.Image, cmdline string) erro
 	f.loadedCmdline = cmdline
 	return f.kexecLoadErr
 }
-func (f *fakeSystem) KexecExec() error      { f.execed = true; return nil }
-func (f *fakeSystem) PowerOff()             { f.poweredOff = true }
+func (f *fakeSystem) KexecExec() error { f.execed = true; return nil }
+func (f *fakeSystem) PowerOff()        { f.poweredOff = true }
+func (f *fakeSystem) MemAvailable() (int64, error) {
+	if f.memAvail == 0 {
+		return 1 << 40, nil
+	}
+	return f.memAvail, nil
+}
 func (f *fakeSystem) Now() time.Time        { return f.now }
 func (f *fakeSystem) Sleep(d time.Duration) { f.now = f.now.Add(d) }
 
@@ -467,5 +474,24 @@ func TestDebugSplitsMeasurePhase(t *testing.T) {
 	}
 	if !regexp.MustCompile(`vtpmboot: measure: hashing \d+ms \(41 bytes, 2 banks\), TPM \d+ms \(3 extends\), console \d+ms`).MatchString(out.String()) {
 		t.Errorf("no measure split line:\n%s", out.String())
+	}
+}
+
+// An entry whose files cannot be held through kexec is refused before
+// anything is read: running out of memory as PID 1 would be a kernel panic
+// with no message. The fake's numbers stand in for /proc/meminfo.
+func TestNotEnoughMemory(t *testing.T) {
+	f := newFake(t, "")
+	f.memAvail = 8 << 20 // less than kexecOverhead alone
+	var out bytes.Buffer
+	res := Run(f, &out)
+	checkFatal(t, f, out.String(), "FATAL: load kernel and initrds", "give the guest more memory (xl: memory=)", "8 MiB available")
+	if res.Err == nil || f.loadedKernel != nil || strings.Contains(out.String(), "loaded kernel") {
+		t.Errorf("files were loaded although memory was short:\n%s", out.String())
+	}
+	f = newFake(t, "")
+	f.memAvail = kexecOverhead + 1024 // the fake guest's files are a few dozen bytes
+	if res := Run(f, &out); res.Err != nil || !f.execed {
+		t.Errorf("enough memory but no boot: %v", res.Err)
 	}
 }

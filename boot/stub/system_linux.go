@@ -161,5 +161,19 @@ func (m *Machine) PowerOff() {
 	}
 }
 
+func (m *Machine) MemAvailable() (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if n, _ := fmt.Sscanf(line, "MemAvailable: %d kB", &kb); n == 1 {
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("/proc/meminfo has no MemAvailable line")
+}
+
 func (m *Machine) Now() time.Time        { return time.Now() }
 func (m *Machine) Sleep(d time.Duration) { time.Sleep(d) }
