@@ -109,16 +109,24 @@ func Parse(b []byte) (*Log, error) {
 	return l, nil
 }
 
-func parseSHA1Event(c *cursor, n int) (Event, error) {
+// parseEventHeader reads the PCR index and event type both layouts start
+// with.
+func parseEventHeader(c *cursor, n int) (pcr, typ uint32, err error) {
 	start := c.off
-	pcr, err := c.u32(field{n, "PCR index", 0})
-	if err != nil {
-		return Event{}, err
+	if pcr, err = c.u32(field{n, "PCR index", 0}); err != nil {
+		return 0, 0, err
 	}
 	if pcr >= tpmfront.NumPCRs {
-		return Event{}, c.errf(start, "event %d: PCR index %d out of range 0..%d", n, pcr, tpmfront.NumPCRs-1)
+		return 0, 0, c.errf(start, "event %d: PCR index %d out of range 0..%d", n, pcr, tpmfront.NumPCRs-1)
 	}
-	typ, err := c.u32(field{n, "type", 0})
+	if typ, err = c.u32(field{n, "type", 0}); err != nil {
+		return 0, 0, err
+	}
+	return pcr, typ, nil
+}
+
+func parseSHA1Event(c *cursor, n int) (Event, error) {
+	pcr, typ, err := parseEventHeader(c, n)
 	if err != nil {
 		return Event{}, err
 	}
@@ -263,15 +271,7 @@ func parseSpecID(c *cursor) ([]specAlg, error) {
 }
 
 func parseEvent2(c *cursor, n int, algs []specAlg) (Event, error) {
-	start := c.off
-	pcr, err := c.u32(field{n, "PCR index", 0})
-	if err != nil {
-		return Event{}, err
-	}
-	if pcr >= tpmfront.NumPCRs {
-		return Event{}, c.errf(start, "event %d: PCR index %d out of range 0..%d", n, pcr, tpmfront.NumPCRs-1)
-	}
-	typ, err := c.u32(field{n, "type", 0})
+	pcr, typ, err := parseEventHeader(c, n)
 	if err != nil {
 		return Event{}, err
 	}
