@@ -4,7 +4,10 @@ GO      ?= go
 GOFLAGS ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-short deps vet fmt-check bench demo fuzz clean
+.PHONY: all build test test-short deps vet staticcheck fmt-check bench demo fuzz clean
+
+# Pinned so that a new release's checks cannot turn a green tree red.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 all: build
 
@@ -21,9 +24,14 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
 # The whole suite: unit, swtpm cross-checks, real filesystem images and the
-# QEMU end-to-end boots. The race detector needs cgo.
-test: fmt-check vet
+# QEMU end-to-end boots. It installs what it needs first (scripts/deps.sh is
+# idempotent and quiet when everything is there), so it is the first command
+# a newcomer can run. The race detector needs cgo.
+test: deps fmt-check vet staticcheck
 	CGO_ENABLED=1 $(GO) test -race -timeout 40m ./...
 
 # Unit tests only (no QEMU boots), for quick iteration.

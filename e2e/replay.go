@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -269,14 +268,4 @@ var cryptoHash = map[tpmfront.Alg]crypto.Hash{
 	tpmfront.SHA256: crypto.SHA256,
 	tpmfront.SHA384: crypto.SHA384,
 	tpmfront.SHA512: crypto.SHA512,
-}
-
-// sortedIdx is the PCR indices of m in order.
-func sortedIdx(m map[int][]byte) []int {
-	var idx []int
-	for i := range m {
-		idx = append(idx, i)
-	}
-	sort.Ints(idx)
-	return idx
 }

@@ -121,17 +121,16 @@ type parser struct {
 	recs    []rec
 	rootDef int // index into recs of the root menu's MENU DEFAULT, or -1
 
-	globalDefault  *string
-	defaultCmd     *string
-	defaultLevel   int // 0 none, 1 DEFAULT, 2 UI
-	defaultAt      where
-	hasUI          bool
-	onTimeout      *string
-	onTimeoutAt    where
-	allowImplicit  bool
-	includeStack   []string
-	warnings       []string
-	missingInclude []string
+	globalDefault *string
+	defaultCmd    *string
+	defaultLevel  int // 0 none, 1 DEFAULT, 2 UI
+	defaultAt     where
+	hasUI         bool
+	onTimeout     *string
+	onTimeoutAt   where
+	allowImplicit bool
+	includeStack  []string
+	warnings      []string
 }
 
 type where struct {

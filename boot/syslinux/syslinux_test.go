@@ -45,12 +45,11 @@ func TestGolden(t *testing.T) {
 // golden regenerated with a bug in it still fails here.
 func TestCmdlineBytes(t *testing.T) {
 	type want struct {
-		index           int
-		id, kernel      string
-		cmdline         string
-		initrds         []string
-		unbootable      bool
-		titleSubstrings string
+		index      int
+		id, kernel string
+		cmdline    string
+		initrds    []string
+		unbootable bool
 	}
 	cases := []struct {
 		dir, config string
