@@ -35,8 +35,9 @@ type System interface {
 	// MountBase mounts /proc, /sys, /dev and securityfs.
 	MountBase() error
 	Cmdline() (string, error)
-	// XenPV reports a Xen PV guest, where kexec cannot work.
-	XenPV() bool
+	// XenGuestType is /sys/hypervisor/guest_type under Xen ("PV", "PVH",
+	// "HVM"), "" elsewhere.
+	XenGuestType() string
 	// LoadModules loads the first stage: the modules needed to see disks
 	// and the TPM, everything but filesystem drivers.
 	LoadModules() ([]modload.Loaded, error)
@@ -47,6 +48,11 @@ type System interface {
 	// BlockNames lists /sys/class/block; the wait phase polls it.
 	BlockNames() []string
 	TPMPresent() bool
+	// TPMAnnounced reports a TPM the platform says is coming: a vtpm
+	// device in xenstore or a TPM ACPI device, whose driver may still be
+	// starting. It is also true when the system cannot tell, so that
+	// only a TPM known to be absent ends the wait early.
+	TPMAnnounced() bool
 	OpenTPM() (tpmfront.Target, error)
 	// ScanDevices lists and probes the filesystems, in mount.Scan's order.
 	ScanDevices() ([]mount.Device, error)
@@ -167,8 +173,13 @@ func (r *run) boot() error {
 		r.printf("warning: %s", w)
 	}
 	r.printf("options: entry=%q disk=%q tpm=%s timeout=%v", opts.Entry, opts.Disk, opts.TPM, opts.Timeout)
-	if r.sys.XenPV() {
-		return fatal("Xen PV guest", errors.New(`kexec cannot work in a Xen PV guest; use type="pvh" or "hvm" in the xl config`))
+	// Before any disk is read or anything measured: neither guest type can
+	// kexec, so whatever the stub did here would be thrown away.
+	switch r.sys.XenGuestType() {
+	case "PV":
+		return fatal("Xen PV guest", errors.New(`kexec cannot work in a Xen PV guest; use type="hvm" in the xl config`))
+	case "PVH":
+		return fatal("Xen PVH guest", errors.New(`kexec needs Xen soft reset, which xl supports only for type="hvm" (libxl refuses it for PVH and destroys the guest); use type="hvm" in the xl config`))
 	}
 	r.phase("init", t)
 
@@ -178,12 +189,12 @@ func (r *run) boot() error {
 	r.phase("modules", t)
 
 	t = r.sys.Now()
-	names, tpmSeen := r.wait()
+	names, tpmSeen, announced := r.wait()
 	r.printf("block devices: %s; TPM: %v", strings.Join(names, " "), tpmSeen)
 	r.phase("wait", t)
 
 	t = r.sys.Now()
-	target, err := r.openTPM(tpmSeen)
+	target, err := r.openTPM(tpmSeen, announced)
 	if err != nil {
 		return err
 	}
@@ -270,25 +281,29 @@ func (r *run) reportModules(stage string, mods []modload.Loaded, err error) {
 	r.printf("%s: %d of %d loaded", stage, nOK, len(mods))
 }
 
-// wait polls until both a TPM and a settled set of block devices are
-// there, or the timeout passes. Xen's front ends attach asynchronously
-// after their modules load, so neither is there right away.
-func (r *run) wait() ([]string, bool) {
+// wait polls until a settled set of block devices is there and the TPM
+// is either there or known to be absent, or the timeout passes. Xen's
+// front ends attach asynchronously after their modules load, so neither
+// disks nor TPM are there right away; but whether a TPM is coming at all
+// is known from the start (xenstore's device/vtpm, ACPI), so a guest
+// without one does not wait for it.
+func (r *run) wait() (names []string, tpm, announced bool) {
 	deadline := r.sys.Now().Add(r.opts.Timeout)
 	var last []string
 	stable := r.sys.Now()
 	for {
 		names := r.sys.BlockNames()
 		tpm := r.sys.TPMPresent()
+		announced := tpm || r.sys.TPMAnnounced()
 		now := r.sys.Now()
 		if !slices.Equal(names, last) {
 			last, stable = names, now
 		}
-		if tpm && len(names) > 0 && now.Sub(stable) >= settleTime {
-			return names, tpm
+		if (tpm || !announced) && len(names) > 0 && now.Sub(stable) >= settleTime {
+			return names, tpm, announced
 		}
 		if !now.Before(deadline) {
-			return names, tpm
+			return names, tpm, announced
 		}
 		r.sys.Sleep(pollInterval)
 	}
@@ -296,10 +311,13 @@ func (r *run) wait() ([]string, bool) {
 
 const howToAttach = `attach a vTPM to this guest: with xl, add vtpm=["backend=<vtpm-stubdom or swtpm domain>"] to the domU config; with QEMU, -chardev socket,id=chrtpm,path=... -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0. To boot WITHOUT measuring anyway, add vtpmboot.tpm=optional to the stub's command line (xl: extra="vtpmboot.tpm=optional")`
 
-func (r *run) openTPM(seen bool) (tpmfront.Target, error) {
+func (r *run) openTPM(seen, announced bool) (tpmfront.Target, error) {
 	if !seen && !r.sys.TPMPresent() {
 		if r.opts.TPM == config.TPMRequired {
-			return nil, fatal("no TPM", fmt.Errorf("neither /dev/tpmrm0 nor /dev/tpm0 appeared within %v (vtpmboot.tpm=required). To fix it, %s", r.opts.Timeout, howToAttach))
+			if !announced {
+				return nil, fatal("no TPM", fmt.Errorf("this guest has none: no vtpm device in xenstore, no TPM ACPI device, no /dev/tpm0 (vtpmboot.tpm=required). To fix it, %s", howToAttach))
+			}
+			return nil, fatal("no TPM", fmt.Errorf("a TPM is announced but neither /dev/tpmrm0 nor /dev/tpm0 appeared within %v (vtpmboot.tpm=required; is its driver, xen-tpmfront or tpm_tis, in the stub, and its backend running?). To fix it, %s", r.opts.Timeout, howToAttach))
 		}
 		r.unmeasured()
 		return nil, nil

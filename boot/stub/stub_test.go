@@ -27,13 +27,16 @@ import (
 // cmd/vtpmboot proves. The memfds and the TPM arithmetic here are real:
 // images are sealed memfds, and the TPM is a tpmfront.Soft bank.
 type fakeSystem struct {
-	cmdline  string
-	xenPV    bool
-	fs       fstest.MapFS
-	tpm      tpmfront.Target // nil: no TPM device
-	openErr  error
-	now      time.Time
-	devAfter time.Duration // block devices appear this late
+	cmdline string
+	xenType string // XenGuestType
+	// announced: a TPM device is announced (xenstore, ACPI) even though
+	// tpm is nil: it never becomes ready.
+	announced bool
+	fs        fstest.MapFS
+	tpm       tpmfront.Target // nil: no TPM device
+	openErr   error
+	now       time.Time
+	devAfter  time.Duration // block devices appear this late
 
 	devs []mount.Device // nil: one ext4 partition, vda1
 	// fsModErr fails the second-stage driver of these kernel types.
@@ -51,7 +54,7 @@ type fakeSystem struct {
 
 func (f *fakeSystem) MountBase() error         { return nil }
 func (f *fakeSystem) Cmdline() (string, error) { return f.cmdline, nil }
-func (f *fakeSystem) XenPV() bool              { return f.xenPV }
+func (f *fakeSystem) XenGuestType() string     { return f.xenType }
 func (f *fakeSystem) LoadModules() ([]modload.Loaded, error) {
 	f.calls = append(f.calls, "modules")
 	return []modload.Loaded{{Module: modload.Module{Name: "xen_blkfront"}, Err: errors.New("no such device")}, {Module: modload.Module{Name: "virtio_blk"}}}, nil
@@ -82,7 +85,8 @@ func (f *fakeSystem) BlockNames() []string {
 	}
 	return []string{"vda", "vda1"}
 }
-func (f *fakeSystem) TPMPresent() bool { return f.tpm != nil }
+func (f *fakeSystem) TPMPresent() bool   { return f.tpm != nil }
+func (f *fakeSystem) TPMAnnounced() bool { return f.tpm != nil || f.announced }
 func (f *fakeSystem) OpenTPM() (tpmfront.Target, error) {
 	if f.openErr != nil {
 		return nil, f.openErr
@@ -279,15 +283,37 @@ func TestNoTPMRequiredPowersOff(t *testing.T) {
 	f.tpm = nil
 	var out bytes.Buffer
 	Run(f, &out)
-	checkFatal(t, f, out.String(), "FATAL: no TPM", `vtpm=["backend=`, "-tpmdev", "vtpmboot.tpm=optional")
-	// The wait gave the TPM the whole timeout (virtual time).
-	if got := f.now.Sub(time.Unix(0, 0)); got < 10*time.Second {
-		t.Errorf("waited %v for the TPM, want the 10s default", got)
+	checkFatal(t, f, out.String(), "FATAL: no TPM: this guest has none", `vtpm=["backend=`, "-tpmdev", "vtpmboot.tpm=optional")
+	// Nothing announced a TPM, so nothing was waited for beyond the
+	// block devices' settle time (virtual time).
+	if got := f.now.Sub(time.Unix(0, 0)); got > time.Second {
+		t.Errorf("waited %v with no TPM announced", got)
+	}
+}
+
+// A TPM that is announced (a vtpm device in xenstore, an ACPI TPM) but
+// never becomes ready gets the whole timeout, then a different message.
+func TestAnnouncedTPMWaitsTimeout(t *testing.T) {
+	for _, policy := range []string{"required", "optional"} {
+		f := newFake(t, "vtpmboot.tpm="+policy)
+		f.tpm, f.announced = nil, true
+		var out bytes.Buffer
+		res := Run(f, &out)
+		if got := f.now.Sub(time.Unix(0, 0)); got < 10*time.Second {
+			t.Errorf("%s: waited %v for an announced TPM, want the 10s default", policy, got)
+		}
+		if policy == "required" {
+			checkFatal(t, f, out.String(), "FATAL: no TPM: a TPM is announced but neither /dev/tpmrm0 nor /dev/tpm0 appeared within 10s")
+			continue
+		}
+		if res.Err != nil || !f.execed || res.Measured {
+			t.Errorf("optional: err %v execed %v measured %v", res.Err, f.execed, res.Measured)
+		}
 	}
 }
 
 func TestNoTPMOptionalBootsLoudly(t *testing.T) {
-	f := newFake(t, "vtpmboot.tpm=optional vtpmboot.timeout=1")
+	f := newFake(t, "vtpmboot.tpm=optional")
 	f.tpm = nil
 	var out bytes.Buffer
 	res := Run(f, &out)
@@ -296,6 +322,33 @@ func TestNoTPMOptionalBootsLoudly(t *testing.T) {
 	}
 	if n := strings.Count(out.String(), "NOTHING WAS MEASURED"); n < 2 {
 		t.Errorf("warning printed %d times, want before measuring and before kexec:\n%s", n, out.String())
+	}
+	if got := f.now.Sub(time.Unix(0, 0)); got > time.Second {
+		t.Errorf("waited %v with no TPM announced (timeout 10s)", got)
+	}
+}
+
+// The PVH refusal comes before anything touches a disk or the TPM: a PVH
+// guest's kexec ends in xl destroying it, so measuring would only leave
+// PCRs describing a boot that never happened.
+func TestXenPVHRefusedBeforeDisks(t *testing.T) {
+	f := newFake(t, "")
+	f.xenType = "PVH"
+	tpm := f.tpm.(*tpmfront.Soft)
+	var out bytes.Buffer
+	Run(f, &out)
+	checkFatal(t, f, out.String(), `FATAL: Xen PVH guest: kexec needs Xen soft reset, which xl supports only for type="hvm"`)
+	if len(f.calls) != 0 {
+		t.Errorf("PVH guest: %v before the refusal", f.calls)
+	}
+	if n := strings.Count(out.String(), "FATAL"); n != 1 {
+		t.Errorf("%d FATAL lines", n)
+	}
+	for _, pcr := range []int{4, 5} {
+		v, err := tpm.ReadPCR(pcr, tpmfront.SHA256)
+		if err != nil || !bytes.Equal(v, make([]byte, 32)) {
+			t.Errorf("PCR %d = %x, %v: the refusal extended something", pcr, v, err)
+		}
 	}
 }
 
@@ -341,7 +394,7 @@ func TestFaults(t *testing.T) {
 		"kernel vanished": {"", func(f *fakeSystem) { delete(f.fs, "boot/vmlinuz") }, []string{"FATAL", "/boot/vmlinuz"}},
 		"no such entry":   {"vtpmboot.entry=7", nil, []string{"FATAL", `no entry at position "7"`}},
 		"bad option":      {"vtpmboot.tpm=sometimes", nil, []string{"FATAL: options", "vtpmboot.tpm"}},
-		"xen pv":          {"", func(f *fakeSystem) { f.xenPV = true }, []string{`use type="pvh" or "hvm"`}},
+		"xen pv":          {"", func(f *fakeSystem) { f.xenType = "PV" }, []string{"FATAL: Xen PV guest", `use type="hvm"`}},
 		"no disk match":   {"vtpmboot.disk=LABEL=nope", nil, []string{"FATAL: find filesystems", "vtpmboot.disk=LABEL=nope", `vda1 (ext4 label="root"`}},
 		"kexec refuses":   {"", func(f *fakeSystem) { f.kexecLoadErr = errors.New("exec format error") }, []string{"FATAL: kexec /boot/vmlinuz on vda1: exec format error"}},
 	} {

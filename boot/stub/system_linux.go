@@ -54,10 +54,13 @@ func (m *Machine) Cmdline() (string, error) {
 	return strings.TrimSuffix(string(b), "\n"), err
 }
 
-func (m *Machine) XenPV() bool {
+func (m *Machine) XenGuestType() string {
 	typ, _ := os.ReadFile("/sys/hypervisor/type")
+	if strings.TrimSpace(string(typ)) != "xen" {
+		return ""
+	}
 	gt, _ := os.ReadFile("/sys/hypervisor/guest_type")
-	return strings.TrimSpace(string(typ)) == "xen" && strings.TrimSpace(string(gt)) == "PV"
+	return strings.TrimSpace(string(gt))
 }
 
 // LoadModules is the first stage: everything but filesystem drivers.
@@ -128,6 +131,34 @@ func (m *Machine) TPMPresent() bool {
 		}
 	}
 	return false
+}
+
+func (m *Machine) TPMAnnounced() bool { return tpmAnnounced("/sys") }
+
+// tpmACPIIDs are the ACPI hardware IDs Linux's tpm_tis and tpm_crb bind
+// (tpm_tis.c tpm_acpi_tbl, tpm_crb.c crb_device_ids); QEMU and Xen's
+// device model announce MSFT0101 (TPM 2.0) or PNP0C31 (TIS 1.2).
+var tpmACPIIDs = []string{"MSFT0101", "PNP0C31", "ATM1200", "IFX0102", "BCM0101", "BCM0102", "NSC1200", "ICO0102"}
+
+// tpmAnnounced looks under sysfs root for a TPM the platform announces.
+// The xenbus and ACPI device lists are complete before /init runs (the
+// kernel enumerates both at boot, before any driver module loads), so
+// their silence means no TPM. A system with neither bus cannot tell.
+func tpmAnnounced(sys string) bool {
+	if m, _ := filepath.Glob(filepath.Join(sys, "class/tpm/tpm*")); len(m) > 0 {
+		return true
+	}
+	if m, _ := filepath.Glob(filepath.Join(sys, "bus/xen/devices/vtpm-*")); len(m) > 0 {
+		return true
+	}
+	for _, id := range tpmACPIIDs {
+		if m, _ := filepath.Glob(filepath.Join(sys, "bus/acpi/devices", id+":*")); len(m) > 0 {
+			return true
+		}
+	}
+	_, xenErr := os.Stat(filepath.Join(sys, "bus/xen/devices"))
+	_, acpiErr := os.Stat(filepath.Join(sys, "bus/acpi/devices"))
+	return xenErr != nil && acpiErr != nil
 }
 
 func (m *Machine) OpenTPM() (tpmfront.Target, error) { return tpmfront.Open("auto") }
