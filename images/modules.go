@@ -15,19 +15,13 @@ import (
 )
 
 // DefaultModules are the kernel modules the stub needs on the Debian kernel:
-// block and TPM front ends for Xen (PVH/HVM) and QEMU, and the filesystems
-// guests boot from. Dependencies and soft pre-dependencies (crc32c for
-// ext4/xfs) are added by ResolveModules.
-//
-// btrfs is left out: with its dependencies (zstd_compress, raid6_pq, xor)
-// it adds about 1.2 MB compressed and pushes the image over the 4 MiB
-// budget. iso9660 is "isofs" in the kernel tree.
+// the block and TPM front ends for Xen (HVM/PVH) and QEMU; ResolveModules
+// adds their dependencies. No filesystem driver: the stub reads guest
+// filesystems in userspace (boot/disks), so no kernel code parses guest
+// bytes before they are measured.
 var DefaultModules = []string{
 	"xen-blkfront", "xen-tpmfront",
 	"virtio_pci", "virtio_blk",
-	"ext4", "xfs",
-	"vfat", "nls_cp437", "nls_ascii", "nls_utf8",
-	"isofs",
 }
 
 // Module is one kernel module to pack.

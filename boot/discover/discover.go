@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/vtpmboot/vtpmboot/boot/bls"
 	"github.com/vtpmboot/vtpmboot/boot/entry"
@@ -127,11 +128,34 @@ func Discover(parts []Partition) []Found {
 		}
 		for _, c := range searchOrder {
 			st, err := fs.Stat(p.FS, c.path)
-			if err != nil || st.IsDir() != c.dir {
+			if err != nil {
+				if NotThere(err) {
+					continue
+				}
+				// Only absence lets the search go on: a configuration
+				// that is there but cannot be read is where the boot
+				// loader would look, and booting a lower-priority
+				// leftover instead is what an attacker who corrupts it
+				// wants.
+				out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Err: fmt.Errorf("cannot read it: %w", err)})
 				continue
 			}
-			if c.dir && !hasConfEntries(p.FS, c.path) {
+			if st.IsDir() != c.dir {
+				if c.dir {
+					continue // a file named like the BLS directory holds no entries
+				}
+				out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Err: fmt.Errorf("not a regular file (%v)", st.Mode().Type())})
 				continue
+			}
+			if c.dir {
+				has, err := hasConfEntries(p.FS, c.path)
+				if err != nil {
+					out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Err: fmt.Errorf("cannot list it: %w", err)})
+					continue
+				}
+				if !has {
+					continue
+				}
 			}
 			m, err := c.parse(p, c.path)
 			out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Menu: m, Err: err})
@@ -140,17 +164,26 @@ func Discover(parts []Partition) []Found {
 	return out
 }
 
-func hasConfEntries(fsys fs.FS, dir string) bool {
+func hasConfEntries(fsys fs.FS, dir string) (bool, error) {
 	ents, err := fs.ReadDir(fsys, dir)
 	if err != nil {
-		return false
+		return false, err
 	}
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), ".conf") {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
+}
+
+// NotThere reports whether err means a path does not exist, the one
+// outcome that lets discovery move on to a lower-priority configuration
+// or partition. A path component that is a file (ENOTDIR) does not exist
+// either; anything else (an I/O error, corruption, a symlink loop) is a
+// refusal.
+func NotThere(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 // Choice is the entry that will boot and why.

@@ -200,3 +200,43 @@ func mustWrite(t *testing.T, path, data string) {
 		t.Fatal(err)
 	}
 }
+
+// errFS fails every lookup under one path with an I/O error, as a corrupt
+// directory block or inode on a real disk does.
+type errFS struct {
+	fs.FS
+	bad string
+}
+
+var errIO = errors.New("input/output error")
+
+func (e errFS) Open(name string) (fs.File, error) {
+	if strings.HasPrefix(name, e.bad) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: errIO}
+	}
+	return e.FS.Open(name)
+}
+
+// Only absence lets discovery fall through to a lower-priority
+// configuration: an unreadable grub.cfg (or BLS directory) is a refusal
+// naming it, never a quiet boot of the stale menu.lst behind it.
+func TestUnreadableConfigIsNotSkipped(t *testing.T) {
+	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": grubCfg, "boot/grub/menu.lst": menuLst, "loader/entries/a.conf": "title A\nlinux /boot/vmlinuz-6.1\n"})
+	noGRUB2 := withFiles(map[string]string{"boot/grub/menu.lst": menuLst, "loader/entries/a.conf": "title A\nlinux /boot/vmlinuz-6.1\n"})
+	for bad, fsys := range map[string]fs.FS{"boot/grub/grub.cfg": fsys, "boot/grub": fsys, "loader/entries": noGRUB2} {
+		_, err := Choose([]Partition{{Name: "vda1", FS: errFS{fsys, bad}}}, "")
+		if err == nil || !errors.Is(err, errIO) || !strings.Contains(err.Error(), "vda1") {
+			t.Errorf("%s unreadable: err %v, want a refusal wrapping the I/O error", bad, err)
+		}
+	}
+	// A grub.cfg that is a directory is broken, not absent.
+	dir := withFiles(map[string]string{"boot/grub/grub.cfg/x": "", "boot/grub/menu.lst": menuLst})
+	if _, err := Choose([]Partition{{Name: "vda1", FS: dir}}, ""); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("grub.cfg directory: %v", err)
+	}
+	// A path component that is a file is absence (ENOTDIR), as for GRUB.
+	file := withFiles(map[string]string{"boot/grub2": "a file", "boot/grub/menu.lst": menuLst})
+	if c, err := Choose([]Partition{{Name: "vda1", FS: file}}, ""); err != nil || c.Found.Format != entry.GRUBLegacy {
+		t.Errorf("boot/grub2 a file: %v", err)
+	}
+}

@@ -63,8 +63,8 @@ func checkFiles(p Partition, e entry.Entry) error {
 // it, so their event logs agree byte for byte.
 func SourceName(path string) string { return "/" + path }
 
-// fsSource streams a file from a partition for pcrsim; the stub reads into
-// sealed memory instead and builds ReaderAtSources.
+// fsSource streams a file from a partition: pcrsim hashes it, the stub
+// copies it into sealed memory and measures that.
 type fsSource struct {
 	fsys  fs.FS
 	path  string
@@ -78,16 +78,18 @@ func (s fsSource) Open() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A file that grows between the size check and the read must not
-	// sneak extra bytes into a measurement.
+	// The size checked at open is the size measured and loaded: a file
+	// that changes while it is read fails (measure.ExactReader).
 	return struct {
 		io.Reader
 		io.Closer
-	}{io.LimitReader(f, size), f}, nil
+	}{measure.ExactReader(s.Name(), f, size), f}, nil
 }
 
 // Inputs turns the choice into measurement inputs streamed from the
-// partition (pcrsim's path; the stub loads into memory first).
+// partition. pcrsim measures them as they are; the stub loads them (the
+// initrds through measure.InitrdImage) into sealed memory and measures
+// what it loaded.
 func (c *Choice) Inputs() measure.Inputs {
 	in := measure.Inputs{
 		Kernel:  fsSource{c.Partition.FS, c.Entry.Kernel, entry.MaxKernelSize},

@@ -455,3 +455,30 @@ func (f *fatFS) scanDir(v vnode, fn func(vdirent) bool) error {
 	}
 	return nil
 }
+
+// volumeLabel is the label entry of the root directory. blkid and GRUB
+// take it over the boot sector's copy, which tools that relabel a volume
+// do not always update.
+func (f *fatFS) volumeLabel() (string, bool) {
+	data, err := f.dirData(&fatNode{dir: true, root: true, cluster: f.rootCluster})
+	if err != nil {
+		return "", false
+	}
+	for off := 0; off+32 <= len(data); off += 32 {
+		e := data[off : off+32]
+		if e[0] == 0 {
+			break
+		}
+		if e[0] == 0xE5 || e[11]&0x3F == 0x0F {
+			continue
+		}
+		if e[11]&0x18 == 0x08 {
+			name := append([]byte(nil), e[:11]...)
+			if name[0] == 0x05 { // a leading 0xE5 byte, escaped as in short names
+				name[0] = 0xE5
+			}
+			return fatLabel(string(name)), true
+		}
+	}
+	return "", false
+}

@@ -39,13 +39,25 @@ func FuzzImage(f *testing.F) {
 		b, _ := os.ReadFile(img)
 		f.Add(b[:40*512])
 	}
+	// Bare superblocks as mkfs wrote them (testdata/superblocks/README).
+	seeds, _ := filepath.Glob(filepath.Join("testdata", "superblocks", "*.img"))
+	for _, s := range seeds {
+		b, _ := os.ReadFile(s)
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		img, err := New(bytes.NewReader(data), int64(len(data)), "fuzz.img")
 		if err != nil {
 			return
 		}
 		exercise(img)
+		switch img.Table() {
+		case "", "mbr", "gpt":
+		default:
+			t.Fatalf("table %q", img.Table())
+		}
 		for _, p := range img.Partitions() {
+			checkIdent(t, p)
 			if p.FS != nil {
 				if f, err := p.FS.Open("k"); err == nil {
 					io.Copy(io.Discard, io.LimitReader(f, 1<<20))

@@ -25,6 +25,7 @@ type Image struct {
 	name   string
 	closer io.Closer
 	parts  []Partition
+	table  string
 }
 
 // Partition is one partition of an image (or the whole image when it holds
@@ -39,6 +40,9 @@ type Partition struct {
 	// Type is "ext2", "ext3", "ext4", "vfat", another filesystem's name
 	// when only recognised ("xfs", "btrfs", ...), or "unknown: <detail>".
 	Type string
+	// Label and UUID are the filesystem's, spelled as blkid spells them;
+	// empty when it has none or is not recognised.
+	Label, UUID string
 	// FS is nil when the filesystem is unsupported or corrupt; Err says why.
 	FS  fs.FS
 	Err error
@@ -107,6 +111,11 @@ func (img *Image) Close() error {
 	return img.closer.Close()
 }
 
+// Table is the partition table that was read: "mbr", "gpt", or "" for a
+// bare filesystem. GRUB's device names depend on it ("hd0,gpt1" vs
+// "hd0,msdos1"), and through BOOT_IMAGE= so does PCR 5.
+func (img *Image) Table() string { return img.table }
+
 // Partitions returns the partitions found, in table order.
 func (img *Image) Partitions() []Partition {
 	return append([]Partition(nil), img.parts...)
@@ -129,6 +138,7 @@ func (img *Image) probe(p *Partition) {
 	where := img.name + " " + p.Name
 	sec := io.NewSectionReader(img.r, p.Start, p.Size)
 	kind, detail := detect(sec, p.Size)
+	p.Label, p.UUID = identify(sec, kind)
 	switch kind {
 	case "ext":
 		fsys, typ, err := openExt(sec, p.Size, where)
@@ -144,6 +154,9 @@ func (img *Image) probe(p *Partition) {
 		if err != nil {
 			p.Err = err
 			return
+		}
+		if l, ok := fsys.(*vfs).b.(*fatFS).volumeLabel(); ok {
+			p.Label = l
 		}
 		p.FS = fsys
 	case "":

@@ -38,9 +38,11 @@ func (img *Image) scan() ([]Partition, error) {
 	}
 	for _, e := range ents {
 		if e.typ == 0xEE {
+			img.table = "gpt"
 			return img.scanGPT()
 		}
 	}
+	img.table = "mbr"
 	return img.scanMBR(ents)
 }
 

@@ -53,25 +53,15 @@ func (b *Buffer) writeErr(err error) error {
 	return fmt.Errorf("write %s: %w", b.name, err)
 }
 
-// ReadFrom copies exactly size bytes from r (a file whose size was checked
-// beforehand): a file that shrinks or grows while being read is an error,
-// so what was size-checked is what is loaded.
-func (b *Buffer) ReadFrom(name string, r io.Reader, size int64) error {
-	n, err := io.Copy(onlyWriter{b}, io.LimitReader(r, size))
-	if err != nil {
+// Fill appends everything r yields. The reader decides what the file is
+// (measure.ExactReader refuses one that changes size while it is read);
+// the buffer only accounts for memory.
+func (b *Buffer) Fill(name string, r io.Reader) error {
+	if _, err := io.Copy(onlyWriter{b}, r); err != nil {
 		if errors.Is(err, ErrNoMemory) {
 			return err
 		}
 		return fmt.Errorf("read %s: %w", name, err)
-	}
-	if n != size {
-		return fmt.Errorf("read %s: got %d bytes, expected %d (file changed while being read)", name, n, size)
-	}
-	// One more byte would mean the file grew; it is not loaded either way,
-	// but a changing file is not what the user meant to boot.
-	var one [1]byte
-	if m, _ := io.ReadFull(r, one[:]); m != 0 {
-		return fmt.Errorf("read %s: file grew beyond %d bytes while being read", name, size)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +24,7 @@ func sealed(t *testing.T, parts ...[]byte) *Image {
 		t.Fatal(err)
 	}
 	for i, p := range parts {
-		if err := b.ReadFrom(fmt.Sprintf("part%d", i), bytes.NewReader(p), int64(len(p))); err != nil {
+		if err := b.Fill(fmt.Sprintf("part%d", i), bytes.NewReader(p)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,21 +97,16 @@ func TestEmptyImage(t *testing.T) {
 	}
 }
 
-// A reader that yields fewer bytes than its checked size (a file shrinking
-// under us) or more (growing) is refused.
-func TestReadFromSizeMismatch(t *testing.T) {
+// A read error reaches the caller with the file's name.
+func TestFillReadError(t *testing.T) {
 	b, err := NewBuffer("x")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if err := b.ReadFrom("/boot/initrd", strings.NewReader("short"), 10); err == nil || !strings.Contains(err.Error(), "/boot/initrd") {
-		t.Errorf("short read: %v", err)
-	}
-	b2, _ := NewBuffer("y")
-	defer b2.Close()
-	if err := b2.ReadFrom("/boot/vmlinuz", strings.NewReader("longer than said"), 4); err == nil || !strings.Contains(err.Error(), "grew") {
-		t.Errorf("long read: %v", err)
+	r := io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(errors.New("EIO")))
+	if err := b.Fill("/boot/initrd", r); err == nil || !strings.Contains(err.Error(), "/boot/initrd") || !strings.Contains(err.Error(), "EIO") {
+		t.Errorf("Fill = %v", err)
 	}
 }
 

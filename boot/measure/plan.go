@@ -7,7 +7,6 @@ package measure
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
@@ -55,24 +54,6 @@ func InitrdPadding(size int64) int64 {
 	return (InitrdAlign - size%InitrdAlign) % InitrdAlign
 }
 
-// InitrdImageSources returns the sources whose concatenation is the initrd
-// image: every file but the last padded as InitrdPadding says. The stub
-// builds its in-memory image by the same rule; pcrsim streams these.
-func InitrdImageSources(files []Source) []Source {
-	out := make([]Source, len(files))
-	for i, f := range files {
-		if i < len(files)-1 {
-			if k, ok := f.(cacheKeyer); ok {
-				f = keyedPaddedSource{paddedSource{f}, k.CacheKey() + "+pad"}
-			} else {
-				f = paddedSource{f}
-			}
-		}
-		out[i] = f
-	}
-	return out
-}
-
 // Measurement is one extend of the plan.
 type Measurement struct {
 	PCR  int
@@ -111,17 +92,14 @@ func Plan(algs []tpmfront.Alg, in Inputs, h Hasher) ([]Measurement, error) {
 	if err != nil {
 		return nil, fmt.Errorf("measure kernel: %w", err)
 	}
-	initrdNames := make([]string, len(in.Initrds))
-	for i, s := range in.Initrds {
-		initrdNames[i] = s.Name()
-	}
-	// Hashing zero sources yields the empty-string digest, which is what
-	// pv-grub extended when an entry had no initrd.
-	id, err := h.Hash(algs, InitrdImageSources(in.Initrds))
+	// No initrd is an empty image, whose digest is the empty string's:
+	// what pv-grub extended when an entry had no initrd.
+	img := InitrdImage(in.Initrds)
+	id, err := h.Hash(algs, []Source{img})
 	if err != nil {
 		return nil, fmt.Errorf("measure initrd: %w", err)
 	}
-	initrdName := strings.Join(initrdNames, " ")
+	initrdName := img.Name()
 	if len(in.Initrds) == 0 {
 		initrdName = noInitrdName
 	}

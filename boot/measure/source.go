@@ -34,7 +34,10 @@ func (f FileSource) Open() (io.ReadCloser, error) {
 		fh.Close()
 		return nil, fmt.Errorf("open %s: not a regular file", f)
 	}
-	return fh, nil
+	return struct {
+		io.Reader
+		io.Closer
+	}{ExactReader(string(f), fh, st.Size()), fh}, nil
 }
 
 // ReaderAtSource serves bytes already in memory (the stub's sealed memfds):
@@ -56,62 +59,6 @@ func BytesSource(name string, b []byte) Source {
 	return ReaderAtSource{Label: name, R: bytes.NewReader(b), Size: int64(len(b))}
 }
 
-// paddedSource appends InitrdPadding zero bytes to a source. The padding is
-// computed from the bytes actually read, so a file that changes size between
-// a stat and the read still gets a correctly aligned successor.
-type paddedSource struct{ Source }
-
-func (p paddedSource) Open() (io.ReadCloser, error) {
-	rc, err := p.Source.Open()
-	if err != nil {
-		return nil, err
-	}
-	return &padReader{rc: rc}, nil
-}
-
 // cacheKeyer is the optional identity a caching Hasher (boot/predict)
-// keys file contents by; a padded file is different content, so it gets a
-// different key.
+// keys file contents by.
 type cacheKeyer interface{ CacheKey() string }
-
-type keyedPaddedSource struct {
-	paddedSource
-	key string
-}
-
-func (k keyedPaddedSource) CacheKey() string { return k.key }
-
-type padReader struct {
-	rc   io.ReadCloser
-	n    int64 // bytes of the file read so far
-	pad  int64 // zero bytes still to give after EOF; -1 until EOF
-	done bool
-}
-
-func (r *padReader) Read(b []byte) (int, error) {
-	if !r.done {
-		n, err := r.rc.Read(b)
-		r.n += int64(n)
-		if err == io.EOF {
-			r.done = true
-			r.pad = InitrdPadding(r.n)
-			if n > 0 {
-				return n, nil
-			}
-		} else {
-			return n, err
-		}
-	}
-	if r.pad == 0 {
-		return 0, io.EOF
-	}
-	n := int64(len(b))
-	if n > r.pad {
-		n = r.pad
-	}
-	clear(b[:n])
-	r.pad -= n
-	return int(n), nil
-}
-
-func (r *padReader) Close() error { return r.rc.Close() }

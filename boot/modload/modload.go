@@ -2,11 +2,9 @@
 // from a modules.dep, with finit_module: there is no modprobe (no shell, no
 // kmod) in the stub.
 //
-// Loading is split in two stages (see Set.DeviceModules): what is needed to
-// see disks and the TPM first, and filesystem drivers only once the stub
-// knows which filesystems the guest has. Under emulation every module costs
-// a signature check and relocation, and xfs alone took 1.7 s to load in a
-// guest that had only ext4.
+// The stub image packs only block and TPM front ends: guest filesystems
+// are read in userspace (boot/disks), never by a kernel driver, so there
+// is one stage and no filesystem module to load.
 package modload
 
 import (
@@ -295,52 +293,11 @@ func (s *Set) Order(names []string) ([]Module, error) {
 	return out, nil
 }
 
-// FSDir is where a kernel tree keeps filesystem modules, including the
-// NLS code pages and journalling layers only filesystems use.
-const FSDir = "kernel/fs/"
-
-// DeviceModules is the first stage: every module in the set except those
-// only filesystems need, in load order. fsModules names the filesystem
-// drivers the second stage may load ("ext4", "xfs", "nls_cp437", ...);
-// modules under FSDir count as filesystem modules too. A module both
-// sides need (a shared library) stays in this stage.
-func (s *Set) DeviceModules(fsModules []string) ([]Module, error) {
-	var fsRoots []string
-	for _, n := range fsModules {
-		// A driver built into the kernel, or not packed, is simply not
-		// deferred.
-		if _, ok := s.Lookup(n); ok {
-			fsRoots = append(fsRoots, n)
-		}
-	}
-	for _, m := range s.Modules {
-		if strings.HasPrefix(m.Path, FSDir) {
-			fsRoots = append(fsRoots, m.Name)
-		}
-	}
-	fsOnly, err := s.Order(fsRoots)
-	if err != nil {
-		return nil, err
-	}
-	deferred := map[string]bool{}
-	for _, m := range fsOnly {
-		deferred[m.Path] = true
-	}
-	dev := []string{}
-	for _, m := range s.Modules {
-		if !deferred[m.Path] {
-			dev = append(dev, m.Name)
-		}
-	}
-	return s.Order(dev)
-}
-
 // finit is the system call, replaced in tests: loading modules into the
 // test machine's own kernel is not something a unit test may do.
 var finit = finitModule
 
-// Load loads mods, which must be in load order (from Order or
-// DeviceModules). A module this Set already tried is skipped and not
+// Load loads mods, which must be in load order (from Order). A module this Set already tried is skipped and not
 // reported again; a module whose dependency failed is not tried. Every
 // failure is reported in its Loaded.Err and the rest are still tried.
 func (s *Set) Load(mods []Module) []Loaded {
@@ -365,32 +322,6 @@ func (s *Set) Load(mods []Module) []Loaded {
 		out = append(out, l)
 	}
 	return out
-}
-
-// LoadNames loads the modules named (names or aliases) with their
-// dependencies. A name the set does not have becomes a Loaded with an
-// error, not a failure of the whole call: a filesystem the image carries
-// no driver for is a warning like any other module.
-func (s *Set) LoadNames(names []string) []Loaded {
-	var have []string
-	var missing []Loaded
-	for _, n := range names {
-		if _, ok := s.Lookup(n); ok {
-			have = append(have, n)
-			continue
-		}
-		missing = append(missing, Loaded{Module: Module{Name: ModName(n)}, Err: fmt.Errorf("not in %s", s.file)})
-	}
-	order, err := s.Order(have)
-	if err != nil {
-		// A broken modules.dep (a cycle, a dependency with no line of
-		// its own): report it against the modules asked for.
-		for _, n := range have {
-			missing = append(missing, Loaded{Module: Module{Name: ModName(n)}, Err: err})
-		}
-		return missing
-	}
-	return append(s.Load(order), missing...)
 }
 
 // LoadAll loads the modules named (nil: every module in dir/modules.dep)

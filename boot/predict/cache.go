@@ -127,6 +127,9 @@ func groupKey(algs []tpmfront.Alg, srcs []measure.Source) (string, bool) {
 			return "", false
 		}
 		ks := k.CacheKey()
+		if ks == "" {
+			return "", false
+		}
 		b.WriteString(strconv.Itoa(len(ks)))
 		b.WriteByte(':')
 		b.WriteString(ks)

@@ -6,44 +6,25 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/vtpmboot/vtpmboot/boot/discover"
-	"github.com/vtpmboot/vtpmboot/boot/diskimage"
+	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/boot/mount"
 )
 
-// Guest is a guest's filesystems as pcrsim sees them: a mounted tree or
-// the partitions of raw disk images, each turned into a discover.Partition
-// so discovery and selection run through boot/discover exactly as in the
-// stub.
+// Guest is a guest's filesystems as pcrsim sees them: a mounted tree, or
+// the volumes of raw disk images read by boot/disks exactly as the stub
+// reads the guest's block devices, so discovery, selection and the rule
+// for unreadable partitions are the stub's own.
 type Guest struct {
-	// Parts are the readable filesystems, in the stub's search order.
-	Parts []discover.Partition
-	// Notes name partitions that could not be read (unsupported or corrupt
-	// filesystem, swap, LVM...). They only matter when no configuration is
-	// found at all, or when one of them comes before the partition that
-	// holds the chosen configuration (the stub would search it first).
-	Notes []Note
-	// Devices are the partitions as the stub's vtpmboot.disk= matching
-	// sees them (mount.Matches), for disks opened with a Linux name.
-	Devices []mount.Device
-	keys    map[string]string // Partition.Name → cache identity
-	order   map[string]int    // Partition.Name → position among all partitions
+	// Volumes are the volumes searched, in the stub's search order.
+	Volumes []disks.Volume
+	// all are every volume of the disks opened, before Restrict.
+	all     []disks.Volume
+	keys    map[string]string // Volume.Name → cache identity
 	closers []io.Closer
 }
-
-// Note is an unreadable partition.
-type Note struct {
-	Partition string
-	pos       int
-	Err       error
-}
-
-func (n Note) String() string { return n.Err.Error() }
 
 // Close releases the disk images.
 func (g *Guest) Close() error {
@@ -58,7 +39,7 @@ func (g *Guest) Close() error {
 }
 
 // OpenRoot uses a mounted guest tree (e.g. a read-only mount made by the
-// admin) as the one partition. os.Root confines every lookup, symlinks and
+// admin) as the one volume. os.Root confines every lookup, symlinks and
 // ".." included, to dir: a guest's /boot/vmlinuz -> /etc/shadow resolves
 // inside the guest tree, never on the host.
 func OpenRoot(dir string) (*Guest, error) {
@@ -73,21 +54,16 @@ func OpenRoot(dir string) (*Guest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, unwrapPathErr(err))
 	}
-	name := "root " + dir
-	return &Guest{
-		Parts:   []discover.Partition{{Name: name, FS: root.FS()}},
-		keys:    map[string]string{},
-		order:   map[string]int{name: 0},
-		closers: []io.Closer{root},
-	}, nil
+	v := disks.Volume{Name: "root " + dir, FS: root.FS()}
+	return &Guest{Volumes: []disks.Volume{v}, all: []disks.Volume{v}, keys: map[string]string{}, closers: []io.Closer{root}}, nil
 }
 
 // DiskSpec is one raw disk image of a guest.
 type DiskSpec struct {
 	Path string
 	// Linux is the name the guest kernel gives the disk ("xvda"); when set,
-	// partitions are named like the stub names them ("xvda1") and Devices
-	// is filled for vtpmboot.disk= matching. Empty for --disk.
+	// partitions are named like the stub names them ("xvda1") and
+	// vtpmboot.disk= can select them. Empty for --disk.
 	Linux string
 	// Label prefixes partition names when several disks are given without
 	// Linux names ("disk 1 "), so messages stay unambiguous.
@@ -95,13 +71,13 @@ type DiskSpec struct {
 }
 
 // OpenDisks opens raw disk images, in the guest's disk order (disk i is
-// GRUB's hd<i>), never mounting anything: diskimage reads them in
+// GRUB's hd<i>), never mounting anything: boot/disks reads them in
 // userspace. An image that cannot be opened at all is an error; a
-// partition that cannot be read becomes a Note.
-func OpenDisks(disks []DiskSpec) (*Guest, error) {
-	g := &Guest{keys: map[string]string{}, order: map[string]int{}}
-	for i, d := range disks {
-		if err := g.addDisk(i, d); err != nil {
+// partition that cannot be read is a volume with Err set.
+func OpenDisks(specs []DiskSpec) (*Guest, error) {
+	g := &Guest{}
+	for i, d := range specs {
+		if err := g.AddDisk(i, d); err != nil {
 			g.Close()
 			return nil, err
 		}
@@ -114,95 +90,43 @@ func OpenDisks(disks []DiskSpec) (*Guest, error) {
 // configuration) use it instead of OpenDisks.
 func (g *Guest) AddDisk(i int, d DiskSpec) error {
 	if g.keys == nil {
-		g.keys, g.order = map[string]string{}, map[string]int{}
+		g.keys = map[string]string{}
 	}
-	return g.addDisk(i, d)
-}
-
-func (g *Guest) addDisk(diskIndex int, d DiskSpec) error {
 	f, id, size, err := openImageFile(d.Path)
 	if err != nil {
 		return err
 	}
-	img, err := diskimage.New(f, size, d.Path)
+	vols, err := disks.Read(i, disks.Disk{Linux: d.Linux, Path: d.Path, Label: d.Label, R: f, Size: size})
 	if err != nil {
 		f.Close()
 		return err
 	}
 	g.closers = append(g.closers, f)
-	// diskimage does not say which table it read; GRUB's device name
-	// depends on it ("hd0,gpt1" vs "hd0,msdos1") and reaches PCR 5 via
-	// BOOT_IMAGE=, so ask the same function the stub uses on /dev/xvda.
-	table := mount.PartitionTable(f)
-	for _, p := range img.Partitions() {
-		name := p.Name
-		if d.Linux != "" {
-			dev := d.Linux
-			if p.Index > 0 {
-				dev += strconv.Itoa(p.Index)
-			}
-			name = dev + " (" + d.Path + " " + p.Name + ")"
-			md := mount.Device{Name: dev, Disk: d.Linux, DiskIndex: diskIndex, Partition: p.Index, Table: table}
-			if p.Index == 0 {
-				md.Table = ""
-			}
-			if p.Size > 0 && p.Start >= 0 && p.Start < size {
-				md.FS, md.ProbeErr = mount.Probe(io.NewSectionReader(f, p.Start, min(p.Size, size-p.Start)))
-			} else {
-				md.ProbeErr = p.Err
-			}
-			g.Devices = append(g.Devices, md)
-		} else if d.Label != "" {
-			name = d.Label + p.Name
+	for _, v := range vols {
+		if v.FS != nil {
+			g.keys[v.Name] = fmt.Sprintf("%s@%d", id, v.Start)
 		}
-		pos := len(g.order)
-		g.order[name] = pos
-		if p.FS == nil {
-			err := p.Err
-			if err == nil {
-				err = fmt.Errorf("%s %s: no filesystem", d.Path, p.Name)
-			}
-			g.Notes = append(g.Notes, Note{Partition: name, pos: pos, Err: err})
-			continue
-		}
-		gd := discover.GRUBDevice(diskIndex, table, p.Index)
-		if p.Index == 0 {
-			gd = discover.GRUBDevice(diskIndex, "", 0)
-		}
-		g.Parts = append(g.Parts, discover.Partition{Name: name, FS: p.FS, GRUBDevice: gd})
-		g.keys[name] = fmt.Sprintf("%s@%d", id, p.Start)
 	}
+	g.Volumes = append(g.Volumes, vols...)
+	g.all = append(g.all, vols...)
 	return nil
 }
 
-// Restrict keeps only the partitions the stub's vtpmboot.disk= selector
-// keeps (mount.Matches: "xvda1", "xvda", "/dev/xvda1", "LABEL=", "UUID=").
-// It needs disks opened with Linux names.
+// Restrict keeps only the volumes the stub's vtpmboot.disk= selector
+// keeps (disks.Select). It needs disks opened with Linux names.
 func (g *Guest) Restrict(selector string) {
-	if selector == "" {
-		return
-	}
-	keep := map[string]bool{}
-	for _, d := range g.Devices {
-		if mount.Matches(d, selector) {
-			keep[d.Name] = true
+	g.Volumes = disks.Select(g.Volumes, selector)
+}
+
+// DeviceNames lists the Linux names of every volume opened, for messages.
+func (g *Guest) DeviceNames() []string {
+	var out []string
+	for _, v := range g.all {
+		if v.Device != "" {
+			out = append(out, v.Device)
 		}
 	}
-	devOf := func(name string) string { n, _, _ := strings.Cut(name, " "); return n }
-	var parts []discover.Partition
-	for _, p := range g.Parts {
-		if keep[devOf(p.Name)] {
-			parts = append(parts, p)
-		}
-	}
-	g.Parts = parts
-	var notes []Note
-	for _, n := range g.Notes {
-		if keep[devOf(n.Partition)] {
-			notes = append(notes, n)
-		}
-	}
-	g.Notes = notes
+	return out
 }
 
 // openImageFile opens an image read-only and identifies it from the open
@@ -250,43 +174,12 @@ func unwrapPathErr(err error) error {
 }
 
 // Selection is the result of discovery and selection over a Guest.
-type Selection struct {
-	Found  []discover.Found
-	Choice *discover.Choice
-	// Err is why nothing can boot (Choice is nil then).
-	Err error
-	// Shadowed are unreadable partitions searched before the one holding
-	// the chosen configuration: if one of them held a configuration, the
-	// stub would boot that instead.
-	Shadowed []Note
-}
+type Selection = disks.Selection
 
-// Choose runs discovery and selection (discover.Discover, then
-// discover.ChooseFrom: the stub's own selector). With no configuration
-// anywhere, the unreadable partitions are listed in the error, since one
-// of them probably holds it.
+// Choose runs the stub's search (disks.Choose: discovery, selection and
+// the rule for volumes that cannot be read).
 func (g *Guest) Choose(selector string) *Selection {
-	s := &Selection{Found: discover.Discover(g.Parts)}
-	c, err := discover.ChooseFrom(s.Found, selector)
-	if err != nil {
-		if errors.Is(err, discover.ErrNoConfig) && len(g.Notes) > 0 {
-			var ns []string
-			for _, n := range g.Notes {
-				ns = append(ns, n.String())
-			}
-			err = fmt.Errorf("%w; unreadable partitions: %s", err, strings.Join(ns, "; "))
-		}
-		s.Err = err
-		return s
-	}
-	s.Choice = c
-	at := g.order[c.Partition.Name]
-	for _, n := range g.Notes {
-		if n.pos < at {
-			s.Shadowed = append(s.Shadowed, n)
-		}
-	}
-	return s
+	return disks.Choose(g.Volumes, selector)
 }
 
 // Inputs are the choice's measurement inputs (discover's Choice.Inputs,

@@ -32,7 +32,7 @@ type GuestDoc struct {
 }
 
 // Doc builds the JSON document of a successful selection and prediction.
-func (s *Selection) Doc(r *Report, notes []string) GuestDoc {
+func Doc(s *Selection, r *Report, notes []string) GuestDoc {
 	d := GuestDoc{Notes: notes}
 	if s.Choice != nil {
 		d.Entry = &EntryDoc{Partition: s.Choice.Partition.Name, Entry: s.Choice.Entry}
@@ -49,20 +49,11 @@ func (s *Selection) Doc(r *Report, notes []string) GuestDoc {
 }
 
 // NoteStrings are the notes a user should see about a selection: every
-// unreadable partition, and a warning for those searched before the chosen
-// configuration's partition.
-func (g *Guest) NoteStrings(s *Selection) []string {
+// volume that was not searched, in the words the stub prints.
+func NoteStrings(s *Selection) []string {
 	var out []string
-	shadow := map[int]bool{}
-	for _, n := range s.Shadowed {
-		shadow[n.pos] = true
-	}
-	for _, n := range g.Notes {
-		msg := n.String()
-		if shadow[n.pos] {
-			msg += " (searched before the chosen configuration: if it holds one, the stub boots that instead)"
-		}
-		out = append(out, msg)
+	for _, v := range s.Skipped {
+		out = append(out, v.Unreadable())
 	}
 	return out
 }
@@ -94,8 +85,8 @@ type ListDoc struct {
 
 // List describes every configuration and entry found, which one boots and
 // why, and which were passed over.
-func (g *Guest) List(s *Selection) ListDoc {
-	d := ListDoc{Configs: []ConfigDoc{}, Notes: g.NoteStrings(s)}
+func List(s *Selection) ListDoc {
+	d := ListDoc{Configs: []ConfigDoc{}, Notes: NoteStrings(s)}
 	for i, f := range s.Found {
 		c := ConfigDoc{Partition: f.Partition.Name, Format: string(f.Format), File: "/" + f.Path, Entries: []entry.Entry{}}
 		if f.Menu != nil {

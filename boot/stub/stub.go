@@ -19,12 +19,12 @@ import (
 	"time"
 
 	"github.com/vtpmboot/vtpmboot/boot/discover"
+	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
-	"github.com/vtpmboot/vtpmboot/boot/mount"
 	"github.com/vtpmboot/vtpmboot/boot/predict"
 	"github.com/vtpmboot/vtpmboot/config"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
@@ -32,19 +32,17 @@ import (
 
 // System is the machine the stub runs on.
 type System interface {
-	// MountBase mounts /proc, /sys, /dev and securityfs.
+	// MountBase mounts /proc, /sys, /dev and securityfs: the stub's own
+	// view of the machine. Guest filesystems are never mounted.
 	MountBase() error
 	Cmdline() (string, error)
 	// XenGuestType is /sys/hypervisor/guest_type under Xen ("PV", "PVH",
 	// "HVM"), "" elsewhere.
 	XenGuestType() string
-	// LoadModules loads the first stage: the modules needed to see disks
-	// and the TPM, everything but filesystem drivers.
+	// LoadModules loads the block and TPM drivers packed into the image.
+	// There are no filesystem drivers: guest filesystems are read by
+	// boot/diskimage in userspace.
 	LoadModules() ([]modload.Loaded, error)
-	// LoadFSModules loads the drivers for the filesystem types found
-	// (FSInfo.Type values), with their dependencies; what the first
-	// stage loaded is not loaded again.
-	LoadFSModules(fstypes []string) ([]modload.Loaded, error)
 	// BlockNames lists /sys/class/block; the wait phase polls it.
 	BlockNames() []string
 	TPMPresent() bool
@@ -54,11 +52,11 @@ type System interface {
 	// only a TPM known to be absent ends the wait early.
 	TPMAnnounced() bool
 	OpenTPM() (tpmfront.Target, error)
-	// ScanDevices lists and probes the filesystems, in mount.Scan's order.
-	ScanDevices() ([]mount.Device, error)
-	// Mount mounts d read-only and returns it as discover sees it, with a
-	// function that unmounts it.
-	Mount(d mount.Device) (discover.Partition, func() error, error)
+	// OpenDisks opens every whole disk that may hold the guest's boot
+	// files, read-only and set read-only in the kernel (BLKROSET), in
+	// the order the stub searches them (disks.NameLess). close releases
+	// them.
+	OpenDisks() (ds []disks.Disk, close func(), err error)
 	// KexecLoad stages the images; KexecExec jumps (returns only on failure).
 	KexecLoad(kernel, initrd *kexec.Image, cmdline string) error
 	KexecExec() error
@@ -203,15 +201,16 @@ func (r *run) boot() error {
 	}
 	r.phase("tpm", t)
 
-	// mountAll prints the scan, fsmodules and mount phases.
-	parts, unmount, err := r.mountAll()
-	defer unmount()
+	t = r.sys.Now()
+	vols, closeDisks, err := r.readDisks()
+	defer closeDisks()
 	if err != nil {
 		return err
 	}
+	r.phase("scan", t)
 
 	t = r.sys.Now()
-	choice, err := r.choose(parts)
+	choice, err := r.choose(vols)
 	if err != nil {
 		return err
 	}
@@ -241,9 +240,8 @@ func (r *run) boot() error {
 	r.phase("measure", t)
 
 	t = r.sys.Now()
-	// The images are in memory; the guest's disks are not needed any more
-	// and must not stay mounted under the next kernel's feet.
-	unmount()
+	// The images are in memory; nothing more is read from the guest's disks.
+	closeDisks()
 	if err := r.sys.KexecLoad(kernel, initrd, choice.Entry.Cmdline); err != nil {
 		return fatal("kexec "+discover.SourceName(choice.Entry.Kernel)+" on "+choice.Partition.Name, err)
 	}
@@ -349,90 +347,65 @@ func (r *run) unmeasured() {
 	}
 }
 
-func (r *run) mountAll() ([]discover.Partition, func(), error) {
-	var unmounts []func() error
-	unmount := func() {
-		for i := len(unmounts) - 1; i >= 0; i-- {
-			if err := unmounts[i](); err != nil {
-				r.printf("warning: %v", err)
-			}
-		}
-		unmounts = nil
-	}
-	t := r.sys.Now()
-	devs, err := r.sys.ScanDevices()
+// readDisks opens the guest's disks and reads their partition tables and
+// filesystems with the same code pcrsim reads a disk image with, then
+// keeps what vtpmboot.disk= selects.
+func (r *run) readDisks() ([]disks.Volume, func(), error) {
+	ds, closeDisks, err := r.sys.OpenDisks()
 	if err != nil {
-		return nil, unmount, fatal("find filesystems", err)
+		return nil, func() {}, fatal("open disks", err)
 	}
-	sel := mount.Select(devs, r.opts.Disk)
+	var once bool
+	closeOnce := func() {
+		if !once {
+			once = true
+			closeDisks()
+		}
+	}
+	var all []disks.Volume
+	for i, d := range ds {
+		vols, err := disks.Read(i, d)
+		if err != nil {
+			return nil, closeOnce, fatal("read disk "+d.Linux, err)
+		}
+		all = append(all, vols...)
+	}
+	sel := disks.Select(all, r.opts.Disk)
+	for _, v := range all {
+		if v.FS == nil {
+			r.printf("%s (%s): not searched: %q", v.Name, v.GRUBDevice(), v.Err.Error())
+			continue
+		}
+		r.printf("%s (%s): %s label=%q uuid=%s", v.Name, v.GRUBDevice(), v.Type, v.Label, v.UUID)
+	}
 	if len(sel) == 0 {
 		var have []string
-		for _, d := range devs {
-			have = append(have, describe(d))
+		for _, v := range all {
+			have = append(have, describe(v))
 		}
-		what := "no block devices"
+		what := "no disks"
 		if r.opts.Disk != "" {
-			what = fmt.Sprintf("no device matches vtpmboot.disk=%s", r.opts.Disk)
+			what = fmt.Sprintf("nothing matches vtpmboot.disk=%s", r.opts.Disk)
 		}
 		if len(have) == 0 {
 			have = []string{"none (is the block front end, xen-blkfront or virtio_blk, loaded?)"}
 		}
-		return nil, unmount, fatal("find filesystems", fmt.Errorf("%s; devices: %s", what, strings.Join(have, ", ")))
+		return nil, closeOnce, fatal("find filesystems", fmt.Errorf("%s; volumes: %s", what, strings.Join(have, ", ")))
 	}
-	r.phase("scan", t)
-
-	// Only now is it known which filesystem drivers are worth their load
-	// time (xfs alone takes 1.7 s under emulation), and only for the
-	// devices vtpmboot.disk= selected.
-	t = r.sys.Now()
-	var types []string
-	for _, d := range sel {
-		if d.ProbeErr == nil && !slices.Contains(types, d.FS.Type) {
-			types = append(types, d.FS.Type)
-		}
-	}
-	if len(types) > 0 {
-		mods, err := r.sys.LoadFSModules(types)
-		r.reportModules("fsmodules "+strings.Join(types, ","), mods, err)
-	}
-	r.phase("fsmodules", t)
-
-	t = r.sys.Now()
-	var parts []discover.Partition
-	for _, d := range sel {
-		if d.ProbeErr != nil {
-			r.printf("%s (%s): skipped: %v", d.Name, d.GRUBDevice(), d.ProbeErr)
-			continue
-		}
-		p, um, err := r.sys.Mount(d)
-		if err != nil {
-			// pcrsim may read this partition and pick a config on it; the
-			// user must see that the stub could not.
-			r.printf("warning: %s (%s, %s): not searched: %v", d.Name, d.GRUBDevice(), d.FS.Type, err)
-			continue
-		}
-		unmounts = append(unmounts, um)
-		r.printf("%s (%s): %s label=%q uuid=%s mounted read-only", d.Name, d.GRUBDevice(), d.FS.Type, d.FS.Label, d.FS.UUID)
-		parts = append(parts, p)
-	}
-	if len(parts) == 0 {
-		return nil, unmount, fatal("find filesystems", errors.New("no filesystem could be mounted"))
-	}
-	r.phase("mount", t)
-	return parts, unmount, nil
+	return sel, closeOnce, nil
 }
 
-func describe(d mount.Device) string {
-	if d.ProbeErr != nil {
-		return d.Name + " (no filesystem)"
+func describe(v disks.Volume) string {
+	if v.FS == nil {
+		return fmt.Sprintf("%s (%s, not readable)", v.Name, v.Type)
 	}
-	return fmt.Sprintf("%s (%s label=%q uuid=%s)", d.Name, d.FS.Type, d.FS.Label, d.FS.UUID)
+	return fmt.Sprintf("%s (%s label=%q uuid=%s)", v.Name, v.Type, v.Label, v.UUID)
 }
 
-func (r *run) choose(parts []discover.Partition) (*discover.Choice, error) {
-	found := discover.Discover(parts)
-	choice, err := discover.ChooseFrom(found, r.opts.Entry)
-	for i, f := range found {
+func (r *run) choose(vols []disks.Volume) (*discover.Choice, error) {
+	s := disks.Choose(vols, r.opts.Entry)
+	choice, err := s.Choice, s.Err
+	for i, f := range s.Found {
 		r.printf("config %s /%s on %s (%s)%s", f.Format, f.Path, f.Partition.Name, f.Partition.GRUBDevice, map[bool]string{true: " <- used", false: ""}[i == 0])
 		if f.Err != nil {
 			r.printf("  error: %q", f.Err.Error())
@@ -497,15 +470,16 @@ func (r *run) checkMemory(c *discover.Choice) error {
 	return nil
 }
 
-// load reads the kernel and the initrds once each into sealed memory and
+// load reads the kernel and the initrd image once each into sealed memory
+// (the initrds through measure.InitrdImage, the builder pcrsim hashes) and
 // describes those very bytes as the measurement inputs.
 func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.Inputs, err error) {
-	fsys := c.Partition.FS
-	kname := discover.SourceName(c.Entry.Kernel)
 	if err := r.checkMemory(c); err != nil {
 		return nil, nil, in, err
 	}
-	kernel, _, err = loadFiles("kernel", fsys, []string{c.Entry.Kernel}, entry.MaxKernelSize)
+	src := c.Inputs()
+	kname := src.Kernel.Name()
+	kernel, err = loadImage("kernel", src.Kernel)
 	if err != nil {
 		return nil, nil, in, fatal("load kernel "+kname+" from "+c.Partition.Name, err)
 	}
@@ -515,11 +489,11 @@ func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.
 	}
 	r.printf("loaded kernel %s: %d bytes", kname, kernel.Size())
 	r.loadedBytes = kernel.Size()
-	if len(c.Entry.Initrds) == 0 {
+	if len(src.Initrds) == 0 {
 		return kernel, nil, in, nil
 	}
-	var sizes []int64
-	initrd, sizes, err = loadFiles("initrd", fsys, c.Entry.Initrds, entry.MaxInitrdTotalSize)
+	img := measure.InitrdImage(src.Initrds)
+	initrd, err = loadImage("initrd", img)
 	if err != nil {
 		kernel.Close()
 		if errors.Is(err, kexec.ErrNoMemory) {
@@ -528,17 +502,33 @@ func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.
 		return nil, nil, in, fatal("load initrd from "+c.Partition.Name, err)
 	}
 	// The measured bytes are the whole sealed image kexec gets, padding
-	// between files included, read back from the memfd; it carries the
+	// between files included, read back from the memfd; its name is the
 	// file names joined by spaces, as measure.Plan names several files.
-	names := make([]string, len(c.Entry.Initrds))
-	for i, name := range c.Entry.Initrds {
-		names[i] = discover.SourceName(name)
-		r.printf("  initrd %s: %d bytes", names[i], sizes[i])
-	}
-	in.Initrds = []measure.Source{measure.ReaderAtSource{Label: strings.Join(names, " "), R: initrd, Size: initrd.Size()}}
-	r.printf("loaded initrds: %d bytes from %d files", initrd.Size(), len(c.Entry.Initrds))
+	in.Initrds = []measure.Source{measure.ReaderAtSource{Label: img.Name(), R: initrd, Size: initrd.Size()}}
+	r.printf("loaded initrds %s: %d bytes from %d files", img.Name(), initrd.Size(), len(src.Initrds))
 	r.loadedBytes += initrd.Size()
 	return kernel, initrd, in, nil
+}
+
+// loadImage copies a source into a sealed memfd: what kexec gets and what
+// is measured.
+func loadImage(what string, src measure.Source) (*kexec.Image, error) {
+	buf, err := kexec.NewBuffer(what)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := src.Open()
+	if err != nil {
+		buf.Close()
+		return nil, err
+	}
+	err = buf.Fill(src.Name(), rc)
+	rc.Close()
+	if err != nil {
+		buf.Close()
+		return nil, err
+	}
+	return buf.Seal()
 }
 
 func (r *run) measure(target tpmfront.Target, in measure.Inputs) error {

@@ -7,49 +7,49 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
-	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
-	"github.com/vtpmboot/vtpmboot/boot/discover"
+	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
-	"github.com/vtpmboot/vtpmboot/boot/mount"
+	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
+	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
-// fakeSystem stands in for the machine: the real parts (mounting, module
-// loading, kexec, power-off) need PID 1 in a VM, which the QEMU boot of
-// cmd/vtpmboot proves. The memfds and the TPM arithmetic here are real:
-// images are sealed memfds, and the TPM is a tpmfront.Soft bank.
+// fakeSystem stands in for the machine: the real parts (module loading,
+// BLKROSET, kexec, power-off) need PID 1 in a VM, which the e2e boots
+// prove. The disks are real: images built with mkfs and sfdisk
+// (internal/guestdisk), read by the same code the stub reads /dev/vda
+// with; the memfds are real, and the TPM is a tpmfront.Soft bank.
 type fakeSystem struct {
+	t       *testing.T
 	cmdline string
 	xenType string // XenGuestType
 	// announced: a TPM device is announced (xenstore, ACPI) even though
 	// tpm is nil: it never becomes ready.
 	announced bool
-	fs        fstest.MapFS
-	tpm       tpmfront.Target // nil: no TPM device
+	fs        map[string][]byte // the files of the default disk's one ext4 partition
+	disk      *guestdisk.Disk   // nil: the default disk, vda: MBR, ext4 "root" holding fs
+	patch     func([]byte)      // changes the built image's bytes
+	tpm       tpmfront.Target   // nil: no TPM device
 	openErr   error
 	now       time.Time
 	devAfter  time.Duration // block devices appear this late
 
-	devs []mount.Device // nil: one ext4 partition, vda1
-	// fsModErr fails the second-stage driver of these kernel types.
-	fsModErr map[string]error
-
-	calls                      []string // LoadModules, LoadFSModules and Mount, in order
-	fsDrivers                  map[string]bool
+	calls                      []string
 	loadedKernel, loadedInitrd []byte
 	loadedCmdline              string
 	kexecLoadErr               error
 	memAvail                   int64 // 0: plenty
 	execed, poweredOff         bool
-	mounted, unmounted         int
+	opened, closed             int
 }
 
 func (f *fakeSystem) MountBase() error         { return nil }
@@ -58,26 +58,6 @@ func (f *fakeSystem) XenGuestType() string     { return f.xenType }
 func (f *fakeSystem) LoadModules() ([]modload.Loaded, error) {
 	f.calls = append(f.calls, "modules")
 	return []modload.Loaded{{Module: modload.Module{Name: "xen_blkfront"}, Err: errors.New("no such device")}, {Module: modload.Module{Name: "virtio_blk"}}}, nil
-}
-
-// LoadFSModules stands in for the real table and loader (tested in
-// boot/modload against the real modules.dep): it makes the kernel type
-// mountable unless told to fail.
-func (f *fakeSystem) LoadFSModules(types []string) ([]modload.Loaded, error) {
-	f.calls = append(f.calls, "fsmodules "+strings.Join(types, ","))
-	var out []modload.Loaded
-	for _, typ := range types {
-		fstype, _ := mount.FSInfo{Type: typ}.MountType()
-		l := modload.Loaded{Module: modload.Module{Name: fstype}, Err: f.fsModErr[fstype]}
-		if l.Err == nil {
-			if f.fsDrivers == nil {
-				f.fsDrivers = map[string]bool{}
-			}
-			f.fsDrivers[fstype] = true
-		}
-		out = append(out, l)
-	}
-	return out, nil
 }
 func (f *fakeSystem) BlockNames() []string {
 	if f.now.Before(time.Unix(0, 0).Add(f.devAfter)) {
@@ -93,26 +73,36 @@ func (f *fakeSystem) OpenTPM() (tpmfront.Target, error) {
 	}
 	return f.tpm, nil
 }
-func (f *fakeSystem) ScanDevices() ([]mount.Device, error) {
-	if f.devs != nil {
-		return f.devs, nil
-	}
-	return []mount.Device{{Name: "vda1", Disk: "vda", Partition: 1, Table: "mbr", FS: mount.FSInfo{Type: "ext4", Label: "root"}}}, nil
-}
 
-// Mount fails as the kernel does, ENODEV, for a type whose driver is not
-// loaded.
-func (f *fakeSystem) Mount(d mount.Device) (discover.Partition, func() error, error) {
-	f.calls = append(f.calls, "mount "+d.Name)
-	if fstype, _ := d.FS.MountType(); !f.fsDrivers[fstype] {
-		return discover.Partition{}, nil, fmt.Errorf("mount %s: no such device", d.Path)
+// OpenDisks builds the disk image now, so a test can change the files
+// first.
+func (f *fakeSystem) OpenDisks() ([]disks.Disk, func(), error) {
+	f.calls = append(f.calls, "disks")
+	d := f.disk
+	if d == nil {
+		var files []guestdisk.File
+		for p, b := range f.fs {
+			files = append(files, guestdisk.File{Path: "/" + p, Data: b})
+		}
+		d = &guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Label: "root", Files: files}}}
 	}
-	f.mounted++
-	return discover.Partition{Name: d.Name, FS: f.fs, GRUBDevice: d.GRUBDevice()}, func() error { f.unmounted++; return nil }, nil
+	img := filepath.Join(f.t.TempDir(), "vda.img")
+	if err := guestdisk.Build(*d, img); err != nil {
+		f.t.Fatal(err)
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if f.patch != nil {
+		f.patch(b)
+	}
+	f.opened++
+	return []disks.Disk{{Linux: "vda", R: bytes.NewReader(b), Size: int64(len(b))}}, func() { f.closed++ }, nil
 }
 func (f *fakeSystem) KexecLoad(kernel, initrd *kexec.Image, cmdline string) error {
-	if f.unmounted != f.mounted {
-		return errors.New("kexec with guest filesystems still mounted")
+	if f.closed != f.opened {
+		return errors.New("kexec with guest disks still open")
 	}
 	f.loadedKernel = read(kernel)
 	f.loadedInitrd = read(initrd)
@@ -152,12 +142,12 @@ menuentry 'Broken' {
 }
 `
 
-func guestFS() fstest.MapFS {
-	return fstest.MapFS{
-		"boot/grub/grub.cfg": {Data: []byte(grubCfg)},
-		"boot/vmlinuz":       {Data: []byte("kernel bytes")},
-		"boot/initrd-a":      {Data: []byte("first initrd|")},
-		"boot/initrd-b":      {Data: []byte("second initrd")},
+func guestFS() map[string][]byte {
+	return map[string][]byte{
+		"boot/grub/grub.cfg": []byte(grubCfg),
+		"boot/vmlinuz":       []byte("kernel bytes"),
+		"boot/initrd-a":      []byte("first initrd|"),
+		"boot/initrd-b":      []byte("second initrd"),
 	}
 }
 
@@ -170,7 +160,8 @@ func soft(t *testing.T) *tpmfront.Soft {
 }
 
 func newFake(t *testing.T, cmdline string) *fakeSystem {
-	return &fakeSystem{cmdline: cmdline, fs: guestFS(), tpm: soft(t), now: time.Unix(0, 0)}
+	testenv.NeedCommands(t, "mkfs.ext4", "sfdisk")
+	return &fakeSystem{t: t, cmdline: cmdline, fs: guestFS(), tpm: soft(t), now: time.Unix(0, 0)}
 }
 
 func h256(parts ...[]byte) []byte {
@@ -396,7 +387,11 @@ func TestFaults(t *testing.T) {
 		"bad option":      {"vtpmboot.tpm=sometimes", nil, []string{"FATAL: options", "vtpmboot.tpm"}},
 		"xen pv":          {"", func(f *fakeSystem) { f.xenType = "PV" }, []string{"FATAL: Xen PV guest", `use type="hvm"`}},
 		"no disk match":   {"vtpmboot.disk=LABEL=nope", nil, []string{"FATAL: find filesystems", "vtpmboot.disk=LABEL=nope", `vda1 (ext4 label="root"`}},
-		"kexec refuses":   {"", func(f *fakeSystem) { f.kexecLoadErr = errors.New("exec format error") }, []string{"FATAL: kexec /boot/vmlinuz on vda1: exec format error"}},
+		"bad gpt": {"", func(f *fakeSystem) {
+			f.disk = &guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{{Path: "/boot/grub/grub.cfg", Data: []byte(grubCfg)}}}}}
+			f.patch = func(b []byte) { b[512+16] ^= 1 } // the header's CRC32
+		}, []string{"FATAL: read disk vda", "GPT header", "CRC32"}},
+		"kexec refuses": {"", func(f *fakeSystem) { f.kexecLoadErr = errors.New("exec format error") }, []string{"FATAL: kexec /boot/vmlinuz on vda1: exec format error"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newFake(t, tc.cmdline)
@@ -442,43 +437,55 @@ func TestWaitStopsWhenSettled(t *testing.T) {
 	}
 }
 
-func devs(types ...string) []mount.Device {
-	var out []mount.Device
-	for i, typ := range types {
-		var probeErr error
-		if typ == "" {
-			probeErr = mount.ErrUnknownFS
+// The stub reads the disks itself: every partition is listed with what it
+// holds, vtpmboot.disk= selects, and the one rule (disks.Skippable) says
+// which unreadable partitions the search may pass over. The phase lines
+// stay in boot order.
+func TestDisksAndTheSkipRule(t *testing.T) {
+	boot := func(label string) guestdisk.Partition {
+		var files []guestdisk.File
+		for p, b := range guestFS() {
+			files = append(files, guestdisk.File{Path: "/" + p, Data: b})
 		}
-		out = append(out, mount.Device{Name: fmt.Sprintf("vda%d", i+1), Disk: "vda", Partition: i + 1, Table: "gpt",
-			Path: fmt.Sprintf("/dev/vda%d", i+1), FS: mount.FSInfo{Type: typ, Label: fmt.Sprintf("p%d", i+1)}, ProbeErr: probeErr})
+		return guestdisk.Partition{FS: "ext4", SizeMB: 8, Label: label, Files: files}
 	}
-	return out
-}
-
-// Filesystem drivers load after the scan, once per type found, and only
-// for the devices vtpmboot.disk= selects; the phase lines stay in boot
-// order.
-func TestFSModulesLoadedForWhatWasFound(t *testing.T) {
+	fat := guestdisk.Partition{FS: "vfat", SizeMB: 8, Label: "EFI"}
+	raw := guestdisk.Partition{FS: "raw", SizeMB: 1}
 	for name, tc := range map[string]struct {
 		cmdline string
-		devs    []mount.Device
-		want    []string
+		disk    guestdisk.Disk
+		chosen  string   // partition the boot came from; "" for a FATAL
+		wants   []string // console lines
 	}{
-		"one ext4":         {"", nil, []string{"modules", "fsmodules ext4", "mount vda1"}},
-		"several types":    {"", devs("vfat", "ext4", "", "ext3", "xfs"), []string{"modules", "fsmodules vfat,ext4,ext3,xfs", "mount vda1", "mount vda2", "mount vda4", "mount vda5"}},
-		"disk selector":    {"vtpmboot.disk=vda2", devs("xfs", "ext4"), []string{"modules", "fsmodules ext4", "mount vda2"}},
-		"label selector":   {"vtpmboot.disk=LABEL=p1", devs("ext4", "xfs"), []string{"modules", "fsmodules ext4", "mount vda1"}},
-		"unprobed skipped": {"", devs("", "ext4"), []string{"modules", "fsmodules ext4", "mount vda2"}},
+		"fat then ext4": {"", guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{fat, boot("root")}}, "vda2",
+			[]string{`vda1 (hd0,gpt1): vfat label="EFI"`, `vda2 (hd0,gpt2): ext4 label="root"`}},
+		"disk selector":  {"vtpmboot.disk=vda2", guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{boot("one"), boot("two")}}, "vda2", nil},
+		"label selector": {"vtpmboot.disk=LABEL=two", guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{boot("one"), boot("two")}}, "vda2", nil},
+		"no filesystem is passed over": {"", guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{raw, boot("root")}}, "vda2",
+			[]string{`vda1 (hd0,msdos1): not searched: "/dev/vda partition 1: no recognised filesystem`}},
+		"corrupt before the config refuses": {"", guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Corrupt: true}, boot("root")}}, "",
+			[]string{"FATAL: choose boot entry: vda1 cannot be read", "0 inodes per group", "searched before vda2, which holds /boot/grub/grub.cfg", "vtpmboot.disk=vda2"}},
+		"corrupt excluded by selector": {"vtpmboot.disk=vda2", guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Corrupt: true}, boot("root")}}, "vda2", nil},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newFake(t, tc.cmdline)
-			f.devs = tc.devs
+			f.disk = &tc.disk
 			var out bytes.Buffer
-			if res := Run(f, &out); res.Err != nil {
+			res := Run(f, &out)
+			if tc.chosen == "" {
+				checkFatal(t, f, out.String(), tc.wants...)
+				return
+			}
+			if res.Err != nil || !f.execed {
 				t.Fatalf("%v\n%s", res.Err, out.String())
 			}
-			if strings.Join(f.calls, "; ") != strings.Join(tc.want, "; ") {
-				t.Errorf("calls %q, want %q", f.calls, tc.want)
+			if got := res.Choice.Partition.Name; got != tc.chosen {
+				t.Errorf("booted from %s, want %s", got, tc.chosen)
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("console lacks %q:\n%s", w, out.String())
+				}
 			}
 			var phases []string
 			for _, l := range strings.Split(out.String(), "\n") {
@@ -486,35 +493,14 @@ func TestFSModulesLoadedForWhatWasFound(t *testing.T) {
 					phases = append(phases, strings.Fields(p)[0])
 				}
 			}
-			if got, want := strings.Join(phases, " "), "init modules wait tpm scan fsmodules mount choose load measure kexec total"; got != want {
+			if got, want := strings.Join(phases, " "), "init modules wait tpm scan choose load measure kexec total"; got != want {
 				t.Errorf("phases %q, want %q", got, want)
+			}
+			if strings.Join(f.calls, " ") != "modules disks" {
+				t.Errorf("calls %q", f.calls)
 			}
 		})
 	}
-}
-
-// A filesystem driver that fails to load is a warning: that partition is
-// not searched, the others are.
-func TestFSModuleFailureIsAWarning(t *testing.T) {
-	f := newFake(t, "")
-	f.devs = devs("xfs", "ext4")
-	f.fsModErr = map[string]error{"xfs": errors.New("finit_module: key was rejected by service")}
-	var out bytes.Buffer
-	res := Run(f, &out)
-	if res.Err != nil || !f.execed {
-		t.Fatalf("err %v execed %v\n%s", res.Err, f.execed, out.String())
-	}
-	for _, want := range []string{"warning: module xfs: finit_module: key was rejected", "fsmodules xfs,ext4: 1 of 2 loaded", "warning: vda1 (hd0,gpt1, xfs): not searched", "chosen: grub2 /boot/grub/grub.cfg on vda2"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("console lacks %q:\n%s", want, out.String())
-		}
-	}
-	// With every driver failing, nothing can be mounted: one FATAL line.
-	f = newFake(t, "")
-	f.fsModErr = map[string]error{"ext4": errors.New("finit_module: exec format error")}
-	out.Reset()
-	Run(f, &out)
-	checkFatal(t, f, out.String(), "warning: module ext4: finit_module: exec format error", "FATAL: find filesystems: no filesystem could be mounted")
 }
 
 // vtpmboot.debug splits the measure phase by cause, for reading timings

@@ -5,8 +5,10 @@ package stub
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -14,20 +16,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vtpmboot/vtpmboot/boot/discover"
+	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
-	"github.com/vtpmboot/vtpmboot/boot/mount"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
 // Machine is the real System: the stub as PID 1.
-type Machine struct {
-	// MountDir is where guest filesystems are mounted (/mnt/<name>).
-	MountDir string
-
-	modules *modload.Set // read by LoadModules, used by LoadFSModules
-}
+type Machine struct{}
 
 var _ System = (*Machine)(nil)
 
@@ -63,7 +59,8 @@ func (m *Machine) XenGuestType() string {
 	return strings.TrimSpace(string(gt))
 }
 
-// LoadModules is the first stage: everything but filesystem drivers.
+// LoadModules loads every module packed into the image: the block and TPM
+// front ends, nothing that parses a filesystem.
 func (m *Machine) LoadModules() ([]modload.Loaded, error) {
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
@@ -74,44 +71,15 @@ func (m *Machine) LoadModules() ([]modload.Loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.modules = set
-	dev, err := set.DeviceModules(mount.AllModules())
+	names := make([]string, len(set.Modules))
+	for i, mod := range set.Modules {
+		names[i] = mod.Name
+	}
+	order, err := set.Order(names)
 	if err != nil {
 		return nil, err
 	}
-	return set.Load(dev), nil
-}
-
-// LoadFSModules is the second stage. A filesystem the kernel already has
-// (built in) needs no driver module, only its code pages.
-func (m *Machine) LoadFSModules(fstypes []string) ([]modload.Loaded, error) {
-	if m.modules == nil {
-		return nil, errors.New("no modules.dep was read in the first stage")
-	}
-	have := registeredFS()
-	var names []string
-	for _, t := range fstypes {
-		info := mount.FSInfo{Type: t}
-		fstype, _ := info.MountType()
-		mods := info.Modules()
-		if have[fstype] && len(mods) > 0 {
-			mods = mods[1:]
-		}
-		names = append(names, mods...)
-	}
-	return m.modules.LoadNames(names), nil
-}
-
-// registeredFS reads /proc/filesystems: the types the kernel can mount now.
-func registeredFS() map[string]bool {
-	b, _ := os.ReadFile("/proc/filesystems")
-	have := map[string]bool{}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 0 {
-			have[f[len(f)-1]] = true
-		}
-	}
-	return have
+	return set.Load(order), nil
 }
 
 func (m *Machine) BlockNames() []string {
@@ -163,16 +131,81 @@ func tpmAnnounced(sys string) bool {
 
 func (m *Machine) OpenTPM() (tpmfront.Target, error) { return tpmfront.Open("auto") }
 
-func (m *Machine) ScanDevices() ([]mount.Device, error) {
-	return mount.Scan("/sys/class/block", "/dev")
+// skipped are block devices that never hold a guest's boot files.
+var skipped = []string{"ram", "loop", "zram", "sr", "fd", "nbd", "dm-", "md"}
+
+// OpenDisks sets every block device read-only in the kernel (BLKROSET;
+// partitions too, so nothing in this guest can write them) and opens the
+// whole disks read-only for boot/disks to read in userspace.
+func (m *Machine) OpenDisks() ([]disks.Disk, func(), error) {
+	return openDisks("/sys/class/block", "/dev")
 }
 
-func (m *Machine) Mount(d mount.Device) (discover.Partition, func() error, error) {
-	mt, err := mount.Mount(d, filepath.Join(m.MountDir, d.Name))
+func openDisks(sysClassBlock, devDir string) ([]disks.Disk, func(), error) {
+	ents, err := os.ReadDir(sysClassBlock)
 	if err != nil {
-		return discover.Partition{}, nil, err
+		return nil, func() {}, fmt.Errorf("list block devices: %w", err)
 	}
-	return mt.Partition(), mt.Unmount, nil
+	var names []string
+	for _, e := range ents {
+		name := e.Name()
+		if slices.ContainsFunc(skipped, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			continue
+		}
+		if err := setReadOnly(filepath.Join(devDir, name)); err != nil {
+			return nil, func() {}, err
+		}
+		if _, err := os.Stat(filepath.Join(sysClassBlock, name, "partition")); err == nil {
+			continue // partitions are read through their disk's table
+		}
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool { return disks.NameLess(names[i], names[j]) })
+	var out []disks.Disk
+	var files []*os.File
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+		files = nil
+	}
+	for _, name := range names {
+		path := filepath.Join(devDir, name)
+		f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			closeAll()
+			return nil, func() {}, fmt.Errorf("open %s: %w", path, err)
+		}
+		files = append(files, f)
+		size, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			closeAll()
+			return nil, func() {}, fmt.Errorf("size of %s: %w", path, err)
+		}
+		out = append(out, disks.Disk{Linux: name, R: f, Size: size})
+	}
+	return out, closeAll, nil
+}
+
+// setReadOnly marks a block device read-only in the kernel (BLKROSET):
+// from then on nothing in this guest can write it.
+func setReadOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.BLKROSET, 1); err != nil {
+		return fmt.Errorf("BLKROSET %s: %w", path, err)
+	}
+	ro, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKROGET)
+	if err != nil {
+		return fmt.Errorf("BLKROGET %s: %w", path, err)
+	}
+	if ro != 1 {
+		return fmt.Errorf("%s is still writable after BLKROSET", path)
+	}
+	return nil
 }
 
 func (m *Machine) KexecLoad(kernel, initrd *kexec.Image, cmdline string) error {

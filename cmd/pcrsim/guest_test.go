@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -311,54 +310,54 @@ func TestPredictSeparateBoot(t *testing.T) {
 	}
 }
 
-// TestPredictUnreadablePartitions: an XFS partition (recognised, not
-// readable in userspace) and a partition of random bytes become notes; a
-// configuration elsewhere still predicts; with none anywhere the error
-// lists them.
+// TestPredictUnreadablePartitions: the stub's rule (disks.Skippable),
+// through pcrsim. A partition of random bytes (no filesystem) is passed
+// over with a note and a configuration after it still predicts; a
+// filesystem that cannot be read (a corrupt ext4 superblock) after the
+// configuration is a note too, but before it a refusal (exit 2) naming it
+// and the vtpmboot.disk= setting that leaves it out; with no configuration
+// anywhere the error lists what was not searched.
 func TestPredictUnreadablePartitions(t *testing.T) {
 	needDiskTools(t)
-	testenv.NeedCommands(t, "mkfs.xfs")
 	k := rnd(9000)
+	boot := guestdisk.Partition{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
+		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
+		{Path: "/boot/vmlinuz", Data: k},
+	}}
+	corrupt := guestdisk.Partition{FS: "ext4", SizeMB: 8, Corrupt: true}
 	img := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
-		{FS: "ext4", SizeMB: 300}, // overwritten with XFS below (mkfs.xfs wants >= 300 MiB)
-		{FS: "ext4", SizeMB: 4},   // overwritten with random bytes
-		{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
-			{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
-			{Path: "/boot/vmlinuz", Data: k},
-		}},
+		{FS: "ext4", SizeMB: 4}, // overwritten with random bytes
+		boot, corrupt,
 	}})
-	xfs := filepath.Join(t.TempDir(), "xfs.img")
-	if err := os.Truncate(mustCreate(t, xfs), 300<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.xfs", "-q", "-f", xfs).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.xfs: %v: %s", err, out)
-	}
-	// guestdisk puts partition 1 at 1 MiB, partition 2 right after it.
-	overwrite(t, img, 1<<20, readFile(t, xfs))
-	overwrite(t, img, 301<<20, rnd(4<<20))
+	overwrite(t, img, 1<<20, rnd(4<<20)) // guestdisk puts partition 1 at 1 MiB
 
 	r := pcrsim(t, nil, "predict", "--disk", img, "--format", "json")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	for _, s := range []string{"note: unsupported filesystem xfs on partition 1; mount it read-only and use --root", "partition 2: no recognised filesystem"} {
+	for _, s := range []string{"partition 1: not searched: " + img + " partition 1: no recognised filesystem", "partition 3: not searched: " + img + " partition 3: ext4 superblock: corrupt: 0 inodes per group"} {
 		if !strings.Contains(r.stderr, s) {
 			t.Errorf("stderr lacks %q: %s", s, r.stderr)
 		}
 	}
 	var d guestDoc
 	json.Unmarshal([]byte(r.stdout), &d)
-	checkBanks(t, "behind xfs", d.Banks, want{k, nil, "BOOT_IMAGE=/boot/vmlinuz x"})
-	if len(d.Notes) != 2 || !strings.Contains(d.Notes[0], "searched before the chosen configuration") {
+	checkBanks(t, "behind random bytes", d.Banks, want{k, nil, "BOOT_IMAGE=/boot/vmlinuz x"})
+	if len(d.Notes) != 2 {
 		t.Errorf("notes %q", d.Notes)
 	}
 
+	// The corrupt filesystem first: refused, as the stub refuses it.
+	shadowed := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{corrupt, boot}})
+	r = pcrsim(t, nil, "predict", "--disk", shadowed)
+	if r.code != 2 || !strings.Contains(r.stderr, "partition 1 cannot be read") || !strings.Contains(r.stderr, "searched before partition 2, which holds /boot/grub/grub.cfg") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("exit %d: %q", r.code, r.stderr)
+	}
+
 	// Only unreadable partitions: one error line naming them, exit 2.
-	bad := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 300}}})
-	overwrite(t, bad, 1<<20, readFile(t, xfs))
+	bad := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{corrupt}})
 	r = pcrsim(t, nil, "predict", "--disk", bad)
-	if r.code != 2 || !strings.Contains(r.stderr, "no boot configuration found") || !strings.Contains(r.stderr, "unsupported filesystem xfs on partition 1") || strings.Count(r.stderr, "\n") != 1 {
+	if r.code != 2 || !strings.Contains(r.stderr, "no boot configuration found") || !strings.Contains(r.stderr, "0 inodes per group") || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("exit %d: %q", r.code, r.stderr)
 	}
 }
@@ -419,23 +418,6 @@ func TestPredictRootConfined(t *testing.T) {
 			t.Errorf("%q: exit %d, %q", c, r.code, r.stderr)
 		}
 	}
-}
-
-func mustCreate(t *testing.T, p string) string {
-	t.Helper()
-	if err := os.WriteFile(p, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func readFile(t *testing.T, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func overwrite(t *testing.T, p string, off int64, b []byte) {

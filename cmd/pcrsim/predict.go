@@ -98,7 +98,7 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	if in.sel != nil {
 		// Unreadable partitions matter to whoever relies on the
 		// prediction, but must not corrupt machine-readable stdout.
-		for _, n := range in.guest.NoteStrings(in.sel) {
+		for _, n := range predict.NoteStrings(in.sel) {
 			fmt.Fprintf(e.stderr, "%s: note: %s\n", name, n)
 		}
 		if *format == "text" {
@@ -125,7 +125,7 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 		err = r.WriteText(w)
 	case "json":
 		if in.sel != nil {
-			err = writeJSON(w, in.sel.Doc(r, in.guest.NoteStrings(in.sel)))
+			err = writeJSON(w, predict.Doc(in.sel, r, predict.NoteStrings(in.sel)))
 		} else {
 			err = r.WriteJSON(w)
 		}
@@ -185,7 +185,7 @@ func listGuest(in *inputFlags, format string, e env) (int, error) {
 	if err := in.openGuest(); err != nil {
 		return 0, err
 	}
-	d := in.guest.List(in.sel)
+	d := predict.List(in.sel)
 	w := bufio.NewWriter(e.stdout)
 	var err error
 	if format == "json" {

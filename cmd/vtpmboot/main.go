@@ -13,7 +13,7 @@ import (
 )
 
 func main() {
-	m := &stub.Machine{MountDir: "/mnt"}
+	m := &stub.Machine{}
 	stub.Run(m, console{})
 	// Run ends in kexec or power-off; reaching here means both failed.
 	m.PowerOff()

@@ -25,7 +25,9 @@ type File struct {
 
 // Partition is one partition of the disk.
 type Partition struct {
-	FS     string // "ext4", "ext3", "ext2", "vfat"
+	// FS is "ext4", "ext3", "ext2", "vfat", or "raw" for zeros (no
+	// filesystem at all).
+	FS     string
 	SizeMB int
 	Label  string
 	Files  []File
@@ -34,6 +36,9 @@ type Partition struct {
 	// that crashed leaves behind. Mounting it "ro" without "noload" would
 	// replay it and write the disk.
 	DirtyJournal bool
+	// Corrupt breaks an ext superblock after mkfs (zero inodes per
+	// group): still recognisably ext, but not a readable filesystem.
+	Corrupt bool
 }
 
 // Disk describes a whole disk image.
@@ -155,9 +160,19 @@ func buildFS(p Partition, root, img string) error {
 			if p.FS == "ext2" {
 				return fmt.Errorf("ext2 has no journal to leave dirty")
 			}
-			return dirtyJournal(img)
+			if err := dirtyJournal(img); err != nil {
+				return err
+			}
+		}
+		if p.Corrupt {
+			return patch(img, 1024+0x28, make([]byte, 4))
 		}
 		return nil
+	case "raw":
+		if err := os.WriteFile(img, nil, 0o644); err != nil {
+			return err
+		}
+		return os.Truncate(img, int64(p.SizeMB)<<20)
 	case "vfat":
 		if err := os.WriteFile(img, nil, 0o644); err != nil {
 			return err
@@ -221,4 +236,17 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o644)
+}
+
+// patch overwrites bytes of a file in place.
+func patch(file string, off int64, b []byte) error {
+	f, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -279,12 +279,12 @@ func predictOne(j Job, o Options, h measure.Hasher, m *memo) Result {
 	if sel.Err != nil {
 		return fail(fmt.Errorf("%s: %w", j.Path, sel.Err))
 	}
-	notes = append(notes, g.NoteStrings(sel)...)
+	notes = append(notes, predict.NoteStrings(sel)...)
 	r, err := predict.Run(predict.Options{Banks: o.Banks, Init: o.Init, Inputs: g.Inputs(sel.Choice), Hasher: h})
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", j.Path, err))
 	}
-	d := sel.Doc(r, notes)
+	d := predict.Doc(sel, r, notes)
 	d.Guest, d.Config = name, j.Path
 	return Result{Doc: d, Report: r}
 }
@@ -351,11 +351,8 @@ func openDisks(c *xl.Config, disks []xl.Disk, so config.StubOptions) (*predict.G
 			break
 		}
 	}
-	if so.Disk != "" && len(g.Parts) == 0 && len(g.Notes) == 0 {
-		var names []string
-		for _, d := range g.Devices {
-			names = append(names, d.Name)
-		}
+	if so.Disk != "" && len(g.Volumes) == 0 {
+		names := g.DeviceNames()
 		return g, nil, fmt.Errorf("%s: %w", c.File, fmt.Errorf("vtpmboot.disk=%s matches no partition (the guest has %s)", so.Disk, strings.Join(names, ", ")))
 	}
 	return g, sel, nil

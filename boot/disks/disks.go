@@ -1,0 +1,307 @@
+// Package disks is the guest's disks as the stub and pcrsim both see them:
+// partition tables and filesystems read by boot/diskimage in userspace,
+// partitions named as Linux names them, the scan order, GRUB's device
+// names, vtpmboot.disk= matching, and the one rule for partitions that
+// cannot be read. The stub hands it the guest's block devices opened
+// read-only; pcrsim hands it disk image files. Nothing here mounts,
+// writes, or lets a kernel parse a guest filesystem.
+package disks
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strconv"
+	"strings"
+
+	"github.com/vtpmboot/vtpmboot/boot/discover"
+	"github.com/vtpmboot/vtpmboot/boot/diskimage"
+)
+
+// Disk is one whole disk of the guest, in the guest's disk order.
+type Disk struct {
+	// Linux is the guest kernel's name for the disk ("xvda", "nvme0n1"),
+	// or "" when it is not known (pcrsim --disk). With it, partitions get
+	// the names Linux gives them and vtpmboot.disk= can select them.
+	Linux string
+	// Path is the image file or device node the bytes come from; it
+	// names the disk in errors.
+	Path string
+	// Label prefixes partition names of a disk without a Linux name when
+	// a guest has several ("disk 2 "), so messages stay unambiguous.
+	Label string
+	R     io.ReaderAt
+	Size  int64
+}
+
+// Volume is one partition of a guest disk, or a whole disk that holds a
+// filesystem without a partition table.
+type Volume struct {
+	// Name is how messages name the volume: "xvda1" in the stub,
+	// "xvda1 (guest.img partition 1)" or "partition 1" in pcrsim.
+	Name string
+	// Device is the Linux name ("xvda1", "nvme0n1p1", or the disk's own
+	// name for a whole disk); "" when the disk has no Linux name.
+	Device string
+	// Disk is the Linux name of the disk ("" when unknown), DiskIndex its
+	// 0-based position in the guest's disk order (GRUB's hdN).
+	Disk      string
+	DiskIndex int
+	// Index is the 1-based partition number Linux uses (logical MBR
+	// partitions from 5); 0 for a whole disk without a table.
+	Index int
+	// Table is the disk's partition table: "mbr", "gpt" or "".
+	Table string
+	// Start is the byte offset of the volume on its disk.
+	Start int64
+	// Type, Label and UUID are the filesystem's (diskimage.Partition).
+	Type, Label, UUID string
+	// FS is the filesystem, nil when it cannot be read; Err says why.
+	FS  fs.FS
+	Err error
+}
+
+// GRUBDevice is GRUB's name for the volume ("hd0,msdos1", "hd1,gpt2",
+// "hd0" for a disk without a table).
+func (v Volume) GRUBDevice() string {
+	if v.Index == 0 {
+		return discover.GRUBDevice(v.DiskIndex, "", 0)
+	}
+	return discover.GRUBDevice(v.DiskIndex, v.Table, v.Index)
+}
+
+// Partition is the volume as the selector searches it.
+func (v Volume) Partition() discover.Partition {
+	return discover.Partition{Name: v.Name, FS: v.FS, GRUBDevice: v.GRUBDevice()}
+}
+
+// PartitionName is Linux's name for partition n of disk: a disk whose
+// name ends in a digit gets a "p" before the number (nvme0n1p1, mmcblk0p2),
+// others none (xvda1), as the kernel's disk_name() does.
+func PartitionName(disk string, n int) string {
+	if n == 0 {
+		return disk
+	}
+	if disk != "" && disk[len(disk)-1] >= '0' && disk[len(disk)-1] <= '9' {
+		return disk + "p" + strconv.Itoa(n)
+	}
+	return disk + strconv.Itoa(n)
+}
+
+// Read reads the partition table and filesystems of one disk, which is
+// disk number index in the guest's order. A disk whose partition table
+// cannot be read at all is an error: the stub would search it before any
+// later disk, so nothing later may be trusted in its place.
+func Read(index int, d Disk) ([]Volume, error) {
+	name := d.Path
+	if name == "" {
+		name = "/dev/" + d.Linux
+	}
+	img, err := diskimage.New(d.R, d.Size, name)
+	if err != nil {
+		return nil, err
+	}
+	var out []Volume
+	for _, p := range img.Partitions() {
+		v := Volume{
+			Disk: d.Linux, DiskIndex: index, Index: p.Index, Table: img.Table(), Start: p.Start,
+			Type: p.Type, Label: p.Label, UUID: p.UUID, FS: p.FS, Err: p.Err,
+		}
+		if p.Index == 0 {
+			v.Table = ""
+		}
+		switch {
+		case d.Linux != "" && d.Path != "":
+			v.Device = PartitionName(d.Linux, p.Index)
+			v.Name = v.Device + " (" + d.Path + " " + p.Name + ")"
+		case d.Linux != "":
+			v.Device = PartitionName(d.Linux, p.Index)
+			v.Name = v.Device
+		default:
+			v.Name = d.Label + p.Name
+		}
+		if v.FS == nil && v.Err == nil {
+			v.Err = fmt.Errorf("%s %s: no filesystem", name, p.Name)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Select keeps the volumes the vtpmboot.disk= selector names (see
+// Matches); an empty selector keeps everything. Disk indexes stay as they
+// were: GRUB numbers disks whether or not they are searched.
+func Select(vols []Volume, selector string) []Volume {
+	if selector == "" {
+		return vols
+	}
+	var out []Volume
+	for _, v := range vols {
+		if Matches(v, selector) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Matches reports whether v is what a vtpmboot.disk= selector names: a
+// partition ("xvda1", "/dev/xvda1"), a whole disk ("xvda": all its
+// partitions), "LABEL=x" (exact) or "UUID=x" (any case).
+func Matches(v Volume, selector string) bool {
+	if l, ok := strings.CutPrefix(selector, "LABEL="); ok {
+		return v.Type != "" && v.Label != "" && v.Label == l
+	}
+	if u, ok := strings.CutPrefix(selector, "UUID="); ok {
+		return v.UUID != "" && strings.EqualFold(v.UUID, u)
+	}
+	name := strings.TrimPrefix(selector, "/dev/")
+	return name != "" && (v.Device == name || v.Disk == name)
+}
+
+// Unreadable says why a volume is not searched, the same words in the
+// stub's console and in pcrsim's notes.
+func (v Volume) Unreadable() string {
+	return fmt.Sprintf("%s: not searched: %v", v.Name, v.Err)
+}
+
+// Skippable reports whether the one rule lets the search pass over a
+// volume it cannot read. Only what cannot hold a guest's /boot is passed
+// over (with a note): no filesystem at all, swap, and the LVM, RAID and
+// LUKS containers vtpmboot does not open. A filesystem it finds corrupt,
+// or one it does not read (btrfs, say), is not: if it comes before the
+// volume that would boot, the search stops there, because a guest that
+// breaks its primary /boot must not make the stub boot a leftover
+// configuration further down, and a boot loader that reads that
+// filesystem would boot from it. vtpmboot.disk= excludes such a volume
+// explicitly.
+func (v Volume) Skippable() bool {
+	if v.FS != nil {
+		return true
+	}
+	if errors.Is(v.Err, diskimage.ErrCorrupt) {
+		return false
+	}
+	return strings.HasPrefix(v.Type, "unknown") || passOver[v.Type]
+}
+
+var passOver = map[string]bool{"swap": true, "LVM2_member": true, "linux_raid_member": true, "crypto_LUKS": true}
+
+// NameLess orders device names naturally: digit runs by value, so vda2 <
+// vda10, and letter runs by length first, so Linux's vdz < vdaa. The stub
+// searches disks in this order; pcrsim takes the xl config's order, which
+// xl maps to the same names.
+func NameLess(a, b string) bool {
+	for a != "" && b != "" {
+		ra, restA := run(a)
+		rb, restB := run(b)
+		da, db := isDigit(ra[0]), isDigit(rb[0])
+		switch {
+		case da && db:
+			na, nb := strings.TrimLeft(ra, "0"), strings.TrimLeft(rb, "0")
+			if len(na) != len(nb) {
+				return len(na) < len(nb)
+			}
+			if na != nb {
+				return na < nb
+			}
+		case da != db:
+			return da
+		default:
+			if len(ra) != len(rb) {
+				return len(ra) < len(rb)
+			}
+			if ra != rb {
+				return ra < rb
+			}
+		}
+		a, b = restA, restB
+	}
+	return len(a) < len(b)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func run(s string) (string, string) {
+	d := isDigit(s[0])
+	i := 1
+	for i < len(s) && isDigit(s[i]) == d {
+		i++
+	}
+	return s[:i], s[i:]
+}
+
+// Selection is the outcome of the search over a guest's volumes.
+type Selection struct {
+	// Found lists every configuration found, the one that boots first.
+	Found  []discover.Found
+	Choice *discover.Choice
+	// Err is why nothing boots; Choice is nil then.
+	Err error
+	// Skipped are the volumes that were not searched, in order.
+	Skipped []Volume
+}
+
+// Choose searches the volumes in order with the one selector
+// (discover.Discover, then discover.ChooseFrom) and applies the rule for
+// volumes it cannot read (Skippable). The stub and pcrsim both call it, so
+// they pass over, and refuse, the same volumes.
+func Choose(vols []Volume, entrySelector string) *Selection {
+	s := &Selection{}
+	var parts []discover.Partition
+	pos := map[string]int{}
+	for i, v := range vols {
+		pos[v.Name] = i
+		if v.FS == nil {
+			s.Skipped = append(s.Skipped, v)
+			continue
+		}
+		parts = append(parts, v.Partition())
+	}
+	s.Found = discover.Discover(parts)
+	c, err := discover.ChooseFrom(s.Found, entrySelector)
+	if err != nil {
+		if errors.Is(err, discover.ErrNoConfig) && len(s.Skipped) > 0 {
+			var ns []string
+			for _, v := range s.Skipped {
+				ns = append(ns, v.Unreadable())
+			}
+			err = fmt.Errorf("%w; not searched: %s", err, strings.Join(ns, "; "))
+		}
+		s.Err = err
+		return s
+	}
+	at := pos[c.Partition.Name]
+	if len(s.Found) > 0 {
+		at = min(at, pos[s.Found[0].Partition.Name])
+	}
+	for _, v := range vols[:at] {
+		if v.FS == nil && !v.Skippable() {
+			hint := "vtpmboot.disk="
+			if d := vols[at].Device; d != "" {
+				hint += d
+			}
+			s.Err = &ShadowedError{Volume: v.Name, Err: v.Err, Config: "/" + c.Found.Path, On: c.Partition.Name, Hint: hint}
+			return s
+		}
+	}
+	s.Choice = c
+	return s
+}
+
+// ShadowedError is Choose's refusal to pass over a volume it cannot read
+// that is searched before the configuration it found.
+type ShadowedError struct {
+	Volume string // the unreadable volume
+	Err    error  // why it cannot be read
+	Config string // the configuration found after it
+	On     string // the volume holding Config
+	Hint   string // the vtpmboot.disk= setting that leaves Volume out
+}
+
+func (e *ShadowedError) Error() string {
+	return fmt.Sprintf("%s cannot be read (%v) and is searched before %s, which holds %s: a boot loader that reads %s could boot something else; repair it, or leave it out with %s",
+		e.Volume, e.Err, e.On, e.Config, e.Volume, e.Hint)
+}
+
+func (e *ShadowedError) Unwrap() error { return e.Err }
