@@ -81,7 +81,7 @@ func KernelTime(console, after, substr string) (float64, bool) {
 	return 0, false
 }
 
-// Step is one extend as the stub's trace reports it (predict.WriteTrace):
+// Step is one extend as the stub's trace reports it (measure.WriteTrace):
 // the PCR values it read from the TPM before and after.
 type Step struct {
 	PCR           int

@@ -25,7 +25,6 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
-	"github.com/vtpmboot/vtpmboot/boot/predict"
 	"github.com/vtpmboot/vtpmboot/config"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
@@ -554,14 +553,14 @@ func (r *run) measure(target tpmfront.Target, in measure.Inputs) error {
 	r.res.Steps = steps
 	if err != nil {
 		// The trace so far shows how far the TPM got.
-		predict.WriteTrace(r.out, steps)
+		measure.WriteTrace(r.out, steps)
 		next := "?"
 		if len(steps) < len(ms) {
 			next = fmt.Sprintf("%s into PCR %d", ms[len(steps)].Kind, ms[len(steps)].PCR)
 		}
 		return fatal(fmt.Sprintf("TPM extend %d of %d (%s)", len(steps)+1, len(ms), next), fmt.Errorf("%w; not booting: PCRs 4 and 5 would not describe this boot", err))
 	}
-	if err := predict.WriteTrace(r.out, steps); err != nil {
+	if err := measure.WriteTrace(r.out, steps); err != nil {
 		return fatal("print trace", err)
 	}
 	var log bytes.Buffer
