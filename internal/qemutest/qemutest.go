@@ -13,10 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vtpmboot/vtpmboot/internal/e2e/report"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
@@ -96,6 +99,11 @@ func Boot(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("qemutest: %w", err)
 		}
 	}
+	unlock, err := LockMachine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	timeout := o.Timeout
 	if timeout == 0 {
 		timeout = DefaultTimeout
@@ -341,3 +349,75 @@ type TargetReport = report.Report
 
 // ParseTarget finds and decodes targetinit's report in console output.
 func ParseTarget(console string) (*TargetReport, error) { return report.Parse(console) }
+
+// LockMachine takes one of the machine's boot slots, held while a boot
+// runs: one slot per CPU, each a lock file (VTPMBOOT_QEMU_LOCK, default
+// /tmp/vtpm-qemu.lock, with ".0", ".1", ... appended). Test processes
+// started side by side (several packages, several engineers) then run at
+// most one emulated VM per core between them: a TCG guest is a core's
+// worth of work, and more at once push boots past their timeouts. The wait
+// is not part of a boot's timeout. These are different files from any
+// lock a caller holds around a whole test run, so that cannot deadlock.
+func LockMachine(ctx context.Context) (unlock func(), err error) {
+	return lockSlots(ctx, 1)
+}
+
+// LockMachineAll takes every slot, for a boot that needs the whole
+// machine (Xen under QEMU runs nested guests on every vCPU).
+func LockMachineAll(ctx context.Context) (unlock func(), err error) {
+	return lockSlots(ctx, runtime.NumCPU())
+}
+
+func lockSlots(ctx context.Context, want int) (func(), error) {
+	base := os.Getenv("VTPMBOOT_QEMU_LOCK")
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "vtpm-qemu.lock")
+	}
+	n := runtime.NumCPU()
+	want = min(max(want, 1), n)
+	var held []*os.File
+	release := func() {
+		for _, f := range held {
+			unix.Flock(int(f.Fd()), unix.LOCK_UN)
+			f.Close()
+		}
+		held = nil
+	}
+	for {
+		// Slots are taken in order, so two callers that each want all
+		// of them cannot hold half each and wait forever.
+		for i := len(held); i < n && len(held) < want; i++ {
+			path := fmt.Sprintf("%s.%d", base, i)
+			f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
+			if err != nil {
+				release()
+				return nil, fmt.Errorf("qemutest: lock %s: %w", path, err)
+			}
+			err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+			if err == nil {
+				held = append(held, f)
+				continue
+			}
+			f.Close()
+			if !errors.Is(err, unix.EWOULDBLOCK) {
+				release()
+				return nil, fmt.Errorf("qemutest: lock %s: %w", path, err)
+			}
+			if want == n {
+				break // all-slot callers wait for the next slot in order
+			}
+		}
+		if len(held) == want {
+			return release, nil
+		}
+		if want < n {
+			release() // single slot: nothing held between tries
+		}
+		select {
+		case <-ctx.Done():
+			release()
+			return nil, fmt.Errorf("qemutest: waiting for a boot slot (%s.*): %w", base, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

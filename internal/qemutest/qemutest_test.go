@@ -2,7 +2,9 @@ package qemutest
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -82,4 +84,33 @@ func TestHarnessFaults(t *testing.T) {
 			t.Error("missing disk: no error")
 		}
 	})
+}
+
+// The boot slots exclude each other across open files (flock), so across
+// processes too: with every slot taken, one more boot waits until its
+// context ends, and gets a slot once one is free.
+func TestBootSlots(t *testing.T) {
+	t.Setenv("VTPMBOOT_QEMU_LOCK", filepath.Join(t.TempDir(), "lock"))
+	all, err := LockMachineAll(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := LockMachine(ctx); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got a slot while all were held: %v", err)
+	}
+	all()
+	one, err := LockMachine(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runtime.NumCPU() > 1 {
+		two, err := LockMachine(context.Background())
+		if err != nil {
+			t.Fatalf("second slot: %v", err)
+		}
+		two()
+	}
+	one()
 }
