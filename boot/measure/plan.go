@@ -20,6 +20,12 @@ const (
 	KindInitrd  Kind = "initrd"
 )
 
+// ContractVersion is the version of the measurement contract this plan
+// implements (docs/measurements.md). It changes whenever the same inputs
+// would give different PCR values; pcrsim records it in its JSON and
+// prints it with --version, so a stored prediction says which rules made it.
+const ContractVersion = 1
+
 // The PCRs of the measurement contract (version 1), following the order of
 // Xen's pv-grub vTPM patch: kernel into 4, command line then initrd into 5.
 const (

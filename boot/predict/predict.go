@@ -7,6 +7,7 @@ package predict
 import (
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,22 +37,25 @@ type PCRInit struct {
 	Value []byte
 }
 
-// ParsePCRInit parses "PCR:BANK:HEX", e.g. "4:sha256:00ab...". The hex may
-// carry a 0x prefix and either case, as tpm2_pcrread prints it.
+// ParsePCRInit parses "PCR:BANK=HEX" (the spelling of tpm2-tools and
+// systemd, e.g. "4:sha256=00ab...") or "PCR:BANK:HEX". The hex may carry a
+// 0x prefix and either case, as tpm2_pcrread prints it.
 func ParsePCRInit(s string) (PCRInit, error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 3 {
-		return PCRInit{}, fmt.Errorf("%q: want PCR:BANK:HEX", s)
+	idx, rest, ok := strings.Cut(s, ":")
+	i := strings.IndexAny(rest, "=:")
+	if !ok || i < 0 {
+		return PCRInit{}, fmt.Errorf("%q: want PCR:BANK=HEX (or PCR:BANK:HEX)", s)
 	}
-	pcr, err := strconv.Atoi(strings.TrimSpace(parts[0]))
+	bank, h := rest[:i], rest[i+1:]
+	pcr, err := strconv.Atoi(strings.TrimSpace(idx))
 	if err != nil || pcr < 0 || pcr >= tpmfront.NumPCRs {
-		return PCRInit{}, fmt.Errorf("%q: PCR %q is not a number in 0..%d", s, parts[0], tpmfront.NumPCRs-1)
+		return PCRInit{}, fmt.Errorf("%q: PCR %q is not a number in 0..%d", s, idx, tpmfront.NumPCRs-1)
 	}
-	a, err := tpmfront.ParseAlg(parts[1])
+	a, err := tpmfront.ParseAlg(bank)
 	if err != nil {
 		return PCRInit{}, fmt.Errorf("%q: %w", s, err)
 	}
-	h := strings.TrimSpace(parts[2])
+	h = strings.TrimSpace(h)
 	h = strings.TrimPrefix(strings.TrimPrefix(h, "0x"), "0X")
 	v, err := hex.DecodeString(h)
 	if err != nil {
@@ -61,6 +65,42 @@ func ParsePCRInit(s string) (PCRInit, error) {
 		return PCRInit{}, fmt.Errorf("%q: %v value is %d bytes, want %d", s, a, len(v), a.Size())
 	}
 	return PCRInit{PCR: pcr, Alg: a, Value: v}, nil
+}
+
+// Banks is the bank rule every prediction follows: none named means
+// tpmfront.DefaultAlgs; the result is a sorted copy.
+func Banks(named []tpmfront.Alg) []tpmfront.Alg {
+	if len(named) == 0 {
+		named = tpmfront.DefaultAlgs
+	}
+	out := append([]tpmfront.Alg(nil), named...)
+	tpmfront.SortAlgs(out)
+	return out
+}
+
+// ParsePCRInits parses --pcr-init values for a prediction over banks (nil:
+// the defaults): each must name a predicted bank, and no PCR and bank
+// twice. Errors name the offending value.
+func ParsePCRInits(specs []string, banks []tpmfront.Alg) ([]PCRInit, error) {
+	active := Banks(banks)
+	var out []PCRInit
+	seen := map[[2]int]bool{}
+	for _, s := range specs {
+		in, err := ParsePCRInit(s)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(active, in.Alg) {
+			return nil, fmt.Errorf("%q: bank %v is not predicted (banks %v)", s, in.Alg, active)
+		}
+		k := [2]int{in.PCR, int(in.Alg)}
+		if seen[k] {
+			return nil, fmt.Errorf("%q: PCR %d %v given twice", s, in.PCR, in.Alg)
+		}
+		seen[k] = true
+		out = append(out, in)
+	}
+	return out, nil
 }
 
 // FileInputs measures host files: the kernel, the initrds in order, and the
@@ -80,17 +120,15 @@ type Report struct {
 	Steps []measure.Step
 	// Final holds, per bank, the value of every PCR the plan extended.
 	Final pcrfile.Readings
+	// Init are the starting values the prediction assumed (Options.Init);
+	// every other PCR started at zero.
+	Init []PCRInit
 }
 
 // Run predicts: plan the measurements, apply them to a software bank that
 // starts from o.Init, and collect the result.
 func Run(o Options) (*Report, error) {
-	banks := o.Banks
-	if len(banks) == 0 {
-		banks = tpmfront.DefaultAlgs
-	}
-	banks = append([]tpmfront.Alg(nil), banks...)
-	tpmfront.SortAlgs(banks)
+	banks := Banks(o.Banks)
 	soft, err := tpmfront.NewSoft(banks)
 	if err != nil {
 		return nil, err
@@ -114,7 +152,7 @@ func Run(o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Banks: banks, Steps: steps, Final: pcrfile.Readings{}}
+	r := &Report{Banks: banks, Steps: steps, Final: pcrfile.Readings{}, Init: append([]PCRInit(nil), o.Init...)}
 	for _, a := range banks {
 		r.Final[a] = map[int][]byte{}
 		for _, s := range steps {

@@ -30,7 +30,15 @@ func (r *Report) WriteText(w io.Writer) error {
 
 // JSON returns the document WriteJSON writes.
 func (r *Report) JSON() pcrfile.JSONDoc {
-	doc := pcrfile.JSONDoc{Banks: map[string]map[string]string{}, Events: []pcrfile.JSONEvent{}}
+	doc := pcrfile.JSONDoc{Contract: measure.ContractVersion, Banks: map[string]map[string]string{},
+		Init: map[string]map[string]string{}, Events: []pcrfile.JSONEvent{}}
+	for _, in := range r.Init {
+		b := in.Alg.String()
+		if doc.Init[b] == nil {
+			doc.Init[b] = map[string]string{}
+		}
+		doc.Init[b][strconv.Itoa(in.PCR)] = fmt.Sprintf("%x", in.Value)
+	}
 	for _, a := range r.Banks {
 		m := map[string]string{}
 		for p, v := range r.Final[a] {
@@ -48,7 +56,8 @@ func (r *Report) JSON() pcrfile.JSONDoc {
 	return doc
 }
 
-// WriteJSON writes {"banks":{bank:{pcr:hex}},"events":[...]}, one line.
+// WriteJSON writes {"contract":1,"banks":{bank:{pcr:hex}},"init":{bank:{pcr:hex}},"events":[...]},
+// one line.
 // HTML escaping is off so a command line reads as itself.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)

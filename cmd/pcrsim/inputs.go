@@ -25,7 +25,10 @@ type inputFlags struct {
 	root     string
 	disks    listFlag
 	entrySel string
-	fs       *flag.FlagSet
+	// entries holds every --entry; only pcrsim policy takes more than one.
+	entries     listFlag
+	manyEntries bool
+	fs          *flag.FlagSet
 
 	// Set by options() for --root/--disk: the guest (open until close())
 	// and what discovery chose on it.
@@ -45,10 +48,10 @@ func (f *inputFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.initrds, "initrd", "initrd `FILE`; repeat for several: measured in order as one image, each but the last zero-padded to 4 bytes as GRUB2 loads them, into PCR 5")
 	fs.StringVar(&f.cmdline, "cmdline", "", "the exact kernel command line (`STRING`), measured into PCR 5")
 	fs.StringVar(&f.banks, "bank", "", "comma-separated PCR `BANKS` (sha1,sha256,sha384,sha512; default sha1,sha256)")
-	fs.Var(&f.pcrInits, "pcr-init", "starting value `PCR:BANK:HEX` of a PCR (default all zero, as on a Xen vTPM); repeatable")
+	fs.Var(&f.pcrInits, "pcr-init", "starting value `PCR:BANK=HEX` of a PCR (or PCR:BANK:HEX; default all zero, as on a Xen vTPM); repeatable")
 	fs.StringVar(&f.root, "root", "", "a mounted guest tree `DIR`: find its boot configuration and predict the entry the stub boots")
 	fs.Var(&f.disks, "disk", "a raw guest disk `IMAGE` (MBR, GPT or bare filesystem), read without mounting; repeat for the guest's disks in order")
-	fs.StringVar(&f.entrySel, "entry", "", "with --root/--disk: boot this entry (`SEL`: menu position such as 2 or 1>0, id, or exact title) instead of the default")
+	fs.Var(&f.entries, "entry", "with --root/--disk: boot this entry (`SEL`: menu position such as 2 or 1>0, id, or exact title) instead of the default")
 }
 
 // close releases the guest opened by options().
@@ -68,6 +71,12 @@ func (f *inputFlags) openGuest() error {
 		if f.set(fl) {
 			return argErr("--"+fl, "cannot be combined with --root or --disk (the guest's boot configuration names the kernel, initrds and command line)")
 		}
+	}
+	if len(f.entries) > 1 && !f.manyEntries {
+		return argErr("--entry", "given %d times; one boot is predicted (pcrsim policy takes several)", len(f.entries))
+	}
+	if len(f.entries) > 0 {
+		f.entrySel = f.entries[0]
 	}
 	var err error
 	switch {
@@ -169,25 +178,8 @@ func (f *inputFlags) options() (predict.Options, error) {
 		return o, err
 	}
 	o.Banks = banks
-	active := banks
-	if active == nil {
-		active = tpmfront.DefaultAlgs
-	}
-	seen := map[string]bool{}
-	for _, s := range f.pcrInits {
-		in, err := predict.ParsePCRInit(s)
-		if err != nil {
-			return o, &argError{arg: "--pcr-init", err: err}
-		}
-		if !containsAlg(active, in.Alg) {
-			return o, argErr("--pcr-init", "%q: bank %v is not predicted (banks %v)", s, in.Alg, active)
-		}
-		k := fmt.Sprint(in.PCR, in.Alg)
-		if seen[k] {
-			return o, argErr("--pcr-init", "%q: PCR %d %v given twice", s, in.PCR, in.Alg)
-		}
-		seen[k] = true
-		o.Init = append(o.Init, in)
+	if o.Init, err = predict.ParsePCRInits(f.pcrInits, banks); err != nil {
+		return o, &argError{arg: "--pcr-init", err: err}
 	}
 	if f.fromGuest() {
 		o.Inputs = f.guest.Inputs(f.sel.Choice)
@@ -195,15 +187,6 @@ func (f *inputFlags) options() (predict.Options, error) {
 		o.Inputs = predict.FileInputs(f.kernel, f.initrds, f.cmdline)
 	}
 	return o, nil
-}
-
-func containsAlg(algs []tpmfront.Alg, a tpmfront.Alg) bool {
-	for _, b := range algs {
-		if a == b {
-			return true
-		}
-	}
-	return false
 }
 
 // checkFile gives a clear one-line error before hashing starts, so the

@@ -150,8 +150,10 @@ func TestPredictJSON(t *testing.T) {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	var doc struct {
-		Banks  map[string]map[string]string `json:"banks"`
-		Events []struct {
+		Contract int                          `json:"contract"`
+		Banks    map[string]map[string]string `json:"banks"`
+		Init     map[string]map[string]string `json:"init"`
+		Events   []struct {
 			PCR     int               `json:"pcr"`
 			Kind    string            `json:"kind"`
 			Source  string            `json:"source"`
@@ -162,6 +164,9 @@ func TestPredictJSON(t *testing.T) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&doc); err != nil {
 		t.Fatalf("decode %s: %v", r.stdout, err)
+	}
+	if doc.Contract != 1 || doc.Init == nil || len(doc.Init) != 0 {
+		t.Errorf("contract %d, init %v: want contract 1 and no starting values recorded", doc.Contract, doc.Init)
 	}
 	for a, pcrs := range f.expectedPCRs {
 		for p, v := range pcrs {

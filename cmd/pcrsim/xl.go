@@ -6,7 +6,6 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/predict"
 	"github.com/vtpmboot/vtpmboot/boot/predict/fleet"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
 // Exit status of --xl-config when at least one guest could not be
@@ -32,21 +31,10 @@ func predictXL(args []string, in *inputFlags, format string, noCache bool, worke
 	if err != nil {
 		return 0, err
 	}
-	if banks == nil {
-		banks = tpmfront.DefaultAlgs
-	}
-	banks = append([]tpmfront.Alg(nil), banks...)
-	tpmfront.SortAlgs(banks)
+	banks = predict.Banks(banks)
 	o := fleet.Options{Banks: banks, Workers: workers, NoCache: noCache}
-	for _, s := range in.pcrInits {
-		pi, err := predict.ParsePCRInit(s)
-		if err != nil {
-			return 0, &argError{arg: "--pcr-init", err: err}
-		}
-		if !containsAlg(banks, pi.Alg) {
-			return 0, argErr("--pcr-init", "%q: bank %v is not predicted (banks %v)", s, pi.Alg, banks)
-		}
-		o.Init = append(o.Init, pi)
+	if o.Init, err = predict.ParsePCRInits(in.pcrInits, banks); err != nil {
+		return 0, &argError{arg: "--pcr-init", err: err}
 	}
 	jobs, skipped, err := fleet.Expand(args)
 	if err != nil {

@@ -282,8 +282,15 @@ func parseSysfs(b []byte) (Readings, error) {
 // JSONDoc is pcrsim's JSON document. It lives here, next to its parser,
 // so the writer (boot/predict) and the reader cannot disagree on its shape.
 type JSONDoc struct {
+	// Contract is the measurement contract version that made the
+	// prediction (measure.ContractVersion); 0 in files from before it
+	// was recorded.
+	Contract int `json:"contract,omitempty"`
 	// Banks maps bank name → PCR number (decimal string) → lower-case hex.
-	Banks  map[string]map[string]string `json:"banks"`
+	Banks map[string]map[string]string `json:"banks"`
+	// Init are the starting values the prediction assumed (--pcr-init),
+	// in the same shape as Banks; every PCR not named started at zero.
+	Init   map[string]map[string]string `json:"init"`
 	Events []JSONEvent                  `json:"events,omitempty"`
 }
 
