@@ -26,8 +26,11 @@ const topUsage = `usage: pcrsim <command> [flags]
 commands:
   predict   compute the PCR 4 and 5 values vtpmboot will produce
   verify    compare a prediction with actual PCR readings
+  policy    TPM 2.0 policy digests, the TPM 1.2 composite, and inputs for
+            tpm2-tools, systemd-cryptenroll, Keylime and systemd-pcrlock
 
-Run 'pcrsim <command> --help' for a command's flags and examples.
+Run 'pcrsim <command> --help' for a command's flags and examples;
+'pcrsim --version' prints the version and the measurement contract.
 `
 
 // argError is a usage or input problem; it prints as one line naming the
@@ -64,6 +67,11 @@ func run(args []string, e env) int {
 		cmd = cmdPredict
 	case "verify":
 		cmd = cmdVerify
+	case "policy":
+		cmd = cmdPolicy
+	case "version", "-version", "--version":
+		fmt.Fprintln(e.stdout, versionLine())
+		return exitOK
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			return run([]string{args[1], "--help"}, e)
@@ -71,7 +79,7 @@ func run(args []string, e env) int {
 		fmt.Fprint(e.stdout, topUsage)
 		return exitOK
 	default:
-		fmt.Fprintf(e.stderr, "pcrsim: unknown command %q (want predict or verify; see pcrsim --help)\n", args[0])
+		fmt.Fprintf(e.stderr, "pcrsim: unknown command %q (want predict, verify or policy; see pcrsim --help)\n", args[0])
 		return exitUsage
 	}
 	name := "pcrsim " + args[0]
@@ -97,9 +105,7 @@ func newFlagSet(name, help string, e env) *flag.FlagSet {
 	fs.Usage = func() {}
 	helps[fs] = func() {
 		fmt.Fprint(e.stdout, help)
-		fs.SetOutput(e.stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		printFlags(e.stdout, fs)
 	}
 	return fs
 }

@@ -12,7 +12,7 @@ import (
 )
 
 const predictHelp = `usage: pcrsim predict --kernel FILE [--initrd FILE]... --cmdline STRING
-                     [--bank sha1,sha256,...] [--pcr-init PCR:BANK:HEX]...
+                     [--bank sha1,sha256,...] [--pcr-init PCR:BANK=HEX]...
                      [--format text|json|eventlog] [--log-format sha1|crypto-agile]
        pcrsim predict (--root DIR | --disk IMAGE...) [--entry SEL] [--list] [...]
        pcrsim predict --xl-config FILE|DIR... [--format json|jsonl|table] [--no-cache]
@@ -35,7 +35,8 @@ Output formats:
             the final values (default)
   json      {"banks":{"sha1":{"4":"<hex>","5":"<hex>"},...},"events":[...]}
   eventlog  the binary TCG event log the stub writes, on stdout:
-            crypto-agile unless the banks are exactly sha1 (--log-format)
+            crypto-agile unless the banks are exactly sha1 (--log-format);
+            not with --pcr-init (a log carries no starting values)
   jsonl     (--xl-config) one JSON document per guest per line
   table     (--xl-config) guest, entry, PCR 4 and 5 per bank (short hex)
 
@@ -44,7 +45,8 @@ Examples:
       --cmdline "root=/dev/xvda1 ro quiet"
   pcrsim predict --kernel vmlinuz --cmdline "" --bank sha256 --format json
   pcrsim predict --kernel vmlinuz --cmdline "console=hvc0" \
-      --pcr-init 4:sha256:0x5c1e... --format eventlog > log.bin
+      --pcr-init 4:sha256=0x5c1e... --format json > expected.json
+  pcrsim predict --kernel vmlinuz --cmdline "console=hvc0" --format eventlog > log.bin
 
 Flags:
 `
@@ -88,6 +90,12 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	if *logFormat != "" && *format != "eventlog" {
 		return 0, argErr("--log-format", "only applies to --format eventlog")
 	}
+	// A log holds the stub's three events and nothing else: replayed from
+	// zero it cannot reach values that started elsewhere, and writing it
+	// as if it did would mislead whoever replays it.
+	if *format == "eventlog" && in.set("pcr-init") {
+		return 0, argErr("--pcr-init", "does not apply to --format eventlog: the log holds only the stub's events, whatever the starting values; drop --pcr-init (the log is the same) and replay it on top of the firmware's log")
+	}
 	if *list {
 		return listGuest(&in, *format, e)
 	}
@@ -107,11 +115,7 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	}
 	var lf eventlog.Format
 	if *format == "eventlog" {
-		banks := o.Banks
-		if banks == nil {
-			banks = tpmfront.DefaultAlgs
-		}
-		if lf, err = pickLogFormat(*logFormat, banks); err != nil {
+		if lf, err = pickLogFormat(*logFormat, predict.Banks(o.Banks)); err != nil {
 			return 0, err
 		}
 	}

@@ -11,7 +11,7 @@ import (
 
 const verifyHelp = `usage: pcrsim verify (--expected FILE | --kernel FILE [--initrd FILE]... --cmdline STRING
                      | --root DIR [--entry SEL] | --disk IMAGE... [--entry SEL])
-                     [--pcr-init PCR:BANK:HEX]... [--bank BANKS]
+                     [--pcr-init PCR:BANK=HEX]... [--bank BANKS]
                      --actual FILE|- [--actual-format yaml|sysfs|json]
 
 Compares a prediction with actual PCR readings and prints one row per PCR
