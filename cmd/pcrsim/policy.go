@@ -324,7 +324,7 @@ func collectPredictions(in *inputFlags, allEntries bool, xlConfigs, expected []s
 		}
 		return []policy.Prediction{policy.FromReport("kernel "+in.kernel, r)}, exitOK, nil
 	}
-	for _, n := range in.guest.NoteStrings(in.sel) {
+	for _, n := range predict.NoteStrings(in.sel) {
 		fmt.Fprintf(e.stderr, "pcrsim policy: note: %s\n", n)
 	}
 	selectors := []string(in.entries)
