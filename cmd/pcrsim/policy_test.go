@@ -569,3 +569,71 @@ func TestConventions(t *testing.T) {
 		t.Errorf("two --entry for predict: %d %q", r.code, r.stderr)
 	}
 }
+
+// TestPolicyGuestSources: several allowed boots from one real guest disk
+// (--entry repeated, --all-entries) and from an xl fleet; the allowed
+// values are the test's own computation for each entry.
+func TestPolicyGuestSources(t *testing.T) {
+	needDiskTools(t)
+	tc := formatCases()[0]
+	img := buildDisk(t, tc.disk)
+	first := want{tc.want.kernel, tc.want.initrds[:1], "BOOT_IMAGE=/boot/vmlinuz root=/dev/xvda1 ro quiet"}
+	wantVals := func(ws ...want) []string {
+		var out []string
+		for _, w := range ws {
+			out = append(out, w.pcrs()["sha256"]["5"])
+		}
+		sort.Strings(out)
+		return out
+	}
+	keylime := func(args ...string) map[string][]string {
+		t.Helper()
+		r := pcrsim(t, nil, append([]string{"policy", "--format", "keylime"}, args...)...)
+		if r.code != 0 {
+			t.Fatalf("policy %q: exit %d %s", args, r.code, r.stderr)
+		}
+		var k map[string][]string
+		if err := json.Unmarshal([]byte(r.stdout), &k); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	both := wantVals(first, tc.want)
+	if k := keylime("--disk", img, "--entry", "0", "--entry", "rescue"); !slices.Equal(k["5"], both) {
+		t.Errorf("--entry 0 --entry rescue: PCR 5 %v, want %v", k["5"], both)
+	}
+	if k := keylime("--disk", img, "--all-entries"); !slices.Equal(k["5"], both) {
+		t.Errorf("--all-entries: PCR 5 %v, want %v", k["5"], both)
+	}
+	if k := keylime("--disk", img); !slices.Equal(k["5"], wantVals(tc.want)) {
+		t.Errorf("default entry: PCR 5 %v, want %v", k["5"], wantVals(tc.want))
+	}
+
+	cfgs := t.TempDir()
+	write := func(name, extra, target string) {
+		os.WriteFile(filepath.Join(cfgs, name+".cfg"), []byte(fmt.Sprintf(
+			"name = %q\ntype = \"hvm\"\nkernel = \"/var/lib/vtpmboot/vmlinuz\"\nextra = %q\ndisk = [ \"format=raw, vdev=xvda, access=rw, target=%s\" ]\n",
+			name, extra, target)), 0o644)
+	}
+	write("a", "console=hvc0", img)
+	write("b", "console=hvc0 vtpmboot.entry=debian", img)
+	write("c", "console=hvc0", img) // the same boot as a: one branch
+	if k := keylime("--xl-config", cfgs); !slices.Equal(k["5"], both) {
+		t.Errorf("fleet: PCR 5 %v, want %v", k["5"], both)
+	}
+	r := pcrsim(t, nil, "policy", "--xl-config", cfgs, "--format", "json")
+	var doc struct {
+		Allowed []struct{ Label string } `json:"allowed"`
+		TPM2    map[string]struct {
+			Branches []struct{ Boots []string } `json:"branches"`
+		} `json:"tpm2"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Allowed) != 3 || len(doc.TPM2["sha256"].Branches) != 2 {
+		t.Errorf("fleet json: %v %s", err, r.stdout)
+	}
+	write("d", "console=hvc0", filepath.Join(cfgs, "missing.img"))
+	r = pcrsim(t, nil, "policy", "--xl-config", cfgs)
+	if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, "guest d") || !strings.Contains(r.stderr, "no policy written") {
+		t.Errorf("a guest that cannot be predicted: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
