@@ -39,6 +39,8 @@ func TestFaults(t *testing.T) {
 		// fatal lists what the one FATAL line must say; nil means the
 		// target must boot (unmeasured).
 		fatal []string
+		// unmeasured: the refusal comes before any extend.
+		unmeasured bool
 	}{
 		{
 			name: "no-tpm-required", disk: good, opts: []string{"vtpmboot.timeout=3"},
@@ -68,8 +70,22 @@ func TestFaults(t *testing.T) {
 		},
 		{
 			name: "tpm20-kernel-not-bzimage", tpm: tpmfront.Version20,
-			disk:  simple(text("/boot/grub/grub.cfg", goodCfg), guestdisk.File{Path: "/boot/vmlinuz", Data: junk}, file("/boot/target.img", p.Target)),
-			fatal: []string{"FATAL: kexec /boot/vmlinuz on vda1:"},
+			disk: simple(text("/boot/grub/grub.cfg", goodCfg), guestdisk.File{Path: "/boot/vmlinuz", Data: junk}, file("/boot/target.img", p.Target)),
+			// Refused before anything is measured: kexec_file_load
+			// would refuse it (kexec.CheckKernel), so PCRs describing it
+			// would describe a boot that never happens.
+			fatal:      []string{"FATAL: choose boot entry:", "kernel /boot/vmlinuz: not bootable by kexec: not a bzImage"},
+			unmeasured: true,
+		},
+		{
+			// One byte over what Debian's kernel takes through kexec
+			// (cmdline_size 2047, less the NUL and 30 bytes for
+			// elfcorehdr=): refused before measuring. The 2016-byte
+			// line boots in TestMatrix.
+			name: "tpm20-cmdline-2017", tpm: tpmfront.Version20,
+			disk:       simple(text("/boot/grub/grub.cfg", cmdlineOfLength(2017)), file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target)),
+			fatal:      []string{"FATAL: choose boot entry:", "the command line is 2017 bytes; this kernel takes at most 2016"},
+			unmeasured: true,
 		},
 		{
 			// 160 MiB of initrd in a 256 MiB guest: loading and kexec
@@ -97,6 +113,9 @@ func TestFaults(t *testing.T) {
 			}
 			if c.fatal != nil {
 				neverRan(t, res, c.fatal...)
+				if c.unmeasured && strings.Contains(res.Console, "extend PCR") {
+					t.Errorf("the stub extended a PCR before refusing\n%s", res.Tail(4000))
+				}
 				return
 			}
 			// The unmeasured boot: no FATAL, the warning, and the target ran.
@@ -118,4 +137,12 @@ func TestFaults(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cmdlineOfLength is a grub.cfg whose one entry's command line, with
+// BOOT_IMAGE=/boot/vmlinuz, is exactly n bytes.
+func cmdlineOfLength(n int) string {
+	const head = "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.pad="
+	pad := strings.Repeat("x", n-len(head))
+	return "menuentry 'vtpmboot e2e: long command line' {\n\tlinux /boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.pad=" + pad + "\n\tinitrd /boot/target.img\n}\n"
 }

@@ -165,6 +165,20 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			cmdline: "BOOT_IMAGE=(hd0,msdos1)/boot/vmlinuz console=ttyS0 panic=-1 quiet " + ExtraRdinit + " e2e.case=blscfg-12",
 		},
 		{
+			// The longest command line Debian's kernel takes through
+			// kexec, 2016 bytes (kexec.CheckCmdline; one more is refused
+			// in TestFaults), measured and booted whole.
+			name: "tpm20-grub2-cmdline-2016", tpm: tpmfront.Version20,
+			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
+				{FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
+					text("/boot/grub/grub.cfg", cmdlineOfLength(2016)),
+					file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target),
+				}},
+			}},
+			kernel: p.Kernel, initrds: []string{p.Target},
+			cmdline: "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.pad=" + strings.Repeat("x", 2016-len("BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.pad=")),
+		},
+		{
 			// extlinux.conf with no initrd: BOOT_IMAGE= as written, APPEND
 			// verbatim (the double blank stays). With no initrd the target
 			// kernel has no userspace (Debian's has no built-in block or

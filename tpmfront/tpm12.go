@@ -25,11 +25,18 @@ func checkTPMPCR(pcr int) error {
 }
 
 func (t *tpm12) Extend(pcr int, d Digests) error {
+	_, err := t.ExtendResult(pcr, d)
+	return err
+}
+
+// ExtendResult extends and returns the new value TPM_ORD_Extend answered
+// with (outDigest), which measure.Apply checks.
+func (t *tpm12) ExtendResult(pcr int, d Digests) (Digests, error) {
 	if err := checkTPMPCR(pcr); err != nil {
-		return fmt.Errorf("extend: %w", err)
+		return nil, fmt.Errorf("extend: %w", err)
 	}
 	if err := CheckDigests([]Alg{SHA1}, d); err != nil {
-		return fmt.Errorf("extend PCR %d: %w", pcr, err)
+		return nil, fmt.Errorf("extend PCR %d: %w", pcr, err)
 	}
 	cmd := make([]byte, 34)
 	binary.BigEndian.PutUint16(cmd[0:], tag12RquCommand)
@@ -37,12 +44,11 @@ func (t *tpm12) Extend(pcr int, d Digests) error {
 	binary.BigEndian.PutUint32(cmd[6:], ord12Extend)
 	binary.BigEndian.PutUint32(cmd[10:], uint32(pcr))
 	copy(cmd[14:], d[SHA1])
-	// The response's new PCR value is not checked against a software
-	// extend: a TPM that lies here would lie to PcrRead as well.
-	if _, err := t.run("TPM_ORD_Extend", cmd, 20); err != nil {
-		return fmt.Errorf("extend PCR %d: %w", pcr, err)
+	out, err := t.run("TPM_ORD_Extend", cmd, 20)
+	if err != nil {
+		return nil, fmt.Errorf("extend PCR %d: %w", pcr, err)
 	}
-	return nil
+	return Digests{SHA1: out}, nil
 }
 
 func (t *tpm12) ReadPCR(pcr int, a Alg) ([]byte, error) {

@@ -47,6 +47,13 @@ type Target interface {
 	Close() error
 }
 
+// ExtendResulter is a Target whose extend command itself answers with the
+// PCR's new value: TPM 1.2's TPM_ORD_Extend returns outDigest. Callers
+// that check the TPM compare that value with the one they expect, too.
+type ExtendResulter interface {
+	ExtendResult(pcr int, digests Digests) (Digests, error)
+}
+
 // ErrBankMismatch is returned by Extend when the digests do not cover
 // exactly the active banks.
 var ErrBankMismatch = errors.New("digests do not match the active PCR banks")

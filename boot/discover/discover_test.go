@@ -11,6 +11,7 @@ import (
 	"testing/fstest"
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
+	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 )
 
 const grubCfg = `set default=0
@@ -39,7 +40,7 @@ chainloader +1
 
 func files() fstest.MapFS {
 	return fstest.MapFS{
-		"boot/vmlinuz-6.1":    {Data: []byte("kernel")},
+		"boot/vmlinuz-6.1":    {Data: fakekernel.Image([]byte("kernel"))},
 		"boot/initrd.img-6.1": {Data: []byte("initrd")},
 		"boot/extra.img":      {Data: []byte("extra")},
 	}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
+	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 )
 
@@ -38,11 +39,18 @@ func OpenFile(fsys fs.FS, name string, limit int64) (fs.File, int64, error) {
 // message naming the entry and the path.
 func checkFiles(p Partition, e entry.Entry) error {
 	where := fmt.Sprintf("entry %s %q (%s:%d) on %s", e.MenuPath, e.Title, "/"+e.Config, e.Line, p.Name)
-	f, _, err := OpenFile(p.FS, e.Kernel, entry.MaxKernelSize)
+	f, size, err := OpenFile(p.FS, e.Kernel, entry.MaxKernelSize)
 	if err != nil {
 		return fmt.Errorf("%s: kernel: %w", where, err)
 	}
+	// What kexec_file_load would refuse is refused now, before anything
+	// is measured: PCRs describing a boot that never happens are worse
+	// than no boot.
+	err = CheckBootable(SourceName(e.Kernel), f, size, e.Cmdline)
 	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
 	var total int64
 	for _, name := range e.Initrds {
 		f, size, err := OpenFile(p.FS, name, entry.MaxInitrdTotalSize)
@@ -99,4 +107,23 @@ func (c *Choice) Inputs() measure.Inputs {
 		in.Initrds = append(in.Initrds, fsSource{c.Partition.FS, p, entry.MaxInitrdTotalSize})
 	}
 	return in
+}
+
+// CheckBootable reads a kernel's setup header and applies kexec's checks
+// to it and to the command line (kexec.CheckKernel, kexec.CheckCmdline).
+// The selector calls it for every chosen entry, and pcrsim for kernels
+// given as files, so the stub and pcrsim refuse the same entries.
+func CheckBootable(name string, kernel io.Reader, size int64, cmdline string) error {
+	head := make([]byte, min(kexec.HeaderSize, size))
+	if _, err := io.ReadFull(kernel, head); err != nil {
+		return fmt.Errorf("kernel %s: read its header: %w", name, err)
+	}
+	h, err := kexec.CheckKernel(head, size)
+	if err != nil {
+		return fmt.Errorf("kernel %s: %w", name, err)
+	}
+	if err := kexec.CheckCmdline(cmdline, h); err != nil {
+		return fmt.Errorf("kernel %s: %w", name, err)
+	}
+	return nil
 }

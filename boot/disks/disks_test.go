@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/boot/discover"
+	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
@@ -58,7 +59,7 @@ func build(t *testing.T, d guestdisk.Disk) Disk {
 func grubFiles(kernel string) []guestdisk.File {
 	return []guestdisk.File{
 		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux " + kernel + " x\n}\n")},
-		{Path: kernel, Data: []byte("kernel")},
+		{Path: kernel, Data: fakekernel.Image([]byte(kernel))},
 	}
 }
 

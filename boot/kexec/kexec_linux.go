@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -130,12 +129,21 @@ func (im *Image) File() *os.File { return im.f }
 func (im *Image) Close() error { return im.f.Close() }
 
 // Load asks the running kernel to stage kernel, initrd (nil: none) and
-// cmdline for kexec. cmdline is passed byte for byte; it cannot hold a NUL
-// because the kernel would cut it there, and the measured bytes would no
-// longer be the bytes the next kernel sees.
+// cmdline for kexec. cmdline is passed byte for byte. The entry was
+// checked before it was measured (CheckKernel, CheckCmdline, through
+// boot/discover); they run again here on the sealed bytes, so that no
+// caller can reach the system call with what it would refuse.
 func Load(kernel, initrd *Image, cmdline string) error {
-	if strings.IndexByte(cmdline, 0) >= 0 {
-		return fmt.Errorf("command line contains a NUL byte: the kernel would see less than was measured")
+	head := make([]byte, min(HeaderSize, kernel.Size()))
+	if _, err := kernel.ReadAt(head, 0); err != nil {
+		return fmt.Errorf("read %s: %w", kernel.name, err)
+	}
+	h, err := CheckKernel(head, kernel.Size())
+	if err != nil {
+		return fmt.Errorf("%s: %w", kernel.name, err)
+	}
+	if err := CheckCmdline(cmdline, h); err != nil {
+		return fmt.Errorf("%s: %w", kernel.name, err)
 	}
 	initrdFd, flags := -1, 0
 	if initrd == nil {
@@ -149,18 +157,13 @@ func Load(kernel, initrd *Image, cmdline string) error {
 	return nil
 }
 
-// commandLineSize is x86's COMMAND_LINE_SIZE, counting the NUL.
-const commandLineSize = 2048
-
 func loadErr(kernel *Image, cmdline string, err error) error {
 	var hint string
 	switch {
 	case errors.Is(err, syscall.ENOEXEC):
 		hint = "not a kernel this kernel can kexec (x86 needs a 64-bit bzImage)"
-	case errors.Is(err, syscall.EINVAL) && len(cmdline)+1 > commandLineSize:
-		hint = fmt.Sprintf("command line is %d bytes, longer than the kernel accepts (%d)", len(cmdline), commandLineSize-1)
 	case errors.Is(err, syscall.EINVAL):
-		hint = "kernel image rejected (truncated or corrupt bzImage?)"
+		hint = "kernel image or command line rejected, although it passed the same checks as kexec_file_load's (CheckKernel, CheckCmdline)"
 	case errors.Is(err, syscall.EKEYREJECTED), errors.Is(err, syscall.EPERM):
 		hint = "refused by kernel lockdown or signature policy"
 	case errors.Is(err, syscall.ENOMEM):

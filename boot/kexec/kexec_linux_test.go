@@ -15,6 +15,8 @@ import (
 	"testing/iotest"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 )
 
 func sealed(t *testing.T, parts ...[]byte) *Image {
@@ -111,7 +113,7 @@ func TestFillReadError(t *testing.T) {
 }
 
 func TestLoadRefusesNUL(t *testing.T) {
-	im := sealed(t, []byte("not a kernel"))
+	im := sealed(t, fakekernel.Image([]byte("not really a kernel")))
 	if err := Load(im, nil, "a\x00b"); err == nil || !strings.Contains(err.Error(), "NUL") {
 		t.Errorf("Load = %v", err)
 	}

@@ -5,6 +5,7 @@
 package measure
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -126,8 +127,13 @@ type Step struct {
 }
 
 // Apply extends each measurement into t in order, reading the PCR before
-// and after each extend for the trace. It stops at the first failure and
-// returns the steps that completed, so a caller can say how far it got.
+// and after each extend, and checks the TPM did what it said: in every
+// bank the value after must be H(before || digest), and where the extend
+// command itself answers with the new value (TPM 1.2) that answer must be
+// it too. A TPM that reports success while skipping a bank, or extends
+// something else, fails here with an *ExtendMismatchError. Apply stops at
+// the first failure and returns the steps that completed, so a caller can
+// say how far it got.
 func Apply(t tpmfront.Target, ms []Measurement) ([]Step, error) {
 	banks, err := t.Banks()
 	if err != nil {
@@ -142,17 +148,56 @@ func Apply(t tpmfront.Target, ms []Measurement) ([]Step, error) {
 		if err != nil {
 			return steps, err
 		}
-		if err := t.Extend(m.PCR, m.Digests); err != nil {
+		var answered tpmfront.Digests
+		if r, ok := t.(tpmfront.ExtendResulter); ok {
+			answered, err = r.ExtendResult(m.PCR, m.Digests)
+		} else {
+			err = t.Extend(m.PCR, m.Digests)
+		}
+		if err != nil {
 			return steps, fmt.Errorf("extend PCR %d with %s digest: %w", m.PCR, m.Kind, err)
 		}
 		after, err := readAll(t, m.PCR, banks)
 		if err != nil {
 			return steps, err
 		}
+		for _, a := range banks {
+			h := a.New()
+			h.Write(before[a])
+			h.Write(m.Digests[a])
+			want := h.Sum(nil)
+			if got, ok := answered[a]; ok && !bytes.Equal(got, want) {
+				return steps, &ExtendMismatchError{PCR: m.PCR, Kind: m.Kind, Alg: a, Before: before[a], Digest: m.Digests[a], Want: want, Got: got, From: "the extend command's answer"}
+			}
+			if !bytes.Equal(after[a], want) {
+				return steps, &ExtendMismatchError{PCR: m.PCR, Kind: m.Kind, Alg: a, Before: before[a], Digest: m.Digests[a], Want: want, Got: after[a], From: "reading the PCR back"}
+			}
+		}
 		steps = append(steps, Step{Measurement: m, Before: before, After: after})
 	}
 	return steps, nil
 }
+
+// ErrTPMInconsistent is wrapped by every ExtendMismatchError.
+var ErrTPMInconsistent = errors.New("the TPM's PCR value does not follow from the extend")
+
+// ExtendMismatchError says a TPM accepted an extend but its PCR did not
+// become H(before || digest).
+type ExtendMismatchError struct {
+	PCR                       int
+	Kind                      Kind
+	Alg                       tpmfront.Alg
+	Before, Digest, Want, Got []byte
+	// From is where Got came from.
+	From string
+}
+
+func (e *ExtendMismatchError) Error() string {
+	return fmt.Sprintf("%v: PCR %d %v after extending the %s digest %x onto %x is %x (from %s), want %x",
+		ErrTPMInconsistent, e.PCR, e.Alg, e.Kind, e.Digest, e.Before, e.Got, e.From, e.Want)
+}
+
+func (e *ExtendMismatchError) Unwrap() error { return ErrTPMInconsistent }
 
 func readAll(t tpmfront.Target, pcr int, banks []tpmfront.Alg) (tpmfront.Digests, error) {
 	d := make(tpmfront.Digests, len(banks))

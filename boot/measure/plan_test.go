@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math/rand"
+	"strings"
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/tpmfront"
@@ -164,5 +165,60 @@ func TestInitrdPaddingBetweenFiles(t *testing.T) {
 		if got := InitrdPadding(size); got != pad {
 			t.Errorf("InitrdPadding(%d) = %d, want %d", size, got, pad)
 		}
+	}
+}
+
+// skipBank is a TPM that lies: it reports success but leaves one bank
+// alone. A mock, because no real TPM can be made to lie; the check it
+// proves is arithmetic on values Apply reads back from any Target.
+type skipBank struct {
+	*tpmfront.Soft
+	skip tpmfront.Alg
+}
+
+func (s skipBank) Extend(pcr int, d tpmfront.Digests) error {
+	keep := tpmfront.Digests{}
+	for a, v := range d {
+		if a == s.skip {
+			v = make([]byte, a.Size()) // extend zeros instead
+		}
+		keep[a] = v
+	}
+	return s.Soft.Extend(pcr, keep)
+}
+
+// wrongAnswer extends correctly but answers with a wrong new value, as a
+// TPM 1.2 outDigest could.
+type wrongAnswer struct{ *tpmfront.Soft }
+
+func (w wrongAnswer) ExtendResult(pcr int, d tpmfront.Digests) (tpmfront.Digests, error) {
+	if err := w.Soft.Extend(pcr, d); err != nil {
+		return nil, err
+	}
+	return tpmfront.Digests{tpmfront.SHA1: make([]byte, 20)}, nil
+}
+
+func TestApplyCatchesALyingTPM(t *testing.T) {
+	banks := []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}
+	in := Inputs{Kernel: BytesSource("/k", []byte("kernel")), Cmdline: "x"}
+	ms, err := Plan(banks, in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	soft, _ := tpmfront.NewSoft(banks)
+	steps, err := Apply(skipBank{soft, tpmfront.SHA256}, ms)
+	var me *ExtendMismatchError
+	if !errors.As(err, &me) || !errors.Is(err, ErrTPMInconsistent) || me.Alg != tpmfront.SHA256 || me.PCR != 4 || len(steps) != 0 {
+		t.Errorf("skipped bank: steps %d, err %v", len(steps), err)
+	}
+	soft, _ = tpmfront.NewSoft([]tpmfront.Alg{tpmfront.SHA1})
+	ms1, _ := Plan([]tpmfront.Alg{tpmfront.SHA1}, in, nil)
+	if _, err := Apply(wrongAnswer{soft}, ms1); !errors.As(err, &me) || !strings.Contains(err.Error(), "extend command's answer") {
+		t.Errorf("wrong answer: %v", err)
+	}
+	// An honest TPM passes the same checks.
+	soft, _ = tpmfront.NewSoft(banks)
+	if steps, err := Apply(soft, ms); err != nil || len(steps) != 3 {
+		t.Errorf("honest: %d steps, %v", len(steps), err)
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"os"
 	"strconv"
 	"strings"
 
+	"github.com/vtpmboot/vtpmboot/boot/discover"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
@@ -111,6 +113,25 @@ func FileInputs(kernel string, initrds []string, cmdline string) measure.Inputs 
 		in.Initrds = append(in.Initrds, measure.FileSource(p))
 	}
 	return in
+}
+
+// CheckFileKernel refuses, as the stub would, a kernel file kexec cannot
+// boot or a command line it would not pass as measured
+// (discover.CheckBootable).
+func CheckFileKernel(kernel, cmdline string) error {
+	f, err := os.Open(kernel)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file", kernel)
+	}
+	return discover.CheckBootable(kernel, f, st.Size(), cmdline)
 }
 
 // Report is a finished prediction.

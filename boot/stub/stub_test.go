@@ -18,6 +18,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
+	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
@@ -142,10 +143,14 @@ menuentry 'Broken' {
 }
 `
 
+// kernelBytes is the guest's kernel: a setup header kexec accepts, then
+// a payload.
+var kernelBytes = fakekernel.Image([]byte("kernel bytes"))
+
 func guestFS() map[string][]byte {
 	return map[string][]byte{
 		"boot/grub/grub.cfg": []byte(grubCfg),
-		"boot/vmlinuz":       []byte("kernel bytes"),
+		"boot/vmlinuz":       kernelBytes,
 		"boot/initrd-a":      []byte("first initrd|"),
 		"boot/initrd-b":      []byte("second initrd"),
 	}
@@ -188,12 +193,12 @@ func TestBootMeasuresWhatItLoads(t *testing.T) {
 	if f.loadedCmdline != wantCmdline {
 		t.Errorf("kexec cmdline %q, want %q", f.loadedCmdline, wantCmdline)
 	}
-	if string(f.loadedKernel) != "kernel bytes" || string(f.loadedInitrd) != paddedInitrds {
+	if !bytes.Equal(f.loadedKernel, kernelBytes) || string(f.loadedInitrd) != paddedInitrds {
 		t.Errorf("kexec got kernel %q initrd %q", f.loadedKernel, f.loadedInitrd)
 	}
 	// PCR values computed here with crypto/sha256 from the contract.
 	zero := make([]byte, 32)
-	pcr4 := h256(zero, h256([]byte("kernel bytes")))
+	pcr4 := h256(zero, h256(kernelBytes))
 	pcr5 := h256(h256(zero, h256([]byte(wantCmdline))), h256([]byte(paddedInitrds)))
 	for pcr, want := range map[int][]byte{4: pcr4, 5: pcr5} {
 		got, _ := f.tpm.ReadPCR(pcr, tpmfront.SHA256)
@@ -511,7 +516,9 @@ func TestDebugSplitsMeasurePhase(t *testing.T) {
 	if res := Run(f, &out); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	if !regexp.MustCompile(`vtpmboot: measure: hashing \d+ms \(41 bytes, 2 banks\), TPM \d+ms \(3 extends\), console \d+ms`).MatchString(out.String()) {
+	// 1065 bytes: the 1024-byte fake kernel setup area, its 12-byte payload,
+	// and the 13+3+13 bytes of the initrd image.
+	if !regexp.MustCompile(`vtpmboot: measure: hashing \d+ms \(1065 bytes, 2 banks\), TPM \d+ms \(3 extends\), console \d+ms`).MatchString(out.String()) {
 		t.Errorf("no measure split line:\n%s", out.String())
 	}
 }
@@ -529,8 +536,28 @@ func TestNotEnoughMemory(t *testing.T) {
 		t.Errorf("files were loaded although memory was short:\n%s", out.String())
 	}
 	f = newFake(t, "")
-	f.memAvail = kexecOverhead + 1024 // the fake guest's files are a few dozen bytes
+	f.memAvail = kexecOverhead + 4096 // the fake guest's files are about a KiB
 	if res := Run(f, &out); res.Err != nil || !f.execed {
 		t.Errorf("enough memory but no boot: %v", res.Err)
+	}
+}
+
+// skipSHA256 is a TPM that lies (a mock: no real TPM can be made to): it
+// reports every extend as done but never touches the sha256 bank.
+type skipSHA256 struct{ *tpmfront.Soft }
+
+func (s skipSHA256) Extend(pcr int, d tpmfront.Digests) error {
+	return s.Soft.Extend(pcr, tpmfront.Digests{tpmfront.SHA1: d[tpmfront.SHA1], tpmfront.SHA256: make([]byte, 32)})
+}
+
+// A TPM whose PCRs do not follow from the extends is a fault: FATAL, and
+// no boot, with tpm=optional too.
+func TestLyingTPMIsFatal(t *testing.T) {
+	for _, policy := range []string{"required", "optional"} {
+		f := newFake(t, "vtpmboot.tpm="+policy)
+		f.tpm = skipSHA256{soft(t)}
+		var out bytes.Buffer
+		Run(f, &out)
+		checkFatal(t, f, out.String(), "FATAL: TPM extend 1 of 3 (kernel into PCR 4)", "PCR 4 sha256", "does not follow from the extend")
 	}
 }

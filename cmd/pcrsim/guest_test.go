@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
@@ -33,6 +34,10 @@ func rnd(n int) []byte {
 	rand.Read(b)
 	return b
 }
+
+// kern is a kernel of n bytes: a setup header kexec accepts, then random
+// bytes.
+func kern(n int) []byte { return fakekernel.Image(rnd(n - 1024)) }
 
 // want is the contract computed independently: PCR4 = H(0 || H(kernel)),
 // PCR5 = H(H(0 || H(cmdline)) || H(initrd1 || pad || initrd2 ...)), pad
@@ -132,7 +137,7 @@ type formatCase struct {
 }
 
 func formatCases() []formatCase {
-	k, i1, i2 := rnd(3<<20+11), rnd(1<<20+5), rnd(70001)
+	k, i1, i2 := kern(3<<20+11), rnd(1<<20+5), rnd(70001)
 	var cs []formatCase
 
 	// GRUB2 (docs/config-grub2.md): "BOOT_IMAGE=" + the linux arguments,
@@ -242,7 +247,7 @@ func TestPredictDiskEntrySelection(t *testing.T) {
 
 func TestPredictDiskList(t *testing.T) {
 	needDiskTools(t)
-	k := rnd(5000)
+	k := kern(5000)
 	// A live grub.cfg next to a stale menu.lst: GRUB2 wins (pygrub's
 	// order), menu.lst is listed as passed over.
 	img := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
@@ -288,7 +293,7 @@ func TestPredictDiskList(t *testing.T) {
 // BOOT_IMAGE=, so it reaches PCR 5.
 func TestPredictSeparateBoot(t *testing.T) {
 	needDiskTools(t)
-	k, i := rnd(1<<20), rnd(4096)
+	k, i := kern(1<<20), rnd(4096)
 	img := buildDisk(t, guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
 		{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{{Path: "/etc/hostname", Data: []byte("guest\n")}}},
 		{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
@@ -319,7 +324,7 @@ func TestPredictSeparateBoot(t *testing.T) {
 // anywhere the error lists what was not searched.
 func TestPredictUnreadablePartitions(t *testing.T) {
 	needDiskTools(t)
-	k := rnd(9000)
+	k := kern(9000)
 	boot := guestdisk.Partition{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
 		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
 		{Path: "/boot/vmlinuz", Data: k},
@@ -364,7 +369,7 @@ func TestPredictUnreadablePartitions(t *testing.T) {
 
 func TestPredictBrokenImages(t *testing.T) {
 	needDiskTools(t)
-	k := rnd(2000)
+	k := kern(2000)
 	good := guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
 		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz\n}\n")},
 		{Path: "/boot/vmlinuz", Data: k},
@@ -437,5 +442,43 @@ func overwrite(t *testing.T, p string, off int64, b []byte) {
 		if _, err := f.WriteAt(chunk, off+int64(i)); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// What the stub's kexec would refuse, pcrsim refuses before predicting
+// (exit 2), with the reason: a kernel that is not a 64-bit bzImage, and a
+// command line over the kernel's limit (cmdline_size 2047, less the NUL
+// and the 30 bytes kexec keeps for elfcorehdr=: 2016). In a guest's
+// config the same rule names the entry.
+func TestPredictRefusesUnbootable(t *testing.T) {
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "raw")
+	os.WriteFile(raw, rnd(5000), 0o644)
+	kernel := filepath.Join(dir, "vmlinuz")
+	os.WriteFile(kernel, kern(5000), 0o644)
+	for _, c := range []struct {
+		kernel, cmdline string
+		code            int
+		want            string
+	}{
+		{raw, "", 2, "not a bzImage"},
+		{kernel, strings.Repeat("x", 2016), 0, ""},
+		{kernel, strings.Repeat("x", 2017), 2, "command line is 2017 bytes; this kernel takes at most 2016"},
+	} {
+		r := pcrsim(t, nil, "predict", "--kernel", c.kernel, "--cmdline", c.cmdline)
+		if r.code != c.code || !strings.Contains(r.stderr, c.want) || (c.code == 2 && strings.Count(r.stderr, "\n") != 1) {
+			t.Errorf("%s, %d-byte cmdline: exit %d, %q", filepath.Base(c.kernel), len(c.cmdline), r.code, r.stderr)
+		}
+	}
+	needDiskTools(t)
+	long := "menuentry 'Long' {\n linux /boot/vmlinuz " + strings.Repeat("y", 2000) + "\n}\n"
+	img := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
+		{Path: "/boot/grub/grub.cfg", Data: []byte(long)},
+		{Path: "/boot/vmlinuz", Data: kern(3000)},
+	}}}})
+	r := pcrsim(t, nil, "predict", "--disk", img)
+	// BOOT_IMAGE=/boot/vmlinuz and a space make it 2000+25 bytes.
+	if r.code != 2 || !strings.Contains(r.stderr, `entry 0 "Long"`) || !strings.Contains(r.stderr, "2025 bytes") {
+		t.Errorf("long entry: exit %d, %q", r.code, r.stderr)
 	}
 }

@@ -184,6 +184,9 @@ func (f *inputFlags) options() (predict.Options, error) {
 	if f.fromGuest() {
 		o.Inputs = f.guest.Inputs(f.sel.Choice)
 	} else {
+		if err := predict.CheckFileKernel(f.kernel, f.cmdline); err != nil {
+			return o, &argError{arg: "--kernel", err: err}
+		}
 		o.Inputs = predict.FileInputs(f.kernel, f.initrds, f.cmdline)
 	}
 	return o, nil

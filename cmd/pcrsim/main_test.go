@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
@@ -85,6 +86,12 @@ func newFixture(t *testing.T, kernelSize int, initrdSizes ...int) *fixture {
 	t.Helper()
 	f := &fixture{dir: t.TempDir(), cmdline: `root=/dev/xvda1 ro console=hvc0 quote="a b" <&>`}
 	f.kernel, f.kb = randFile(t, f.dir, "vmlinuz", kernelSize)
+	// A setup header kexec accepts in front: pcrsim refuses what the stub
+	// cannot boot.
+	f.kb = fakekernel.Image(f.kb)
+	if err := os.WriteFile(f.kernel, f.kb, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for i, n := range initrdSizes {
 		p, b := randFile(t, f.dir, fmt.Sprintf("initrd%d.img", i), n)
 		f.initrds = append(f.initrds, p)

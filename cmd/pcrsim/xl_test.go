@@ -156,3 +156,22 @@ func lastLine(s string) string {
 	s = strings.TrimSpace(s)
 	return s[strings.LastIndexByte(s, '\n')+1:]
 }
+
+// Options past what the stub's kernel keeps of its command line (2047
+// bytes on x86) never reach the stub: the guest is an error, not a
+// prediction that honours them.
+func TestPredictXLCmdlineTooLong(t *testing.T) {
+	needDiskTools(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "grub.img")
+	if err := guestdisk.Build(formatCases()[0].disk, img); err != nil {
+		t.Fatal(err)
+	}
+	extra := "console=hvc0 " + strings.Repeat("x", 2040) + " vtpmboot.entry=1"
+	cfg := filepath.Join(dir, "long.cfg")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("name = \"long\"\ntype = \"hvm\"\nkernel = \"/var/lib/vtpmboot/vmlinuz\"\nextra = %q\ndisk = [ \"format=raw, vdev=xvda, access=rw, target=%s\" ]\n", extra, img)), 0o644)
+	r := pcrsim(t, nil, "predict", "--xl-config", cfg)
+	if r.code != 1 || !strings.Contains(r.stdout+r.stderr, "keeps only the first 2047") {
+		t.Errorf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+}

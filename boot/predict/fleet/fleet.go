@@ -289,6 +289,9 @@ func predictOne(j Job, o Options, h measure.Hasher, m *memo) Result {
 	return Result{Doc: d, Report: r}
 }
 
+// maxStubCmdline is x86 Linux's COMMAND_LINE_SIZE less its NUL.
+const maxStubCmdline = 2047
+
 // stubView is what the stub of this guest would see: its options, from
 // the command line xl gives it, and its disks in the order it scans them.
 func stubView(c *xl.Config) ([]xl.Disk, config.StubOptions, []string, error) {
@@ -310,6 +313,14 @@ func stubView(c *xl.Config) ([]xl.Disk, config.StubOptions, []string, error) {
 	cmdline, _, err := c.Cmdline()
 	if err != nil {
 		return nil, so, nil, err
+	}
+	// The stub's kernel keeps COMMAND_LINE_SIZE-1 bytes of its command
+	// line (x86: 2047); vtpmboot.* options past that never reach the
+	// stub, so predicting with them would predict a boot that does not
+	// happen.
+	if len(cmdline) > maxStubCmdline {
+		return nil, so, nil, fmt.Errorf("%s: the stub's command line (cmdline=, or root= and extra=) is %d bytes; its kernel keeps only the first %d, so options after byte %d would never reach the stub: shorten extra=",
+			c.File, len(cmdline), maxStubCmdline, maxStubCmdline)
 	}
 	so, warns, err := config.ParseStubOptions(cmdline)
 	if err != nil {
