@@ -157,7 +157,11 @@ func Discover(parts []Partition) []Found {
 					continue
 				}
 			}
-			m, err := c.parse(p, c.path)
+			// Each configuration gets its own budget of bytes to read,
+			// whatever it sources or includes.
+			bp := p
+			bp.FS = newBudgetFS(p.FS)
+			m, err := c.parse(bp, c.path)
 			out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Menu: m, Err: err})
 		}
 	}

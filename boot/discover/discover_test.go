@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
@@ -239,5 +240,27 @@ func TestUnreadableConfigIsNotSkipped(t *testing.T) {
 	file := withFiles(map[string]string{"boot/grub2": "a file", "boot/grub/menu.lst": menuLst})
 	if c, err := Choose([]Partition{{Name: "vda1", FS: file}}, ""); err != nil || c.Found.Format != entry.GRUBLegacy {
 		t.Errorf("boot/grub2 a file: %v", err)
+	}
+}
+
+// A small grub.cfg that sources a 1 MiB file over and over is within every
+// per-file limit; the budget across files stops it, in bounded time, with
+// an error naming it. 1000 sources would have lexed a gigabyte.
+func TestConfigByteBudget(t *testing.T) {
+	// Comments: the lexer reads every byte, and no command runs, so the
+	// interpreter's own step limit never comes into it.
+	big := strings.Repeat("# a comment line that costs lexing and nothing else\n", entry.MaxConfigSize/64)
+	cfg := strings.Repeat("source /boot/grub/big.cfg\n", 1000) + "menuentry x { linux /boot/vmlinuz-6.1 }\n"
+	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": cfg, "boot/grub/big.cfg": big})
+	start := time.Now()
+	_, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, "")
+	if !errors.Is(err, ErrBudget) || !strings.Contains(err.Error(), "big.cfg") {
+		t.Fatalf("err %v, want the budget refusal", err)
+	}
+	t.Logf("refused after %v", time.Since(start))
+	// The same file sourced a few times is fine.
+	fsys = withFiles(map[string]string{"boot/grub/grub.cfg": strings.Repeat("source /boot/grub/big.cfg\n", 3) + "menuentry x { linux /boot/vmlinuz-6.1 }\n", "boot/grub/big.cfg": "set a=b\n"})
+	if _, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, ""); err != nil {
+		t.Errorf("small sources: %v", err)
 	}
 }

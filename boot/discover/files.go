@@ -14,6 +14,13 @@ import (
 // but a regular file (a guest could point an entry at a device node or a
 // FIFO) and anything over limit, and returns the size it checked.
 func OpenFile(fsys fs.FS, name string, limit int64) (fs.File, int64, error) {
+	// Stat first: opening a FIFO in a mounted guest tree (pcrsim --root)
+	// would block until someone writes to it.
+	if st, err := fs.Stat(fsys, name); err != nil {
+		return nil, 0, fmt.Errorf("open /%s: %w", name, err)
+	} else if !st.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("/%s is not a regular file (%v)", name, st.Mode().Type())
+	}
 	f, err := fsys.Open(name)
 	if err != nil {
 		return nil, 0, fmt.Errorf("open /%s: %w", name, err)

@@ -86,6 +86,13 @@ func (e *SyntaxError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e
 // ReadConfig reads a config file from fsys, refusing anything over
 // MaxConfigSize and anything that is not a regular file.
 func ReadConfig(fsys fs.FS, name string) ([]byte, error) {
+	// Stat before opening: opening a FIFO in a mounted guest tree
+	// (pcrsim --root) would block until someone writes to it.
+	if st, err := fs.Stat(fsys, name); err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read %s: not a regular file (%v)", name, st.Mode().Type())
+	}
 	f, err := fsys.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)

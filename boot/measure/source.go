@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 )
 
 // Source is one file to measure: a kernel or an initrd. Open is called once
@@ -21,7 +22,8 @@ type FileSource string
 func (f FileSource) Name() string { return string(f) }
 
 func (f FileSource) Open() (io.ReadCloser, error) {
-	fh, err := os.Open(string(f))
+	// O_NONBLOCK: a FIFO is refused below, not waited on.
+	fh, err := os.OpenFile(string(f), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -133,7 +133,10 @@ func (g *Guest) DeviceNames() []string {
 // descriptor (fstat), so the identity is that of the bytes being read even
 // if the path is replaced meanwhile.
 func openImageFile(path string) (*os.File, string, int64, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO named as a disk must be refused, not waited on
+	// (open(2) of a FIFO blocks until a writer appears). It changes
+	// nothing for regular files and block devices.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, "", 0, fmt.Errorf("disk image %s: %w", path, unwrapPathErr(err))
 	}

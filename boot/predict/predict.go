@@ -7,10 +7,11 @@ package predict
 import (
 	"encoding/hex"
 	"fmt"
-	"slices"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/vtpmboot/vtpmboot/boot/discover"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
@@ -119,7 +120,8 @@ func FileInputs(kernel string, initrds []string, cmdline string) measure.Inputs 
 // boot or a command line it would not pass as measured
 // (discover.CheckBootable).
 func CheckFileKernel(kernel, cmdline string) error {
-	f, err := os.Open(kernel)
+	// O_NONBLOCK: a FIFO is refused below, not waited on.
+	f, err := os.OpenFile(kernel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}

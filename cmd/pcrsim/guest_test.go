@@ -2,16 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
@@ -480,5 +485,42 @@ func TestPredictRefusesUnbootable(t *testing.T) {
 	// BOOT_IMAGE=/boot/vmlinuz and a space make it 2000+25 bytes.
 	if r.code != 2 || !strings.Contains(r.stderr, `entry 0 "Long"`) || !strings.Contains(r.stderr, "2025 bytes") {
 		t.Errorf("long entry: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// A FIFO where a disk image, a config or a kernel should be is refused at
+// once, never waited on: opening one blocks until a writer appears.
+func TestFIFOsAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tree := filepath.Join(dir, "root")
+	os.MkdirAll(filepath.Join(tree, "boot", "grub"), 0o755)
+	if err := syscall.Mkfifo(filepath.Join(tree, "boot", "grub", "grub.cfg"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "g.cfg")
+	os.WriteFile(cfg, []byte("name = \"g\"\ntype = \"hvm\"\nkernel = \"/var/lib/vtpmboot/vmlinuz\"\ndisk = [ \"format=raw, vdev=xvda, access=rw, target="+fifo+"\" ]\n"), 0o644)
+	for _, args := range [][]string{
+		{"predict", "--disk", fifo},
+		{"predict", "--root", tree},
+		{"predict", "--kernel", fifo, "--cmdline", ""},
+		{"predict", "--xl-config", cfg},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cmd := exec.CommandContext(ctx, pcrsimBin, args...)
+		out, err := cmd.CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Errorf("%q: still waiting after 20s", args)
+			continue
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(string(out), "not a regular file") {
+			t.Errorf("%q: %v: %s", args, err, out)
+		}
 	}
 }

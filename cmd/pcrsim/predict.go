@@ -8,6 +8,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/predict"
+	"github.com/vtpmboot/vtpmboot/boot/predict/fleet"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
@@ -15,7 +16,7 @@ const predictHelp = `usage: pcrsim predict --kernel FILE [--initrd FILE]... --cm
                      [--bank sha1,sha256,...] [--pcr-init PCR:BANK=HEX]...
                      [--format text|json|eventlog] [--log-format sha1|crypto-agile]
        pcrsim predict (--root DIR | --disk IMAGE...) [--entry SEL] [--list] [...]
-       pcrsim predict --xl-config FILE|DIR... [--format json|jsonl|table] [--no-cache]
+       pcrsim predict --xl-config FILE|DIR... [--format json|jsonl|table] [--no-cache] [--workers N] [--guest-timeout D]
 
 Computes the PCR values vtpmboot's stub produces when it boots this kernel,
 initrd(s) and command line: kernel into PCR 4; command line, then all
@@ -62,6 +63,7 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	fs.Var(&xlConfigs, "xl-config", "xl domU config `FILE` or DIR (every config in it); repeatable")
 	noCache := fs.Bool("no-cache", false, "with --xl-config: hash every guest's files afresh instead of once per distinct file")
 	workers := fs.Int("workers", 0, "with --xl-config: guests predicted at once (`N`, default GOMAXPROCS)")
+	guestTimeout := fs.Duration("guest-timeout", fleet.DefaultGuestTimeout, "with --xl-config: give up on a guest whose prediction takes longer than `D` (it fails, the others go on)")
 	if err := parseFlags(fs, args); err != nil {
 		return 0, err
 	}
@@ -72,9 +74,9 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 				return 0, argErr("--"+fl, "cannot be combined with --xl-config (each guest's config says what to boot)")
 			}
 		}
-		return predictXL(xlConfigs, &in, *format, *noCache, *workers, e)
+		return predictXL(xlConfigs, &in, *format, *noCache, *workers, *guestTimeout, e)
 	}
-	for _, fl := range []string{"no-cache", "workers"} {
+	for _, fl := range []string{"no-cache", "workers", "guest-timeout"} {
 		if in.set(fl) {
 			return 0, argErr("--"+fl, "only applies to --xl-config")
 		}

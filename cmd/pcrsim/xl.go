@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"time"
 
 	"github.com/vtpmboot/vtpmboot/boot/predict"
 	"github.com/vtpmboot/vtpmboot/boot/predict/fleet"
@@ -15,7 +16,7 @@ const exitGuestFailed = 1
 // predictXL predicts every guest of the given xl configs. json is one
 // array (a document a script can load whole), jsonl one guest per line as
 // results arrive in order (for hundreds of guests), table a summary.
-func predictXL(args []string, in *inputFlags, format string, noCache bool, workers int, e env) (int, error) {
+func predictXL(args []string, in *inputFlags, format string, noCache bool, workers int, guestTimeout time.Duration, e env) (int, error) {
 	if format == "" {
 		format = "json"
 	}
@@ -32,7 +33,10 @@ func predictXL(args []string, in *inputFlags, format string, noCache bool, worke
 		return 0, err
 	}
 	banks = predict.Banks(banks)
-	o := fleet.Options{Banks: banks, Workers: workers, NoCache: noCache}
+	if guestTimeout <= 0 {
+		return 0, argErr("--guest-timeout", "%v: want a positive duration", guestTimeout)
+	}
+	o := fleet.Options{Banks: banks, Workers: workers, NoCache: noCache, GuestTimeout: guestTimeout}
 	if o.Init, err = predict.ParsePCRInits(in.pcrInits, banks); err != nil {
 		return 0, &argError{arg: "--pcr-init", err: err}
 	}

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/predict"
@@ -102,7 +103,18 @@ type Options struct {
 	// NoCache hashes every guest's files afresh (see predict.CachingHasher
 	// for when that matters).
 	NoCache bool
+	// GuestTimeout bounds one guest's prediction; 0 means
+	// DefaultGuestTimeout. A guest that takes longer fails with that
+	// reason and the run goes on.
+	GuestTimeout time.Duration
 }
+
+// DefaultGuestTimeout is generous: a guest's prediction is milliseconds
+// of parsing plus hashing its files at hundreds of MB/s. Reading a guest's
+// disks and configs is bounded by size limits and budgets; this is the
+// backstop for whatever a hostile image still finds, so one guest cannot
+// hold up a fleet of hundreds.
+const DefaultGuestTimeout = 2 * time.Minute
 
 // Result is one guest's outcome.
 type Result struct {
@@ -146,7 +158,7 @@ func Run(jobs []Job, o Options, emit func(Result) error) (Stats, error) {
 		go func() {
 			defer wg.Done()
 			for i := range idx {
-				r := predictOne(jobs[i], o, h, m)
+				r := predictWithin(jobs[i], o, h, m)
 				mu.Lock()
 				results[i] = &r
 				for next < len(results) && results[next] != nil {
@@ -170,6 +182,31 @@ func Run(jobs []Job, o Options, emit func(Result) error) (Stats, error) {
 	wg.Wait()
 	st.CacheHits, st.CacheMisses = cache.Stats()
 	return st, emitErr
+}
+
+// predictWithin is predictOne bounded by o.GuestTimeout. A prediction
+// that overruns is abandoned, not stopped: its goroutine ends on its own,
+// since every read it makes is bounded.
+func predictWithin(j Job, o Options, h measure.Hasher, m *memo) Result {
+	limit := o.GuestTimeout
+	if limit <= 0 {
+		limit = DefaultGuestTimeout
+	}
+	done := make(chan Result, 1)
+	go func() { done <- predictOne(j, o, h, m) }()
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r
+	case <-t.C:
+		name := filepath.Base(j.Path)
+		if j.cfg != nil && j.cfg.Name() != "" {
+			name = j.cfg.Name()
+		}
+		err := fmt.Errorf("%s: prediction took longer than %v; gave up on this guest (a hostile disk image or config?)", j.Path, limit)
+		return Result{Doc: predict.GuestDoc{Guest: name, Config: j.Path, Error: err.Error()}, Err: err}
+	}
 }
 
 // Predict predicts one guest config on its own.
