@@ -25,6 +25,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
+	"github.com/vtpmboot/vtpmboot/boot/termsafe"
 	"github.com/vtpmboot/vtpmboot/config"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
@@ -127,8 +128,13 @@ func Run(sys System, out io.Writer) (res *Result) {
 	return r.res
 }
 
+// printf prints one console line. Guest-controlled text (file names,
+// titles, error messages that quote them) is escaped here, once, for
+// every line (termsafe.Line): no ESC sequence reaches a terminal and no
+// newline lets a guest forge a line of its own, such as an event-log
+// marker.
 func (r *run) printf(format string, args ...any) {
-	fmt.Fprintf(r.out, "vtpmboot: "+format+"\n", args...)
+	fmt.Fprintln(r.out, "vtpmboot: "+termsafe.Line(fmt.Sprintf(format, args...)))
 }
 
 func (r *run) debugf(format string, args ...any) {
@@ -144,9 +150,9 @@ func (r *run) phase(name string, t0 time.Time) {
 func (r *run) powerOff(err error) {
 	var f *Fatal
 	if errors.As(err, &f) {
-		fmt.Fprintf(r.out, "vtpmboot: FATAL: %s: %v\n", f.What, f.Err)
+		r.printf("FATAL: %s: %v", f.What, f.Err)
 	} else {
-		fmt.Fprintf(r.out, "vtpmboot: FATAL: %v\n", err)
+		r.printf("FATAL: %v", err)
 	}
 	r.printf("powering off")
 	r.sys.PowerOff()

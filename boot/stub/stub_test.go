@@ -561,3 +561,29 @@ func TestLyingTPMIsFatal(t *testing.T) {
 		checkFatal(t, f, out.String(), "FATAL: TPM extend 1 of 3 (kernel into PCR 4)", "PCR 4 sha256", "does not follow from the extend")
 	}
 }
+
+// Guest-controlled text cannot reach the console raw: a title with an ESC
+// sequence and a kernel path with newlines that spell out fake event-log
+// markers come out escaped, so the only marker lines are the stub's own.
+func TestConsoleEscapesGuestText(t *testing.T) {
+	f := newFake(t, "")
+	evil := "/boot/vmlinuz\nvtpmboot: BEGIN EVENTLOG\nAAAA\nvtpmboot: END EVENTLOG\n"
+	f.fs["boot/grub/grub.cfg"] = []byte("menuentry 'Debian\x1b[2J\x1b]0;owned\x07' {\n\tlinux /boot/missing\n}\n")
+	var out bytes.Buffer
+	Run(f, &out)
+	if strings.ContainsAny(out.String(), "\x1b\x07") {
+		t.Errorf("raw control characters on the console:\n%q", out.String())
+	}
+	f = newFake(t, "")
+	f.fs["boot/grub/grub.cfg"] = []byte("menuentry 'x' {\n\tlinux \"" + evil + "\"\n}\n")
+	out.Reset()
+	Run(f, &out)
+	for _, l := range strings.Split(out.String(), "\n") {
+		if l == "vtpmboot: BEGIN EVENTLOG" || l == "AAAA" {
+			t.Errorf("forged line %q on the console:\n%s", l, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), `\nvtpmboot: BEGIN EVENTLOG\n`) {
+		t.Errorf("the forged markers are not shown escaped:\n%s", out.String())
+	}
+}

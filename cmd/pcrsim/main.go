@@ -12,7 +12,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
+
+	"github.com/vtpmboot/vtpmboot/boot/termsafe"
 )
 
 const (
@@ -53,7 +54,10 @@ type env struct {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], env{os.Stdin, os.Stdout, os.Stderr}))
+	// Messages quote guest-controlled names (file names, titles, errors
+	// from a hostile disk image): no control character of theirs reaches
+	// the admin's terminal (termsafe).
+	os.Exit(run(os.Args[1:], env{os.Stdin, os.Stdout, termsafe.Writer(os.Stderr)}))
 }
 
 func run(args []string, e env) int {
@@ -89,7 +93,7 @@ func run(args []string, e env) int {
 	}
 	if err != nil {
 		// One line: a multi-line message would bury the argument at fault.
-		fmt.Fprintf(e.stderr, "%s: %s\n", name, strings.ReplaceAll(err.Error(), "\n", " "))
+		fmt.Fprintf(e.stderr, "%s: %s\n", name, termsafe.Line(err.Error()))
 		return exitUsage
 	}
 	return code

@@ -15,7 +15,7 @@ var stubPackages = map[string]bool{
 	"boot/bls": true, "boot/discover": true, "boot/diskimage": true, "boot/disks": true,
 	"boot/entry": true, "boot/eventlog": true, "boot/grub2": true, "boot/grub2/grubenv": true,
 	"boot/grublegacy": true, "boot/kexec": true, "boot/measure": true, "boot/modload": true,
-	"boot/stub": true, "boot/syslinux": true, "config": true, "tpmfront": true, "cmd/vtpmboot": true,
+	"boot/stub": true, "boot/syslinux": true, "boot/termsafe": true, "config": true, "tpmfront": true, "cmd/vtpmboot": true,
 }
 
 const module = "github.com/vtpmboot/vtpmboot/"
