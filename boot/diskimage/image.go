@@ -32,7 +32,9 @@ type Image struct {
 // a bare filesystem).
 type Partition struct {
 	// Index is the 1-based partition number as Linux would name it
-	// (sdaN; logical MBR partitions start at 5); 0 for a bare filesystem.
+	// (sdaN; logical MBR partitions start at 5); 0 for a bare filesystem;
+	// -1 for a break in the table itself (a looping logical-partition
+	// chain), which Linux has no device for.
 	Index int
 	// Name is "partition N" or "whole disk"; errors use it.
 	Name        string

@@ -94,9 +94,15 @@ func (img *Image) scanMBR(ents [4]mbrEntry) ([]Partition, error) {
 		if e.typ == 0 || !isExtended(e.typ) {
 			continue
 		}
+		// A broken logical chain (a loop, an EBR outside the extended
+		// partition) costs only what comes after the break, as in
+		// Linux: the primaries and the logical partitions before it are
+		// still read. The break itself becomes a corrupt volume, so a
+		// search that reaches it refuses rather than skipping ahead.
 		var err error
 		if parts, err = img.scanEBR(parts, int64(e.start), int64(e.count)); err != nil {
-			return nil, fmt.Errorf("extended partition %d: %w", i+1, err)
+			parts = append(parts, Partition{Index: -1, Name: fmt.Sprintf("extended partition %d", i+1), Type: "unknown: logical partition chain",
+				Err: fmt.Errorf("%s extended partition %d: %w (logical partitions after the break are not read)", img.name, i+1, err)})
 		}
 		break // only one extended partition is valid
 	}
@@ -109,18 +115,18 @@ func (img *Image) scanEBR(parts []Partition, extStart, extCount int64) ([]Partit
 	idx := 5
 	for n := 0; ; n++ {
 		if n >= maxLogical {
-			return nil, fmt.Errorf("%w: more than %d logical partitions (EBR chain loops?)", ErrCorrupt, maxLogical)
+			return parts, fmt.Errorf("%w: more than %d logical partitions (EBR chain loops?)", ErrCorrupt, maxLogical)
 		}
 		if seen[ebr] {
-			return nil, fmt.Errorf("%w: EBR chain loops back to sector %d", ErrCorrupt, ebr)
+			return parts, fmt.Errorf("%w: EBR chain loops back to sector %d", ErrCorrupt, ebr)
 		}
 		seen[ebr] = true
 		var s [512]byte
 		if err := readFull(img.r, s[:], ebr*512); err != nil {
-			return nil, fmt.Errorf("EBR at sector %d: %w", ebr, err)
+			return parts, fmt.Errorf("EBR at sector %d: %w: %w", ebr, ErrCorrupt, err)
 		}
 		if s[510] != 0x55 || s[511] != 0xAA {
-			return nil, fmt.Errorf("EBR at sector %d: %w: missing 0x55AA signature", ebr, ErrCorrupt)
+			return parts, fmt.Errorf("EBR at sector %d: %w: missing 0x55AA signature", ebr, ErrCorrupt)
 		}
 		l, next := parseMBREntry(s[446:]), parseMBREntry(s[462:])
 		if l.typ != 0 && l.count != 0 {
@@ -131,7 +137,7 @@ func (img *Image) scanEBR(parts []Partition, extStart, extCount int64) ([]Partit
 			return parts, nil
 		}
 		if int64(next.start) >= extCount {
-			return nil, fmt.Errorf("EBR at sector %d: %w: next EBR outside the extended partition", ebr, ErrCorrupt)
+			return parts, fmt.Errorf("EBR at sector %d: %w: next EBR outside the extended partition", ebr, ErrCorrupt)
 		}
 		ebr = extStart + int64(next.start)
 	}

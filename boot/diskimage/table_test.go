@@ -1,9 +1,13 @@
 package diskimage
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -141,5 +145,62 @@ func TestGPTCorrupt(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "CRC32") || !strings.Contains(err.Error(), "disk.img") {
 			t.Errorf("flip at %d: err %v, want %s CRC error", c.off, err, c.want)
 		}
+	}
+}
+
+// mbrEntryBytes is one 16-byte MBR/EBR partition entry.
+func mbrEntryBytes(typ byte, start, count uint32) []byte {
+	e := make([]byte, 16)
+	e[4] = typ
+	binary.LittleEndian.PutUint32(e[8:], start)
+	binary.LittleEndian.PutUint32(e[12:], count)
+	return e
+}
+
+// A logical-partition chain that loops costs what comes after the loop,
+// as in Linux, not the whole disk: the primary and the logical partitions
+// before it are still there, and the break is a corrupt volume of its own
+// so a search reaching it refuses.
+func TestEBRLoopKeepsWhatCameBefore(t *testing.T) {
+	const sectors = 4096
+	disk := make([]byte, sectors*512)
+	put := func(sector int, slot int, e []byte) { copy(disk[sector*512+446+16*slot:], e) }
+	sig := func(sector int) { disk[sector*512+510], disk[sector*512+511] = 0x55, 0xAA }
+	put(0, 0, mbrEntryBytes(0x83, 64, 256))    // partition 1
+	put(0, 1, mbrEntryBytes(0x05, 1024, 2048)) // extended
+	sig(0)
+	put(1024, 0, mbrEntryBytes(0x83, 32, 128))  // partition 5
+	put(1024, 1, mbrEntryBytes(0x05, 512, 512)) // next EBR at 1024+512
+	sig(1024)
+	put(1536, 0, mbrEntryBytes(0x83, 32, 128)) // partition 6
+	put(1536, 1, mbrEntryBytes(0x05, 0, 512))  // next EBR: back to the first
+	sig(1536)
+	img, err := New(bytes.NewReader(disk), int64(len(disk)), "loop.img")
+	if err != nil {
+		t.Fatalf("the whole disk failed: %v", err)
+	}
+	var got []string
+	for _, p := range img.Partitions() {
+		got = append(got, fmt.Sprint(p.Index))
+	}
+	if strings.Join(got, " ") != "1 5 6 -1" {
+		t.Fatalf("partitions %q, want 1 5 6 and the broken chain (-1)", got)
+	}
+	// libblkid, which follows Linux's partition parser, reads the same
+	// partitions (and lists the extended container, 2, which holds no
+	// filesystem).
+	testenv.NeedCommands(t, "partx")
+	f := filepath.Join(t.TempDir(), "loop.img")
+	os.WriteFile(f, disk, 0o644)
+	out, err := exec.Command("partx", "--show", "--noheadings", "-o", "NR", f).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nrs := strings.Join(strings.Fields(string(out)), " "); nrs != "1 2 5 6" {
+		t.Errorf("partx says %q", nrs)
+	}
+	last := img.Partitions()[3]
+	if !errors.Is(last.Err, ErrCorrupt) || !strings.Contains(last.Err.Error(), "loops back to sector 1024") || last.FS != nil {
+		t.Errorf("chain break: %+v", last)
 	}
 }

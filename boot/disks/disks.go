@@ -65,6 +65,9 @@ type Volume struct {
 // GRUBDevice is GRUB's name for the volume ("hd0,msdos1", "hd1,gpt2",
 // "hd0" for a disk without a table).
 func (v Volume) GRUBDevice() string {
+	if v.Index < 0 {
+		return "-" // a break in the partition table, not a partition
+	}
 	if v.Index == 0 {
 		return discover.GRUBDevice(v.DiskIndex, "", 0)
 	}
@@ -112,6 +115,12 @@ func Read(index int, d Disk) ([]Volume, error) {
 			v.Table = ""
 		}
 		switch {
+		case p.Index < 0:
+			// A break in the table itself: no Linux device, no GRUB name.
+			v.Name = d.Label + p.Name
+			if d.Linux != "" {
+				v.Name = d.Linux + " " + p.Name
+			}
 		case d.Linux != "" && d.Path != "":
 			v.Device = PartitionName(d.Linux, p.Index)
 			v.Name = v.Device + " (" + d.Path + " " + p.Name + ")"

@@ -84,7 +84,14 @@ func ParseWith(fsys fs.FS, config string, opt Options) (*entry.Menu, error) {
 	m := &entry.Menu{Format: entry.GRUB2, Config: config}
 	in.flatten(m, lv, "")
 	if len(m.Entries) == 0 {
-		return nil, fmt.Errorf("%s: no bootable menu entries (menuentry with a linux command)", config)
+		// The reason is usually in a warning (a kernel path with a NUL
+		// byte or invalid UTF-8, a linux command outside any entry):
+		// say it, or the admin is left guessing.
+		why := ""
+		if len(in.warnings) > 0 {
+			why = "; " + strings.Join(in.warnings[:min(len(in.warnings), 3)], "; ")
+		}
+		return nil, fmt.Errorf("%s: no bootable menu entries (menuentry with a linux command)%s", config, why)
 	}
 	in.chooseDefault(m, lv)
 	if in.rootUsed && in.rootDefault && !in.rootSet {

@@ -13,7 +13,7 @@ func TestLine(t *testing.T) {
 		"title\x1b[2J\x1b]0;pwned\x07":        `title\x1b[2J\x1b]0;pwned\x07`,
 		"a\nvtpmboot: BEGIN EVENTLOG\nb":      `a\nvtpmboot: BEGIN EVENTLOG\nb`,
 		"tab\there\r":                         `tab\there\r`,
-		"del\x7f c1\u009b bidi\u202e x":        `del\x7f c1\u009b bidi\u202e x`,
+		"del\x7f c1\u009b bidi\u202e x":       `del\x7f c1\u009b bidi\u202e x`,
 		"bad \xff\xfe utf8":                   `bad \xff\xfe utf8`,
 		"Dèbian ünïcode ✓":                    "Dèbian ünïcode ✓",
 	} {
