@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vtpmboot/vtpmboot/boot/modload"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
 
@@ -75,7 +76,7 @@ func TestResolveModulesDependencyOrder(t *testing.T) {
 	for _, n := range DefaultModules {
 		found := false
 		for _, m := range ms.Modules {
-			found = found || m.Name == ModName(n)
+			found = found || m.Name == modload.ModName(n)
 		}
 		if !found {
 			t.Errorf("requested module %s not in the set", n)
@@ -101,7 +102,7 @@ func TestResolveModulesDependencyOrder(t *testing.T) {
 		}
 		var self int
 		for _, m := range ms.Modules {
-			if m.Name == ModName(n) {
+			if m.Name == modload.ModName(n) {
 				self = pos[m.Path]
 			}
 		}

@@ -1,17 +1,17 @@
 package images
 
 import (
-	"bufio"
 	"bytes"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/vtpmboot/vtpmboot/boot/modload"
 )
 
 // DefaultModules are the kernel modules the stub needs on the Debian kernel:
@@ -24,15 +24,10 @@ var DefaultModules = []string{
 	"virtio_pci", "virtio_blk",
 }
 
-// Module is one kernel module to pack.
-type Module struct {
-	// Name is the canonical module name (dashes as underscores).
-	Name string
-	// Path is relative to the modules directory, as in modules.dep.
-	Path string
-	// Deps are the modules.dep dependencies (paths), as depmod wrote them.
-	Deps []string
-}
+// Module is one kernel module to pack: modload's, so the image builder
+// and the stub read modules.dep with the same parser and order modules by
+// the same rules.
+type Module = modload.Module
 
 // ModuleSet is a resolved, dependency-ordered set of modules.
 type ModuleSet struct {
@@ -44,117 +39,80 @@ type ModuleSet struct {
 	// Modules are in load order: every module after its dependencies and
 	// soft pre-dependencies.
 	Modules []Module
-	// Builtin lists requested or soft-dependency names that the kernel has
-	// built in (from modules.builtin), so nothing is packed for them.
+	// Builtin lists requested names that the kernel has built in (from
+	// modules.builtin), so nothing is packed for them.
 	Builtin []string
 }
 
-// ModName turns a module file name or user spelling into the canonical
-// name: "kernel/fs/xfs/xfs.ko" and "xen-blkfront" → "xfs", "xen_blkfront".
-func ModName(s string) string {
-	s = path.Base(s)
-	for _, ext := range []string{".xz", ".zst", ".gz"} {
-		s = strings.TrimSuffix(s, ext)
-	}
-	s = strings.TrimSuffix(s, ".ko")
-	return strings.ReplaceAll(s, "-", "_")
-}
-
-type depDB struct {
-	dir     string
-	paths   map[string]string   // name → path
-	deps    map[string][]string // path → dep paths
-	builtin map[string]bool     // names
-	aliases map[string][]string // alias → names
-	softPre map[string][]string // name → pre names/aliases
-}
-
-func readLines(file string, fn func(lineNo int, line string) error) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if err := fn(n, line); err != nil {
-			return fmt.Errorf("%s:%d: %w", file, n, err)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", file, err)
-	}
-	return nil
-}
-
-func loadDepDB(dir string) (*depDB, error) {
-	db := &depDB{dir: dir, paths: map[string]string{}, deps: map[string][]string{},
-		builtin: map[string]bool{}, aliases: map[string][]string{}, softPre: map[string][]string{}}
+// ResolveModules finds names (dashes or underscores) in the modules
+// directory dir and returns them with their dependencies and soft
+// pre-dependencies in load order. Built-in modules are listed in Builtin
+// and not packed; a name that is neither a module nor built in is an error.
+//
+// modules.dep is read and ordered by boot/modload, as the stub reads the
+// image's copy. A host directory also has depmod's modules.softdep and
+// modules.alias, which stand in for each module's .modinfo (reading four
+// thousand ELF files would be slow), and modules.builtin(.modinfo): an
+// alias the kernel provides built in needs no module, so it is not
+// offered by one.
+func ResolveModules(dir string, names []string) (*ModuleSet, error) {
 	depFile := filepath.Join(dir, "modules.dep")
-	if _, err := os.Stat(depFile); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("modules directory %s: %w", dir, ErrNoModulesDep)
-		}
+	b, err := os.ReadFile(depFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("modules directory %s: %w", dir, ErrNoModulesDep)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("modules directory %s: %w", dir, err)
 	}
-	err := readLines(depFile, func(_ int, line string) error {
-		mod, rest, ok := strings.Cut(line, ":")
-		if !ok || mod == "" {
-			return fmt.Errorf("malformed modules.dep line %q", line)
-		}
-		if !validRelPath(mod) {
-			return fmt.Errorf("module path %q escapes the modules directory", mod)
-		}
-		deps := strings.Fields(rest)
-		for _, d := range deps {
-			if !validRelPath(d) {
-				return fmt.Errorf("dependency path %q escapes the modules directory", d)
-			}
-		}
-		db.paths[ModName(mod)] = mod
-		db.deps[mod] = deps
-		return nil
-	})
+	mods, err := modload.ParseDep(depFile, b)
 	if err != nil {
 		return nil, err
 	}
-	// The optional files below only refine the result; a kernel without
-	// them (no builtins, no softdeps) is still usable.
-	optional := func(name string, fn func(int, string) error) error {
-		err := readLines(filepath.Join(dir, name), fn)
+	builtin := map[string]bool{}
+	builtinAlias := map[string]bool{}
+	aliases := map[string][]string{} // module name → aliases
+	softPre := map[string][]string{} // module name → pre names/aliases
+	// The optional files only refine the result; a kernel without them
+	// (no builtins, no softdeps) is still usable.
+	optional := func(name string, fn func(f []string)) error {
+		b, err := os.ReadFile(filepath.Join(dir, name))
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
-		return err
-	}
-	if err := optional("modules.builtin", func(_ int, line string) error {
-		db.builtin[ModName(line)] = true
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	if err := optional("modules.alias", func(_ int, line string) error {
-		f := strings.Fields(line)
-		if len(f) == 3 && f[0] == "alias" {
-			db.aliases[f[1]] = append(db.aliases[f[1]], ModName(f[2]))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", filepath.Join(dir, name), err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				fn(strings.Fields(line))
+			}
 		}
 		return nil
+	}
+	if err := optional("modules.builtin", func(f []string) { builtin[modload.ModName(f[0])] = true }); err != nil {
+		return nil, err
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin.modinfo")); err == nil {
+		for _, rec := range bytes.Split(b, []byte{0}) {
+			mod, kv, ok := strings.Cut(string(rec), ".")
+			if a, isAlias := strings.CutPrefix(kv, "alias="); ok && isAlias {
+				builtinAlias[a] = true
+				builtin[modload.ModName(mod)] = true
+			}
+		}
+	}
+	if err := optional("modules.alias", func(f []string) {
+		if len(f) == 3 && f[0] == "alias" && !builtinAlias[f[1]] {
+			aliases[modload.ModName(f[2])] = append(aliases[modload.ModName(f[2])], f[1])
+		}
 	}); err != nil {
 		return nil, err
 	}
-	if err := optional("modules.softdep", func(_ int, line string) error {
-		f := strings.Fields(line)
+	if err := optional("modules.softdep", func(f []string) {
 		if len(f) < 3 || f[0] != "softdep" {
-			return nil
+			return
 		}
-		name, pre := ModName(f[1]), false
+		name, pre := modload.ModName(f[1]), false
 		for _, w := range f[2:] {
 			switch w {
 			case "pre:":
@@ -162,139 +120,37 @@ func loadDepDB(dir string) (*depDB, error) {
 			case "post:":
 				pre = false
 			default:
-				if pre {
-					db.softPre[name] = append(db.softPre[name], w)
+				if pre && !builtin[modload.ModName(w)] && !builtinAlias[w] {
+					softPre[name] = append(softPre[name], w)
 				}
 			}
 		}
-		return nil
 	}); err != nil {
 		return nil, err
 	}
-	// Built-in modules answer aliases too (crypto-sha256 is built in on
-	// Debian); modules.builtin.modinfo is NUL-separated "mod.key=value".
-	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin.modinfo")); err == nil {
-		for _, rec := range bytes.Split(b, []byte{0}) {
-			mod, kv, ok := strings.Cut(string(rec), ".")
-			if !ok {
-				continue
-			}
-			if a, ok := strings.CutPrefix(kv, "alias="); ok {
-				db.aliases[a] = append(db.aliases[a], ModName(mod))
-				db.builtin[ModName(mod)] = true
-			}
-		}
+	for i := range mods {
+		mods[i].Aliases = aliases[mods[i].Name]
+		mods[i].SoftPre = softPre[mods[i].Name]
 	}
-	return db, nil
-}
-
-func validRelPath(p string) bool {
-	return p != "" && !path.IsAbs(p) && path.Clean(p) == p && !strings.HasPrefix(p, "../") && p != ".."
-}
-
-// resolveSoft picks the module that satisfies a soft dependency: the name
-// itself, or one module providing the alias. When the kernel has one built
-// in, nothing is needed. Among several providers the portable "_generic"
-// one wins: crc32c_intel would fail to load on a CPU without SSE4.2.
-func (db *depDB) resolveSoft(want string) (name string, builtin bool, ok bool) {
-	n := ModName(want)
-	if db.builtin[n] {
-		return n, true, true
-	}
-	if _, found := db.paths[n]; found {
-		return n, false, true
-	}
-	cands := append([]string(nil), db.aliases[want]...)
-	sort.Strings(cands)
-	for _, c := range cands {
-		if db.builtin[c] {
-			return c, true, true
-		}
-	}
-	for _, c := range cands {
-		if strings.HasSuffix(c, "_generic") {
-			if _, found := db.paths[c]; found {
-				return c, false, true
-			}
-		}
-	}
-	for _, c := range cands {
-		if _, found := db.paths[c]; found {
-			return c, false, true
-		}
-	}
-	return "", false, false
-}
-
-// ResolveModules finds names (dashes or underscores) in the modules
-// directory dir and returns them with their dependencies and soft
-// pre-dependencies in load order. Built-in modules are listed in Builtin
-// and not packed; a name that is neither a module nor built in is an error.
-func ResolveModules(dir string, names []string) (*ModuleSet, error) {
-	db, err := loadDepDB(dir)
-	if err != nil {
-		return nil, err
-	}
+	set := modload.NewSet(dir, depFile, mods)
 	ms := &ModuleSet{Dir: dir}
-	done := map[string]bool{}     // paths
-	visiting := map[string]bool{} // cycle guard: a corrupt modules.dep must not recurse forever
-	builtin := map[string]bool{}
-	var visit func(p string) error
-	visit = func(p string) error {
-		if done[p] {
-			return nil
-		}
-		if visiting[p] {
-			return fmt.Errorf("%s/modules.dep: dependency cycle through %s", dir, p)
-		}
-		visiting[p] = true
-		deps, ok := db.deps[p]
-		if !ok {
-			return fmt.Errorf("%s/modules.dep: dependency %s has no line of its own", dir, p)
-		}
-		name := ModName(p)
-		for _, s := range db.softPre[name] {
-			sn, isBuiltin, ok := db.resolveSoft(s)
-			if !ok {
-				// modprobe ignores an unresolvable softdep too.
-				continue
-			}
-			if isBuiltin {
-				builtin[sn] = true
-				continue
-			}
-			if err := visit(db.paths[sn]); err != nil {
-				return err
-			}
-		}
-		for _, d := range deps {
-			if err := visit(d); err != nil {
-				return err
-			}
-		}
-		visiting[p] = false
-		done[p] = true
-		ms.Modules = append(ms.Modules, Module{Name: name, Path: p, Deps: deps})
-		return nil
-	}
+	var want []string
 	for _, n := range names {
-		mn := ModName(n)
-		if db.builtin[mn] {
-			builtin[mn] = true
+		if mn := modload.ModName(n); builtin[mn] {
+			ms.Builtin = append(ms.Builtin, mn)
 			continue
 		}
-		p, ok := db.paths[mn]
-		if !ok {
-			return nil, fmt.Errorf("module %s: not in %s/modules.dep and not built in", n, dir)
+		if _, ok := set.Lookup(n); !ok {
+			return nil, fmt.Errorf("module %s: not in %s and not built in", n, depFile)
 		}
-		if err := visit(p); err != nil {
+		want = append(want, n)
+	}
+	sort.Strings(ms.Builtin)
+	if len(want) > 0 {
+		if ms.Modules, err = set.Order(want); err != nil {
 			return nil, err
 		}
 	}
-	for b := range builtin {
-		ms.Builtin = append(ms.Builtin, b)
-	}
-	sort.Strings(ms.Builtin)
 	for _, m := range ms.Modules {
 		full := filepath.Join(dir, filepath.FromSlash(m.Path))
 		vm, err := vermagic(full)
