@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
@@ -178,45 +179,24 @@ func pcrsimPredict(t *testing.T, pcrsim, disk string, banks []tpmfront.Alg, init
 	return got
 }
 
-// expectPCRs is the test's own computation of the measurement contract
-// (docs/measurements.md) with the standard library, from the files the
-// test put on the disk and the command line it wrote by hand:
-//
-//	PCR4 = H(init4 ‖ H(kernel))
-//	PCR5 = H(H(init5 ‖ H(cmdline)) ‖ H(initrd₁ ‖ pad ‖ initrd₂ ‖ …))
+// expectPCRs is the contract oracle's value (internal/contract, crypto/sha*
+// only) for the files the test put on the disk and the command line it
+// wrote by hand.
 func expectPCRs(t *testing.T, a tpmfront.Alg, init4, init5 []byte, kernel string, initrds []string, cmdline string) (pcr4, pcr5 []byte) {
 	t.Helper()
-	ch, ok := cryptoHash[a]
-	if !ok {
-		t.Fatalf("no hash for bank %v", a)
-	}
-	sum := func(parts ...[]byte) []byte {
-		h := ch.New()
-		for _, p := range parts {
-			h.Write(p)
+	read := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return h.Sum(nil)
+		return b
 	}
-	// The initrd image is laid out as GRUB2's grub_initrd_load does it:
-	// every file but the last is followed by zero bytes up to the next
-	// multiple of 4.
-	file := func(paths ...string) []byte {
-		h := ch.New()
-		for i, p := range paths {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.Write(b)
-			if i < len(paths)-1 && len(b)%4 != 0 {
-				h.Write(make([]byte, 4-len(b)%4))
-			}
-		}
-		return h.Sum(nil)
+	b := contract.Boot{Kernel: read(kernel), Cmdline: cmdline}
+	for _, p := range initrds {
+		b.Initrds = append(b.Initrds, read(p))
 	}
-	pcr4 = sum(init4, file(kernel))
-	pcr5 = sum(sum(init5, sum([]byte(cmdline))), file(initrds...))
-	return pcr4, pcr5
+	h := contract.Hash(a.String())
+	return b.PCR4(h, init4), b.PCR5(h, init5)
 }
 
 // neverRan checks that the stub stopped the boot: exactly one FATAL line

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"crypto"
 	_ "crypto/sha1" // registered for go-eventlog's crypto.Hash.New
 	_ "crypto/sha256"
 	_ "crypto/sha512"
@@ -259,13 +258,4 @@ func parseTPM2EventlogPCRs(yaml []byte) (PCRs, error) {
 		return nil, fmt.Errorf("no pcrs: section in its output")
 	}
 	return out, nil
-}
-
-// cryptoHash maps banks to the standard library's hashes, for the tests'
-// own computations.
-var cryptoHash = map[tpmfront.Alg]crypto.Hash{
-	tpmfront.SHA1:   crypto.SHA1,
-	tpmfront.SHA256: crypto.SHA256,
-	tpmfront.SHA384: crypto.SHA384,
-	tpmfront.SHA512: crypto.SHA512,
 }

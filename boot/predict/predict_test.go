@@ -2,9 +2,8 @@ package predict
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
-	"crypto/sha1"
-	"crypto/sha256"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
 )
@@ -27,24 +27,11 @@ func writeRandom(t testing.TB, dir, name string, n int) (string, []byte) {
 	return p, b
 }
 
-func s1(parts ...[]byte) []byte {
-	h := sha1.New()
-	for _, p := range parts {
-		h.Write(p)
-	}
-	return h.Sum(nil)
-}
+func s1(parts ...[]byte) []byte   { return contract.Digest(crypto.SHA1, parts...) }
+func s256(parts ...[]byte) []byte { return contract.Digest(crypto.SHA256, parts...) }
 
-func s256(parts ...[]byte) []byte {
-	h := sha256.New()
-	for _, p := range parts {
-		h.Write(p)
-	}
-	return h.Sum(nil)
-}
-
-// TestRunMatchesContract checks Run against the contract computed here
-// with crypto/sha1 and crypto/sha256 directly, including starting values.
+// TestRunMatchesContract checks Run against the contract oracle
+// (internal/contract), including starting values.
 func TestRunMatchesContract(t *testing.T) {
 	dir := t.TempDir()
 	// Sizes straddle StreamHasher's 1 MiB chunk so chunk joins are covered.
@@ -61,15 +48,10 @@ func TestRunMatchesContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b := contract.Boot{Kernel: kernel, Initrds: [][]byte{i1, i2}, Cmdline: cmdline}
 	want := pcrfile.Readings{
-		tpmfront.SHA1: {
-			4: s1(make([]byte, 20), s1(kernel)),
-			5: s1(s1(make([]byte, 20), s1([]byte(cmdline))), s1(i1, i2)),
-		},
-		tpmfront.SHA256: {
-			4: s256(init4, s256(kernel)),
-			5: s256(s256(make([]byte, 32), s256([]byte(cmdline))), s256(i1, i2)),
-		},
+		tpmfront.SHA1:   {4: b.PCR4(crypto.SHA1, nil), 5: b.PCR5(crypto.SHA1, nil)},
+		tpmfront.SHA256: {4: b.PCR4(crypto.SHA256, init4), 5: b.PCR5(crypto.SHA256, nil)},
 	}
 	for a, pcrs := range want {
 		for p, v := range pcrs {
@@ -114,7 +96,7 @@ func TestNoInitrdIsEmptyDigest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := s256(s256(make([]byte, 32), s256(nil)), s256(nil))
+	want := contract.Boot{}.PCR5(crypto.SHA256, nil)
 	if !bytes.Equal(r.Final[tpmfront.SHA256][5], want) {
 		t.Errorf("PCR 5 = %x, want %x", r.Final[tpmfront.SHA256][5], want)
 	}
@@ -147,7 +129,7 @@ func TestJSONShape(t *testing.T) {
 		t.Errorf("top-level keys %v, want contract 1, banks, init {} and events", doc)
 	}
 	banks := doc["banks"].(map[string]any)
-	wantK := hexs(s1(make([]byte, 20), s1([]byte("K"))))
+	wantK := hexs(contract.Boot{Kernel: []byte("K")}.PCR4(crypto.SHA1, nil))
 	if got := banks["sha1"].(map[string]any)["4"]; got != string(wantK) {
 		t.Errorf("banks.sha1.4 = %v, want %s", got, wantK)
 	}

@@ -4,7 +4,7 @@ package stub
 
 import (
 	"bytes"
-	"crypto/sha256"
+	"crypto"
 	"encoding/base64"
 	"errors"
 	"os"
@@ -18,6 +18,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
+	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
@@ -169,13 +170,7 @@ func newFake(t *testing.T, cmdline string) *fakeSystem {
 	return &fakeSystem{t: t, cmdline: cmdline, fs: guestFS(), tpm: soft(t), now: time.Unix(0, 0)}
 }
 
-func h256(parts ...[]byte) []byte {
-	s := sha256.New()
-	for _, p := range parts {
-		s.Write(p)
-	}
-	return s.Sum(nil)
-}
+func h256(parts ...[]byte) []byte { return contract.Digest(crypto.SHA256, parts...) }
 
 // The initrd image as the contract lays it out, written by hand: the
 // 13-byte first file is followed by 3 zero bytes so the second starts
@@ -196,10 +191,9 @@ func TestBootMeasuresWhatItLoads(t *testing.T) {
 	if !bytes.Equal(f.loadedKernel, kernelBytes) || string(f.loadedInitrd) != paddedInitrds {
 		t.Errorf("kexec got kernel %q initrd %q", f.loadedKernel, f.loadedInitrd)
 	}
-	// PCR values computed here with crypto/sha256 from the contract.
-	zero := make([]byte, 32)
-	pcr4 := h256(zero, h256(kernelBytes))
-	pcr5 := h256(h256(zero, h256([]byte(wantCmdline))), h256([]byte(paddedInitrds)))
+	// PCR values from the contract oracle (internal/contract).
+	boot := contract.Boot{Kernel: kernelBytes, Initrds: [][]byte{guestFS()["boot/initrd-a"], guestFS()["boot/initrd-b"]}, Cmdline: wantCmdline}
+	pcr4, pcr5 := boot.PCR4(crypto.SHA256, nil), boot.PCR5(crypto.SHA256, nil)
 	for pcr, want := range map[int][]byte{4: pcr4, 5: pcr5} {
 		got, _ := f.tpm.ReadPCR(pcr, tpmfront.SHA256)
 		if !bytes.Equal(got, want) {
@@ -247,8 +241,7 @@ func TestNoInitrdSelectedByTitle(t *testing.T) {
 	if f.loadedInitrd != nil || f.loadedCmdline != "BOOT_IMAGE=/boot/vmlinuz console=hvc0" {
 		t.Errorf("initrd %q cmdline %q", f.loadedInitrd, f.loadedCmdline)
 	}
-	zero := make([]byte, 32)
-	want := h256(h256(zero, h256([]byte(f.loadedCmdline))), h256())
+	want := contract.Boot{Cmdline: f.loadedCmdline}.PCR5(crypto.SHA256, nil)
 	if got, _ := f.tpm.ReadPCR(5, tpmfront.SHA256); !bytes.Equal(got, want) {
 		t.Errorf("PCR 5 = %x, want the empty-initrd value %x", got, want)
 	}

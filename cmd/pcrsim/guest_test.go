@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
@@ -44,9 +43,8 @@ func rnd(n int) []byte {
 // bytes.
 func kern(n int) []byte { return fakekernel.Image(rnd(n - 1024)) }
 
-// want is the contract computed independently: PCR4 = H(0 || H(kernel)),
-// PCR5 = H(H(0 || H(cmdline)) || H(initrd1 || pad || initrd2 ...)), pad
-// being zeros up to a multiple of 4 after every initrd but the last.
+// want is a boot whose PCRs the contract oracle (internal/contract)
+// computes independently.
 type want struct {
 	kernel  []byte
 	initrds [][]byte
@@ -54,26 +52,13 @@ type want struct {
 }
 
 func (w want) pcrs() map[string]map[string]string {
-	var ib []byte
-	for i, b := range w.initrds {
-		ib = append(ib, b...)
-		for i < len(w.initrds)-1 && len(ib)%4 != 0 {
-			ib = append(ib, 0)
-		}
+	b := contract.Boot{Kernel: w.kernel, Initrds: w.initrds, Cmdline: w.cmdline}
+	out := map[string]map[string]string{}
+	for _, bank := range []string{"sha1", "sha256"} {
+		h := contract.Hash(bank)
+		out[bank] = map[string]string{"4": hex.EncodeToString(b.PCR4(h, nil)), "5": hex.EncodeToString(b.PCR5(h, nil))}
 	}
-	k1, k256 := sha1.Sum(w.kernel), sha256.Sum256(w.kernel)
-	c1, c256 := sha1.Sum([]byte(w.cmdline)), sha256.Sum256([]byte(w.cmdline))
-	i1, i256 := sha1.Sum(ib), sha256.Sum256(ib)
-	p4s1 := sha1.Sum(append(make([]byte, 20), k1[:]...))
-	p4s256 := sha256.Sum256(append(make([]byte, 32), k256[:]...))
-	a1 := sha1.Sum(append(make([]byte, 20), c1[:]...))
-	p5s1 := sha1.Sum(append(a1[:], i1[:]...))
-	a256 := sha256.Sum256(append(make([]byte, 32), c256[:]...))
-	p5s256 := sha256.Sum256(append(a256[:], i256[:]...))
-	return map[string]map[string]string{
-		"sha1":   {"4": hex.EncodeToString(p4s1[:]), "5": hex.EncodeToString(p5s1[:])},
-		"sha256": {"4": hex.EncodeToString(p4s256[:]), "5": hex.EncodeToString(p5s256[:])},
-	}
+	return out
 }
 
 type guestDoc struct {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
@@ -92,40 +93,27 @@ func newFixture(t *testing.T, kernelSize int, initrdSizes ...int) *fixture {
 	if err := os.WriteFile(f.kernel, f.kb, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	var files [][]byte
 	for i, n := range initrdSizes {
 		p, b := randFile(t, f.dir, fmt.Sprintf("initrd%d.img", i), n)
 		f.initrds = append(f.initrds, p)
-		for len(f.ib)%4 != 0 {
-			f.ib = append(f.ib, 0)
-		}
-		f.ib = append(f.ib, b...)
+		files = append(files, b)
 	}
+	// The initrd image as the contract lays it out; compute treats it as
+	// one file.
+	f.ib = contract.InitrdImage(files...)
 	f.compute()
 	return f
 }
 
 func (f *fixture) compute() {
-	i1, i256 := f.init4s1, f.init4s256
-	if i1 == nil {
-		i1 = make([]byte, 20)
-	}
-	if i256 == nil {
-		i256 = make([]byte, 32)
-	}
-	k1, k256 := sha1.Sum(f.kb), sha256.Sum256(f.kb)
-	c1, c256 := sha1.Sum([]byte(f.cmdline)), sha256.Sum256([]byte(f.cmdline))
-	r1, r256 := sha1.Sum(f.ib), sha256.Sum256(f.ib)
-	p4s1 := sha1.Sum(append(append([]byte{}, i1...), k1[:]...))
-	p4s256 := sha256.Sum256(append(append([]byte{}, i256...), k256[:]...))
-	p5s1a := sha1.Sum(append(make([]byte, 20), c1[:]...))
-	p5s1 := sha1.Sum(append(p5s1a[:], r1[:]...))
-	p5s256a := sha256.Sum256(append(make([]byte, 32), c256[:]...))
-	p5s256 := sha256.Sum256(append(p5s256a[:], r256[:]...))
+	b := contract.Boot{Kernel: f.kb, Initrds: [][]byte{f.ib}, Cmdline: f.cmdline}
+	s1, s256 := contract.Hash("sha1"), contract.Hash("sha256")
 	f.expectedPCRs = pcrfile.Readings{
-		tpmfront.SHA1:   {4: p4s1[:], 5: p5s1[:]},
-		tpmfront.SHA256: {4: p4s256[:], 5: p5s256[:]},
+		tpmfront.SHA1:   {4: b.PCR4(s1, f.init4s1), 5: b.PCR5(s1, nil)},
+		tpmfront.SHA256: {4: b.PCR4(s256, f.init4s256), 5: b.PCR5(s256, nil)},
 	}
-	f.kernelDigests = map[string]string{"sha1": hex.EncodeToString(k1[:]), "sha256": hex.EncodeToString(k256[:])}
+	f.kernelDigests = map[string]string{"sha1": hex.EncodeToString(contract.Digest(s1, f.kb)), "sha256": hex.EncodeToString(contract.Digest(s256, f.kb))}
 }
 
 func (f *fixture) args(extra ...string) []string {

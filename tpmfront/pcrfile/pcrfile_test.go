@@ -3,13 +3,12 @@ package pcrfile
 import (
 	"bytes"
 	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
@@ -26,21 +25,7 @@ func testdata(t testing.TB, name string) []byte {
 // The swtpm captures had PCR 4 extended once with H("kernel") in every bank
 // (tpm2_pcrextend), so PCR4 = H(0^n || H("kernel")).
 func extendedKernel(a tpmfront.Alg) []byte {
-	switch a {
-	case tpmfront.SHA1:
-		d := sha1.Sum([]byte("kernel"))
-		v := sha1.Sum(append(make([]byte, 20), d[:]...))
-		return v[:]
-	case tpmfront.SHA256:
-		d := sha256.Sum256([]byte("kernel"))
-		v := sha256.Sum256(append(make([]byte, 32), d[:]...))
-		return v[:]
-	case tpmfront.SHA384:
-		d := sha512.Sum384([]byte("kernel"))
-		v := sha512.Sum384(append(make([]byte, 48), d[:]...))
-		return v[:]
-	}
-	panic(a)
+	return contract.Boot{Kernel: []byte("kernel")}.PCR4(contract.Hash(a.String()), nil)
 }
 
 func TestParseRealTPM2PCRRead(t *testing.T) {
