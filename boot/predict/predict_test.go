@@ -27,7 +27,6 @@ func writeRandom(t testing.TB, dir, name string, n int) (string, []byte) {
 	return p, b
 }
 
-func s1(parts ...[]byte) []byte   { return contract.Digest(crypto.SHA1, parts...) }
 func s256(parts ...[]byte) []byte { return contract.Digest(crypto.SHA256, parts...) }
 
 // TestRunMatchesContract checks Run against the contract oracle

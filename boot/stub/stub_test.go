@@ -170,8 +170,6 @@ func newFake(t *testing.T, cmdline string) *fakeSystem {
 	return &fakeSystem{t: t, cmdline: cmdline, fs: guestFS(), tpm: soft(t), now: time.Unix(0, 0)}
 }
 
-func h256(parts ...[]byte) []byte { return contract.Digest(crypto.SHA256, parts...) }
-
 // The initrd image as the contract lays it out, written by hand: the
 // 13-byte first file is followed by 3 zero bytes so the second starts
 // 4-byte aligned, as GRUB2 loads several initrds.
