@@ -227,7 +227,10 @@ func TestPredictEventLog(t *testing.T) {
 		banks []tpmfront.Alg
 	}{
 		{"crypto-agile default", nil, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}},
-		{"sha1 log", []string{"--bank", "sha1"}, []tpmfront.Alg{tpmfront.SHA1}},
+		{"sha1 log", []string{"--bank", "sha1", "--tpm", "1.2"}, []tpmfront.Alg{tpmfront.SHA1}},
+		// A TPM 2.0 with only the sha1 bank: the stub writes crypto-agile
+		// (eventlog.FormatFor), and so does pcrsim.
+		{"tpm 2.0 sha1 only", []string{"--bank", "sha1", "--tpm", "2.0"}, []tpmfront.Alg{tpmfront.SHA1}},
 		{"crypto-agile forced", []string{"--bank", "sha1", "--log-format", "crypto-agile"}, []tpmfront.Alg{tpmfront.SHA1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -383,6 +386,10 @@ func TestBadInput(t *testing.T) {
 		{[]string{"predict", "--kernel", f.kernel, "--cmdline", "", "--pcr-init", "4:sha1:" + strings.Repeat("00", 20), "--pcr-init", "4:sha1:" + strings.Repeat("00", 20)}, "--pcr-init"},
 		{[]string{"predict", "--kernel", f.kernel, "--cmdline", "", "--format", "xml"}, "--format"},
 		{[]string{"predict", "--kernel", f.kernel, "--cmdline", "", "--format", "eventlog", "--log-format", "sha1"}, "--log-format"},
+		{[]string{"predict", "--kernel", f.kernel, "--cmdline", "", "--format", "eventlog", "--bank", "sha1"}, "--tpm"},
+		{[]string{"predict", "--kernel", f.kernel, "--cmdline", "", "--format", "eventlog", "--tpm", "1.2"}, "--tpm"},
+		{[]string{"predict", "--kernel", f.kernel, "--cmdline", "", "--format", "eventlog", "--tpm", "3"}, "--tpm"},
+		{[]string{"predict", "--kernel", f.kernel, "--cmdline", "", "--tpm", "2.0"}, "--tpm"},
 		{[]string{"predict", "--kernel", f.kernel, "--cmdline", "", "--log-format", "sha1"}, "--log-format"},
 		{[]string{"predict", "--kernel", f.kernel, "--cmdline", "", "stray"}, "stray"},
 		{[]string{"predict", "--no-such-flag"}, "-no-such-flag"},

@@ -14,7 +14,7 @@ import (
 
 const predictHelp = `usage: pcrsim predict --kernel FILE [--initrd FILE]... --cmdline STRING
                      [--bank sha1,sha256,...] [--pcr-init PCR:BANK=HEX]...
-                     [--format text|json|eventlog] [--log-format sha1|crypto-agile]
+                     [--format text|json|eventlog] [--tpm 1.2|2.0] [--log-format sha1|crypto-agile]
        pcrsim predict (--root DIR | --disk IMAGE...) [--entry SEL] [--list] [...]
        pcrsim predict --xl-config FILE|DIR... [--format json|jsonl|table] [--no-cache] [--workers N] [--guest-timeout D]
 
@@ -36,7 +36,8 @@ Output formats:
             the final values (default)
   json      {"banks":{"sha1":{"4":"<hex>","5":"<hex>"},...},"events":[...]}
   eventlog  the binary TCG event log the stub writes, on stdout:
-            crypto-agile unless the banks are exactly sha1 (--log-format);
+            the layout the stub writes for --tpm 1.2 (SHA-1 events) or 2.0
+            (crypto-agile, the default; --log-format overrides);
             not with --pcr-init (a log carries no starting values)
   jsonl     (--xl-config) one JSON document per guest per line
   table     (--xl-config) guest, entry, PCR 4 and 5 per bank (short hex)
@@ -57,7 +58,8 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	fs := newFlagSet(name, predictHelp, e)
 	in.register(fs)
 	format := fs.String("format", "", "output `FORMAT`: text, json or eventlog; with --xl-config json (default), jsonl or table")
-	logFormat := fs.String("log-format", "", "event log `LAYOUT` for --format eventlog: sha1 or crypto-agile")
+	logFormat := fs.String("log-format", "", "event log `LAYOUT` for --format eventlog: sha1 or crypto-agile (default: the layout --tpm writes)")
+	tpmVer := fs.String("tpm", "", "for --format eventlog: the TPM the guest has, `1.2` (Xen's vtpm-stubdom: a SHA-1 log) or 2.0 (a crypto-agile log, whatever its banks)")
 	list := fs.Bool("list", false, "with --root/--disk: list every configuration and entry found and which one boots, instead of predicting")
 	var xlConfigs listFlag
 	fs.Var(&xlConfigs, "xl-config", "xl domU config `FILE` or DIR (every config in it); repeatable")
@@ -69,7 +71,7 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	}
 	defer in.close()
 	if in.set("xl-config") {
-		for _, fl := range []string{"kernel", "initrd", "cmdline", "root", "disk", "entry", "list", "log-format"} {
+		for _, fl := range []string{"kernel", "initrd", "cmdline", "root", "disk", "entry", "list", "log-format", "tpm"} {
 			if in.set(fl) {
 				return 0, argErr("--"+fl, "cannot be combined with --xl-config (each guest's config says what to boot)")
 			}
@@ -91,6 +93,9 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	}
 	if *logFormat != "" && *format != "eventlog" {
 		return 0, argErr("--log-format", "only applies to --format eventlog")
+	}
+	if *tpmVer != "" && *format != "eventlog" {
+		return 0, argErr("--tpm", "only applies to --format eventlog")
 	}
 	// A log holds the stub's three events and nothing else: replayed from
 	// zero it cannot reach values that started elsewhere, and writing it
@@ -117,7 +122,7 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	}
 	var lf eventlog.Format
 	if *format == "eventlog" {
-		if lf, err = pickLogFormat(*logFormat, predict.Banks(o.Banks)); err != nil {
+		if lf, err = pickLogFormat(*logFormat, *tpmVer, predict.Banks(o.Banks)); err != nil {
 			return 0, err
 		}
 	}
@@ -149,14 +154,33 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 
 // pickLogFormat defaults to the SHA-1 layout only when that is all a TPM
 // 1.2 could have: the crypto-agile layout is the one that carries banks.
-func pickLogFormat(name string, banks []tpmfront.Alg) (eventlog.Format, error) {
+// pickLogFormat chooses the layout the stub writes for the guest's TPM,
+// by the stub's own rule (eventlog.FormatFor): a TPM 1.2 gets SHA-1
+// events, a TPM 2.0 crypto-agile ones even when sha1 is its only bank.
+// The banks alone cannot tell the two apart, so a sha1-only prediction
+// needs --tpm (or an explicit --log-format).
+func pickLogFormat(name, tpm string, banks []tpmfront.Alg) (eventlog.Format, error) {
 	onlySHA1 := len(banks) == 1 && banks[0] == tpmfront.SHA1
+	var f eventlog.Format
+	switch tpm {
+	case "1.2":
+		if !onlySHA1 {
+			return 0, argErr("--tpm", "a TPM 1.2 has only the sha1 bank; add --bank sha1")
+		}
+		f = eventlog.FormatFor(tpmfront.Version12)
+	case "2.0":
+		f = eventlog.FormatFor(tpmfront.Version20)
+	case "":
+		if onlySHA1 && name == "" {
+			return 0, argErr("--tpm", "with --bank sha1 alone, say which TPM the log is for: --tpm 1.2 (a SHA-1 log, as the stub writes for Xen's vtpm-stubdom) or --tpm 2.0 (crypto-agile)")
+		}
+		f = eventlog.FormatFor(tpmfront.Version20)
+	default:
+		return 0, argErr("--tpm", "unknown TPM %q (want 1.2 or 2.0)", tpm)
+	}
 	switch name {
 	case "":
-		if onlySHA1 {
-			return eventlog.SHA1Log, nil
-		}
-		return eventlog.CryptoAgile, nil
+		return f, nil
 	case "crypto-agile":
 		return eventlog.CryptoAgile, nil
 	case "sha1":
