@@ -57,7 +57,8 @@ var ErrUnsupported = errors.New("unsupported filesystem")
 // ErrCorrupt is wrapped by errors about structurally invalid on-disk data.
 var ErrCorrupt = errors.New("corrupt")
 
-// Open opens a raw disk image file read-only.
+// Open opens a raw disk image file read-only. pcrsim opens images itself
+// (boot/disks takes any io.ReaderAt); the tests and benchmarks use this.
 func Open(path string) (*Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -123,7 +124,7 @@ func (img *Image) Partitions() []Partition {
 	return append([]Partition(nil), img.parts...)
 }
 
-// readAt reads exactly len(p) bytes or explains, in terms of the image, why not.
+// readFull reads exactly len(p) bytes or explains, in terms of the image, why not.
 func readFull(r io.ReaderAt, p []byte, off int64) error {
 	n, err := r.ReadAt(p, off)
 	if n == len(p) {

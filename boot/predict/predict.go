@@ -20,8 +20,8 @@ import (
 )
 
 // Options is what a prediction needs. Inputs come from wherever the caller
-// found them (files on the command line today; disk images and xl configs
-// later), so this package does not care how they were located.
+// found them (files, a guest's disks or mounted tree, an xl config), so
+// this package does not care how they were located.
 type Options struct {
 	// Banks to predict; nil means tpmfront.DefaultAlgs.
 	Banks []tpmfront.Alg

@@ -11,9 +11,9 @@ import (
 )
 
 // inputFlags are the flags that say what to predict, shared by predict and
-// verify. Further input sources (--disk, --root, --entry, --xl-config) are
-// meant to be added here: register them, then resolve them to
-// measure.Inputs in options(), keeping every other flag as it is.
+// verify: files (--kernel, --initrd, --cmdline), a guest (--root, --disk,
+// --entry), and what the prediction assumes (--bank, --pcr-init). They are
+// resolved to measure.Inputs in options().
 type inputFlags struct {
 	kernel   string
 	initrds  listFlag
