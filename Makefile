@@ -4,7 +4,7 @@ GO      ?= go
 GOFLAGS ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-short deps vet staticcheck fmt-check bench demo fuzz clean
+.PHONY: all build test test-short deps vet staticcheck fmt-check bench demo fuzz clean install uninstall
 
 # Pinned so that a new release's checks cannot turn a green tree red.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -55,6 +55,41 @@ bench:
 
 demo:
 	scripts/demo.sh
+
+# Installs pcrsim, pcrsim(1) and its bash completion where Debian expects
+# them (PREFIX=/usr for a package; DESTDIR for staging), and the optional
+# hooks that write the next boot's prediction (docs/pcrsim.md, "In the
+# guest"). The hooks do nothing until /etc/default/vtpmboot-predict says so.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+SYSCONFDIR  ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+install:
+	mkdir -p out
+	$(GO) build -trimpath -o out/pcrsim ./cmd/pcrsim
+	install -D -m 0755 out/pcrsim $(DESTDIR)$(BINDIR)/pcrsim
+	install -D -m 0644 packaging/man/pcrsim.1 $(DESTDIR)$(MANDIR)/man1/pcrsim.1
+	gzip -9nf $(DESTDIR)$(MANDIR)/man1/pcrsim.1
+	install -D -m 0644 packaging/completion/pcrsim $(DESTDIR)$(BASHCOMPDIR)/pcrsim
+	sed 's|@BINDIR@|$(BINDIR)|' packaging/hooks/zz-vtpmboot-predict > out/zz-vtpmboot-predict
+	install -D -m 0755 out/zz-vtpmboot-predict $(DESTDIR)$(SYSCONFDIR)/kernel/postinst.d/zz-vtpmboot-predict
+	install -D -m 0755 out/zz-vtpmboot-predict $(DESTDIR)$(SYSCONFDIR)/kernel/postrm.d/zz-vtpmboot-predict
+	sed 's|@BINDIR@|$(BINDIR)|' packaging/hooks/vtpmboot-predict.service > out/vtpmboot-predict.service
+	install -D -m 0644 out/vtpmboot-predict.service $(DESTDIR)$(SYSTEMDUNITDIR)/vtpmboot-predict.service
+	install -D -m 0644 packaging/hooks/vtpmboot-predict.path $(DESTDIR)$(SYSTEMDUNITDIR)/vtpmboot-predict.path
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/vtpmboot-predict ] || \
+	  install -D -m 0644 packaging/hooks/vtpmboot-predict.default $(DESTDIR)$(SYSCONFDIR)/default/vtpmboot-predict
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/pcrsim $(DESTDIR)$(MANDIR)/man1/pcrsim.1.gz \
+	  $(DESTDIR)$(BASHCOMPDIR)/pcrsim \
+	  $(DESTDIR)$(SYSCONFDIR)/kernel/postinst.d/zz-vtpmboot-predict \
+	  $(DESTDIR)$(SYSCONFDIR)/kernel/postrm.d/zz-vtpmboot-predict \
+	  $(DESTDIR)$(SYSTEMDUNITDIR)/vtpmboot-predict.service \
+	  $(DESTDIR)$(SYSTEMDUNITDIR)/vtpmboot-predict.path
 
 clean:
 	rm -rf out .cache/build

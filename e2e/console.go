@@ -1,13 +1,13 @@
 package e2e
 
 import (
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 
+	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
@@ -127,23 +127,8 @@ func Trace(console string) ([]Step, error) {
 }
 
 // StubEventLog is the stub's event log, printed base64 between
-// "vtpmboot: BEGIN EVENTLOG" and "vtpmboot: END EVENTLOG".
+// "vtpmboot: BEGIN EVENTLOG" and "vtpmboot: END EVENTLOG" (the last one,
+// through the same extractor as pcrsim eventlog extract).
 func StubEventLog(console string) ([]byte, error) {
-	var b strings.Builder
-	in, done := false, false
-	for _, l := range Lines(console) {
-		switch {
-		case l == "vtpmboot: BEGIN EVENTLOG":
-			in = true
-			b.Reset()
-		case l == "vtpmboot: END EVENTLOG" && in:
-			in, done = false, true
-		case in:
-			b.WriteString(strings.TrimSpace(l))
-		}
-	}
-	if !done {
-		return nil, fmt.Errorf("console: no complete stub event log")
-	}
-	return base64.StdEncoding.DecodeString(b.String())
+	return eventlog.ExtractConsoleLast(strings.NewReader(console))
 }

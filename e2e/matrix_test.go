@@ -273,12 +273,37 @@ func checkTarget(t *testing.T, p *Parts, c matrixCase, disk string, res *qemutes
 	if c.tpm == tpmfront.Version12 && (len(banks) != 1 || banks[0] != tpmfront.SHA1) {
 		t.Errorf("TPM 1.2 target reports banks %v", banks)
 	}
-	// (b) Starting values: the firmware log, replayed by third-party code,
-	// must reproduce every PCR the stub does not touch; its PCR 4 and 5
-	// are what SeaBIOS left for the stub.
-	rp, err := ReplayFirmware(r.EventLog)
+	// (b) The booted kernel's event log is the firmware's followed by the
+	// stub's events, appended to the ACPI log area before kexec
+	// (boot/acpilog): replayed whole by third-party code it must give
+	// every PCR 0-9 exactly as the TPM reports them, PCR 4 and 5 included.
+	stubLog, err := StubEventLog(res.Console)
 	if err != nil {
-		t.Fatalf("replaying the firmware log the target read: %v", err)
+		t.Fatal(err)
+	}
+	if !containsLine(res.Console, "vtpmboot: event log appended to the firmware's log: ") {
+		t.Errorf("the stub did not append its events to the firmware's log:\n%s", strings.Join(StubLines(res.Console), "\n"))
+	}
+	fwLog, err := SplitAppended(r.EventLog, stubLog, c.tpm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := ReplayFirmware(r.EventLog)
+	if err != nil {
+		t.Fatalf("replaying the event log the target read: %v", err)
+	}
+	for _, a := range banks {
+		for i, v := range r.PCRs[a] {
+			if !bytes.Equal(v, whole.Value(a, i)) {
+				t.Errorf("%v PCR %d: TPM %x, binary_bios_measurements replays (%s) to %x", a, i, v, whole.By[a], whole.Value(a, i))
+			}
+		}
+	}
+	// Its firmware part, replayed alone, gives the starting values: what
+	// SeaBIOS left in PCR 4 and 5 for the stub.
+	rp, err := ReplayFirmware(fwLog)
+	if err != nil {
+		t.Fatalf("replaying the firmware part of the log: %v", err)
 	}
 	for _, a := range banks {
 		if rp.By[a] == "" {
@@ -314,11 +339,7 @@ func checkTarget(t *testing.T, p *Parts, c matrixCase, disk string, res *qemutes
 	}
 	// The stub's own event log, replayed by go-eventlog on top of the
 	// firmware's values, lands on the TPM's values too.
-	log, err := StubEventLog(res.Console)
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := ReplayOnto(log, rp.Value)
+	own, err := ReplayOnto(stubLog, rp.Value)
 	if err != nil {
 		t.Fatalf("go-eventlog cannot read the stub's event log: %v", err)
 	}
@@ -415,4 +436,13 @@ func checkNoInitrd(t *testing.T, p *Parts, c matrixCase, disk string, res *qemut
 		}
 		t.Logf("%v PCR 4 %x  PCR 5 %x", a, got4, got5)
 	}
+}
+
+func containsLine(console, prefix string) bool {
+	for _, l := range Lines(console) {
+		if strings.HasPrefix(l, prefix) {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	_ "crypto/sha1" // registered for go-eventlog's crypto.Hash.New
 	_ "crypto/sha256"
 	_ "crypto/sha512"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -258,4 +259,29 @@ func parseTPM2EventlogPCRs(yaml []byte) (PCRs, error) {
 		return nil, fmt.Errorf("no pcrs: section in its output")
 	}
 	return out, nil
+}
+
+// SplitAppended splits the log the booted kernel shows
+// (binary_bios_measurements) into the firmware's part and the stub's
+// events, which the stub appended to the firmware's log area
+// (boot/acpilog). stubLog is the log the stub printed on its console; its
+// events (after its Spec ID header, for a crypto-agile log) must be
+// exactly the tail of booted, byte for byte. The split is by bytes, not by
+// any parser of ours.
+func SplitAppended(booted, stubLog []byte, v tpmfront.Version) (firmware []byte, err error) {
+	events := stubLog
+	if v == tpmfront.Version20 {
+		if len(stubLog) < 32 {
+			return nil, fmt.Errorf("stub log of %d bytes has no Spec ID header", len(stubLog))
+		}
+		n := 32 + int(binary.LittleEndian.Uint32(stubLog[28:]))
+		if n > len(stubLog) {
+			return nil, fmt.Errorf("stub log header overruns the log")
+		}
+		events = stubLog[n:]
+	}
+	if len(events) == 0 || !bytes.HasSuffix(booted, events) {
+		return nil, fmt.Errorf("the booted kernel's event log (%d bytes) does not end with the stub's %d bytes of events", len(booted), len(events))
+	}
+	return booted[:len(booted)-len(events)], nil
 }

@@ -59,10 +59,37 @@ func FormatFor(v tpmfront.Version) Format {
 type Event struct {
 	PCR  int
 	Type uint32
-	// Digests holds the digests of the banks vtpmboot knows; digests of
-	// other algorithms in a firmware log are skipped.
-	Digests tpmfront.Digests
+	// Digests holds the digests of the banks vtpmboot knows, in log
+	// order; digests of other algorithms in a firmware log are skipped.
+	// A slice, not a map: a map per event made a log of small events cost
+	// 20 times its size.
+	Digests []Digest
 	Data    []byte
+}
+
+// Digest is one bank's digest of an event.
+type Digest struct {
+	Alg   tpmfront.Alg
+	Value []byte
+}
+
+// Digest returns the event's digest in bank a, or nil.
+func (e Event) Digest(a tpmfront.Alg) []byte {
+	for _, d := range e.Digests {
+		if d.Alg == a {
+			return d.Value
+		}
+	}
+	return nil
+}
+
+// DigestMap returns the digests as tpmfront.Digests (a new map).
+func (e Event) DigestMap() tpmfront.Digests {
+	m := make(tpmfront.Digests, len(e.Digests))
+	for _, d := range e.Digests {
+		m[d.Alg] = d.Value
+	}
+	return m
 }
 
 // Log is a parsed event log.
@@ -121,6 +148,18 @@ func Write(w io.Writer, f Format, algs []tpmfront.Alg, ms []measure.Measurement)
 
 // Marshal is Write into a byte slice.
 func Marshal(f Format, algs []tpmfront.Alg, ms []measure.Measurement) ([]byte, error) {
+	return marshal(f, algs, ms, true)
+}
+
+// MarshalEvents encodes ms as events only, without the crypto-agile log's
+// Spec ID header: what is appended to an existing log (boot/acpilog) whose
+// header already names algs. Digests are written in the order of algs, so
+// a caller can follow the existing header's order.
+func MarshalEvents(f Format, algs []tpmfront.Alg, ms []measure.Measurement) ([]byte, error) {
+	return marshal(f, algs, ms, false)
+}
+
+func marshal(f Format, algs []tpmfront.Alg, ms []measure.Measurement, header bool) ([]byte, error) {
 	var buf bytes.Buffer
 	switch f {
 	case SHA1Log:
@@ -141,7 +180,9 @@ func Marshal(f Format, algs []tpmfront.Alg, ms []measure.Measurement) ([]byte, e
 			}
 			seen[a] = true
 		}
-		writeSpecID(&buf, algs)
+		if header {
+			writeSpecID(&buf, algs)
+		}
 	default:
 		return nil, fmt.Errorf("event log: unknown format %d", int(f))
 	}
@@ -245,8 +286,8 @@ func (l *Log) Replay(t tpmfront.Target) error {
 		}
 		d := make(tpmfront.Digests, len(banks))
 		for _, a := range banks {
-			v, ok := e.Digests[a]
-			if !ok {
+			v := e.Digest(a)
+			if v == nil {
 				return fmt.Errorf("replay event log: event %d (PCR %d, type 0x%x) has no %v digest", i, e.PCR, e.Type, a)
 			}
 			if len(v) != a.Size() {

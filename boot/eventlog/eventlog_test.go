@@ -141,8 +141,8 @@ func TestRoundTrip(t *testing.T) {
 						t.Errorf("event %d: got PCR %d type 0x%x data %q, want PCR %d EV_IPL %q", i, e.PCR, e.Type, e.Data, m.PCR, m.EventData)
 					}
 					for _, a := range tc.algs {
-						if !bytes.Equal(e.Digests[a], m.Digests[a]) {
-							t.Errorf("event %d %v digest: got %x, want %x", i, a, e.Digests[a], m.Digests[a])
+						if !bytes.Equal(e.Digest(a), m.Digests[a]) {
+							t.Errorf("event %d %v digest: got %x, want %x", i, a, e.Digest(a), m.Digests[a])
 						}
 					}
 				}
@@ -471,7 +471,7 @@ func TestReplayErrors(t *testing.T) {
 		t.Errorf("replaying a SHA-1 log into a SHA-256 bank: %v", err)
 	}
 	// An event missing a bank must fail before anything is extended.
-	l.Events[2].Digests = tpmfront.Digests{}
+	l.Events[2].Digests = nil
 	one, _ := tpmfront.NewSoft([]tpmfront.Alg{tpmfront.SHA1})
 	if err := l.Replay(one); err == nil || !strings.Contains(err.Error(), "event 2") {
 		t.Errorf("replaying an event without digests: %v", err)
@@ -570,5 +570,68 @@ func TestReadFileNamesFile(t *testing.T) {
 func TestFormatFor(t *testing.T) {
 	if FormatFor(tpmfront.Version12) != SHA1Log || FormatFor(tpmfront.Version20) != CryptoAgile || FormatFor(tpmfront.VersionSoftware) != CryptoAgile {
 		t.Error("FormatFor: want SHA1Log for TPM 1.2 only")
+	}
+}
+
+// TestHostileSeeds: each hostile log in testdata/eventlog fails with an
+// ErrMalformed error naming where, never a panic or a large allocation.
+func TestHostileSeeds(t *testing.T) {
+	for name, want := range map[string]string{
+		"hostile-truncated.bin":    "only",
+		"hostile-not-specid.bin":   "over the",
+		"hostile-huge-size.bin":    "over the",
+		"hostile-digest-count.bin": "200 digests",
+	} {
+		b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "testdata", "eventlog", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Parse(b)
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "offset") {
+			t.Errorf("%s: %v, want ErrMalformed naming an offset and %q", name, err, want)
+		}
+	}
+}
+
+// TestVerifyAppendedLog: the SeaBIOS log with the stub's events appended
+// verifies against go-eventlog's replay of the same bytes; one wrong PCR
+// gives a ReplayError naming exactly it; SplitStub finds the stub's first
+// event where the firmware's end.
+func TestVerifyAppendedLog(t *testing.T) {
+	for _, name := range []string{"acpi-seabios-tpm12-appended.bin", "acpi-seabios-tpm20-appended.bin"} {
+		b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "testdata", "eventlog", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		el, err := tcg.ParseEventLog(b, tcg.ParseOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		actual := map[tpmfront.Alg]map[int][]byte{tpmfront.SHA1: {}}
+		for _, ev := range el.Events(register.HashSHA1) {
+			if ev.Type == tcg.NoAction {
+				continue
+			}
+			old := actual[tpmfront.SHA1][ev.Index]
+			if old == nil {
+				old = make([]byte, 20)
+			}
+			actual[tpmfront.SHA1][ev.Index] = sum(tpmfront.SHA1, old, ev.Digest)
+		}
+		if err := l.Verify(actual); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if n := l.SplitStub(); n != len(l.Events)-3 || !IsStubEvent(l.Events[n]) || IsStubEvent(l.Events[n-1]) {
+			t.Errorf("%s: SplitStub %d of %d events", name, n, len(l.Events))
+		}
+		actual[tpmfront.SHA1][5] = make([]byte, 20)
+		var re *ReplayError
+		if err := l.Verify(actual); !errors.As(err, &re) || fmt.Sprint(re.PCRs()) != "[5]" || !strings.Contains(err.Error(), "sha1 PCR 5") {
+			t.Errorf("%s: %v, want a ReplayError for sha1 PCR 5", name, err)
+		}
 	}
 }

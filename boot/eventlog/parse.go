@@ -83,28 +83,88 @@ type specAlg struct {
 
 // Parse decodes a SHA-1 or crypto-agile event log, ours or a firmware's.
 // The format is told by the first event: a crypto-agile log starts with an
-// EV_NO_ACTION event carrying the "Spec ID Event03" structure. Parse never
-// allocates more than a small multiple of len(b), and every error wraps
-// ErrMalformed and names the byte offset of the problem.
+// EV_NO_ACTION event carrying the "Spec ID Event03" structure. Every error
+// wraps ErrMalformed and names the byte offset of the problem.
+//
+// Memory is bounded by the input: Parse walks the log twice, first only
+// to validate it and count events and digests, then to fill slices of
+// exactly that size, whose digests and data point into one copy of b. So a
+// log packed with empty events costs a fixed small multiple of its size
+// (see TestParseAllocationBounded) instead of a map and two small
+// allocations per event.
 func Parse(b []byte) (*Log, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrMalformed)
 	}
+	var n counts
+	if _, err := parseLog(b, &n, nil); err != nil {
+		return nil, err
+	}
+	fill := &slabs{events: make([]Event, 0, n.events), digests: make([]Digest, 0, n.digests)}
+	return parseLog(bytes.Clone(b), nil, fill)
+}
+
+// counts is what the first pass of Parse learns.
+type counts struct{ events, digests int }
+
+// slabs are the second pass's preallocated storage.
+type slabs struct {
+	events  []Event
+	digests []Digest
+}
+
+// parseLog is one pass over b: counting (n != nil) or filling (s != nil).
+// While counting, event digests go to a scratch slice reused per event.
+func parseLog(b []byte, n *counts, s *slabs) (*Log, error) {
 	c := &cursor{b: b}
-	first, err := parseSHA1Event(c, 0)
+	var scratch [MaxDigests]Digest
+	take := func(d []Digest) []Digest {
+		if s == nil {
+			n.events++
+			n.digests += len(d)
+			return nil
+		}
+		at := len(s.digests)
+		s.digests = append(s.digests, d...)
+		return s.digests[at:len(s.digests):len(s.digests)]
+	}
+	add := func(l *Log, e Event) {
+		if s != nil {
+			l.Events = append(l.Events, e)
+		}
+	}
+	first, err := parseSHA1Event(c, 0, scratch[:0])
 	if err != nil {
 		return nil, err
 	}
+	var l *Log
+	var algs []specAlg
 	if first.Type == EVNoAction && bytes.HasPrefix(first.Data, specIDSignature[:]) {
-		return parseCryptoAgile(c, first)
+		if l, algs, err = parseCryptoAgileHeader(c, first); err != nil {
+			return nil, err
+		}
+	} else {
+		l = &Log{Format: SHA1Log, Algs: []tpmfront.Alg{tpmfront.SHA1}}
 	}
-	l := &Log{Format: SHA1Log, Algs: []tpmfront.Alg{tpmfront.SHA1}, Events: []Event{first}}
-	for n := 1; c.left() > 0; n++ {
-		e, err := parseSHA1Event(c, n)
+	if s != nil {
+		l.Events = s.events
+	}
+	if l.Format == SHA1Log {
+		first.Digests = take(first.Digests)
+		add(l, first)
+	}
+	for i := 1; c.left() > 0; i++ {
+		var e Event
+		if l.Format == SHA1Log {
+			e, err = parseSHA1Event(c, i, scratch[:0])
+		} else {
+			e, err = parseEvent2(c, i, algs, scratch[:0])
+		}
 		if err != nil {
 			return nil, err
 		}
-		l.Events = append(l.Events, e)
+		e.Digests = take(e.Digests)
+		add(l, e)
 	}
 	return l, nil
 }
@@ -125,7 +185,7 @@ func parseEventHeader(c *cursor, n int) (pcr, typ uint32, err error) {
 	return pcr, typ, nil
 }
 
-func parseSHA1Event(c *cursor, n int) (Event, error) {
+func parseSHA1Event(c *cursor, n int, d []Digest) (Event, error) {
 	pcr, typ, err := parseEventHeader(c, n)
 	if err != nil {
 		return Event{}, err
@@ -141,7 +201,7 @@ func parseSHA1Event(c *cursor, n int) (Event, error) {
 	return Event{
 		PCR:     int(pcr),
 		Type:    typ,
-		Digests: tpmfront.Digests{tpmfront.SHA1: bytes.Clone(digest)},
+		Digests: append(d, Digest{Alg: tpmfront.SHA1, Value: digest[:20:20]}),
 		Data:    data,
 	}, nil
 }
@@ -159,24 +219,26 @@ func eventData(c *cursor, n int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A copy, so the Log does not pin or alias the caller's buffer.
-	return bytes.Clone(data), nil
+	// Parse's second pass runs over its own copy of the log, so this
+	// does not alias the caller's buffer; the capacity is clipped so an
+	// append by the caller cannot overwrite the next event.
+	return data[:len(data):len(data)], nil
 }
 
-func parseCryptoAgile(c *cursor, header Event) (*Log, error) {
+func parseCryptoAgileHeader(c *cursor, header Event) (*Log, []specAlg, error) {
 	// The header event's data starts after pcr, type, digest and size.
 	dataOff := c.off - len(header.Data)
 	if header.PCR != 0 {
-		return nil, c.errf(0, "Spec ID event is in PCR %d, want 0", header.PCR)
+		return nil, nil, c.errf(0, "Spec ID event is in PCR %d, want 0", header.PCR)
 	}
-	if !bytes.Equal(header.Digests[tpmfront.SHA1], make([]byte, 20)) {
-		return nil, c.errf(8, "Spec ID event digest is not zero")
+	if !bytes.Equal(header.Digest(tpmfront.SHA1), make([]byte, 20)) {
+		return nil, nil, c.errf(8, "Spec ID event digest is not zero")
 	}
 	// Over the header's bytes only, at their place in the log, so offsets
 	// in errors are absolute and the header cannot read past its size.
 	algs, err := parseSpecID(&cursor{b: c.b[:c.off], off: dataOff})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	l := &Log{Format: CryptoAgile}
 	for _, a := range algs {
@@ -185,14 +247,7 @@ func parseCryptoAgile(c *cursor, header Event) (*Log, error) {
 		}
 	}
 	tpmfront.SortAlgs(l.Algs)
-	for n := 1; c.left() > 0; n++ {
-		e, err := parseEvent2(c, n, algs)
-		if err != nil {
-			return nil, err
-		}
-		l.Events = append(l.Events, e)
-	}
-	return l, nil
+	return l, algs, nil
 }
 
 // parseSpecID decodes TCG_EfiSpecIDEvent.
@@ -270,7 +325,7 @@ func parseSpecID(c *cursor) ([]specAlg, error) {
 	return algs, nil
 }
 
-func parseEvent2(c *cursor, n int, algs []specAlg) (Event, error) {
+func parseEvent2(c *cursor, n int, algs []specAlg, d []Digest) (Event, error) {
 	pcr, typ, err := parseEventHeader(c, n)
 	if err != nil {
 		return Event{}, err
@@ -282,12 +337,6 @@ func parseEvent2(c *cursor, n int, algs []specAlg) (Event, error) {
 	}
 	if count > MaxDigests || int(count) > len(algs) {
 		return Event{}, c.errf(at, "event %d: %d digests, but the Spec ID header lists %d algorithms", n, count, len(algs))
-	}
-	// No map for digest-less events (EV_NO_ACTION): they are the cheapest
-	// to pack into a hostile log.
-	var d tpmfront.Digests
-	if count > 0 {
-		d = make(tpmfront.Digests, count)
 	}
 	var seen [MaxDigests]uint16
 	for i := range int(count) {
@@ -317,7 +366,7 @@ func parseEvent2(c *cursor, n int, algs []specAlg) (Event, error) {
 			return Event{}, err
 		}
 		if tpmfront.Alg(id).Valid() {
-			d[tpmfront.Alg(id)] = bytes.Clone(v)
+			d = append(d, Digest{Alg: tpmfront.Alg(id), Value: v[:len(v):len(v)]})
 		}
 	}
 	data, err := eventData(c, n)

@@ -63,6 +63,12 @@ type System interface {
 	// MemAvailable is the kernel's estimate of memory available for new
 	// allocations (/proc/meminfo MemAvailable), in bytes.
 	MemAvailable() (int64, error)
+	// AppendFirmwareLog appends the measurements' events to the firmware's
+	// event log area (boot/acpilog), so the booted kernel's
+	// binary_bios_measurements holds them; it returns a one-line summary.
+	// An error means nothing was written and the console log is the only
+	// copy; it never stops the boot.
+	AppendFirmwareLog(v tpmfront.Version, ms []measure.Measurement) (string, error)
 	// PowerOff syncs and powers off; it returns only in tests.
 	PowerOff()
 	Now() time.Time
@@ -583,5 +589,10 @@ func (r *run) measure(target tpmfront.Target, in measure.Inputs) error {
 		fmt.Fprintln(r.out, enc)
 	}
 	r.printf("END EVENTLOG")
+	if sum, err := r.sys.AppendFirmwareLog(target.Version(), ms); err != nil {
+		r.printf("event log not appended to the firmware's log (the log above is the only copy): %v", err)
+	} else {
+		r.printf("event log appended to the firmware's log: %s", sum)
+	}
 	return nil
 }

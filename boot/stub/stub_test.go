@@ -7,6 +7,7 @@ import (
 	"crypto"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
+	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
 	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
@@ -54,7 +56,13 @@ type fakeSystem struct {
 	opened, closed             int
 }
 
-func (f *fakeSystem) MountBase() error         { return nil }
+func (f *fakeSystem) MountBase() error { return nil }
+
+// The fake has no firmware log area: the real one is exercised by
+// boot/acpilog's tests on captured SeaBIOS areas and by the e2e boots.
+func (f *fakeSystem) AppendFirmwareLog(tpmfront.Version, []measure.Measurement) (string, error) {
+	return "", fmt.Errorf("no firmware log area in the fake system")
+}
 func (f *fakeSystem) Cmdline() (string, error) { return f.cmdline, nil }
 func (f *fakeSystem) XenGuestType() string     { return f.xenType }
 func (f *fakeSystem) LoadModules() ([]modload.Loaded, error) {

@@ -16,8 +16,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vtpmboot/vtpmboot/boot/acpilog"
 	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
+	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
@@ -241,3 +243,11 @@ func (m *Machine) MemAvailable() (int64, error) {
 
 func (m *Machine) Now() time.Time        { return time.Now() }
 func (m *Machine) Sleep(d time.Duration) { time.Sleep(d) }
+
+func (m *Machine) AppendFirmwareLog(v tpmfront.Version, ms []measure.Measurement) (string, error) {
+	a, r, err := acpilog.AppendSystem(v, ms)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%v: %v", a, r), nil
+}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/vtpmboot/vtpmboot/boot/predict"
@@ -29,6 +30,12 @@ type inputFlags struct {
 	entries     listFlag
 	manyEntries bool
 	fs          *flag.FlagSet
+
+	// cmdlineOverride replaces the entry's command line (verify --current:
+	// /proc/cmdline is what booted); defaultBanks replaces DefaultAlgs
+	// when --bank is not given (--current: the TPM's banks).
+	cmdlineOverride *string
+	defaultBanks    []tpmfront.Alg
 
 	// Set by options() for --root/--disk: the guest (open until close())
 	// and what discovery chose on it.
@@ -86,7 +93,13 @@ func (f *inputFlags) openGuest() error {
 		if f.root == "" {
 			return argErr("--root", "empty directory name")
 		}
-		if f.guest, err = predict.OpenRoot(f.root); err != nil {
+		open := predict.OpenRoot
+		if filepath.Clean(f.root) == "/" {
+			// The running system: its block devices as the stub sees
+			// them (docs/pcrsim.md, "--root /").
+			open = func(string) (*predict.Guest, error) { return predict.OpenLive() }
+		}
+		if f.guest, err = open(f.root); err != nil {
 			return &argError{arg: "--root", err: err}
 		}
 	default:
@@ -160,7 +173,7 @@ func (f *inputFlags) options() (predict.Options, error) {
 	}
 	// An empty command line is legal but almost always a forgotten flag;
 	// requiring it explicitly (--cmdline "") keeps it deliberate.
-	if !f.fromGuest() && !f.set("cmdline") {
+	if !f.fromGuest() && !f.set("cmdline") && f.cmdlineOverride == nil {
 		return o, argErr("--cmdline", "required (use --cmdline \"\" for an empty command line)")
 	}
 	if !f.fromGuest() {
@@ -177,6 +190,9 @@ func (f *inputFlags) options() (predict.Options, error) {
 	if err != nil {
 		return o, err
 	}
+	if banks == nil {
+		banks = f.defaultBanks
+	}
 	o.Banks = banks
 	if o.Init, err = predict.ParsePCRInits(f.pcrInits, banks); err != nil {
 		return o, &argError{arg: "--pcr-init", err: err}
@@ -188,6 +204,9 @@ func (f *inputFlags) options() (predict.Options, error) {
 			return o, &argError{arg: "--kernel", err: err}
 		}
 		o.Inputs = predict.FileInputs(f.kernel, f.initrds, f.cmdline)
+	}
+	if f.cmdlineOverride != nil {
+		o.Inputs.Cmdline = *f.cmdlineOverride
 	}
 	return o, nil
 }

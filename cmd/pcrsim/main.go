@@ -26,9 +26,11 @@ const topUsage = `usage: pcrsim <command> [flags]
 
 commands:
   predict   compute the PCR 4 and 5 values vtpmboot will produce
-  verify    compare a prediction with actual PCR readings
+  verify    compare a prediction with actual PCR readings (--current: this
+            machine's TPM; --eventlog: replay TCG event logs)
   policy    TPM 2.0 policy digests, the TPM 1.2 composite, and inputs for
             tpm2-tools, systemd-cryptenroll, Keylime and systemd-pcrlock
+  eventlog  extract: the stub's event log from a saved console
 
 Run 'pcrsim <command> --help' for a command's flags and examples;
 'pcrsim --version' prints the version and the measurement contract.
@@ -76,6 +78,8 @@ func run(args []string, e env) int {
 	case "version", "-version", "--version":
 		fmt.Fprintln(e.stdout, versionLine())
 		return exitOK
+	case "eventlog":
+		cmd = cmdEventlog
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			return run([]string{args[1], "--help"}, e)
@@ -83,7 +87,7 @@ func run(args []string, e env) int {
 		fmt.Fprint(e.stdout, topUsage)
 		return exitOK
 	default:
-		fmt.Fprintf(e.stderr, "pcrsim: unknown command %q (want predict, verify or policy; see pcrsim --help)\n", args[0])
+		fmt.Fprintf(e.stderr, "pcrsim: unknown command %q (want predict, verify, policy or eventlog; see pcrsim --help)\n", args[0])
 		return exitUsage
 	}
 	name := "pcrsim " + args[0]

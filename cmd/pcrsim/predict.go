@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/predict"
@@ -66,12 +68,13 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	noCache := fs.Bool("no-cache", false, "with --xl-config: hash every guest's files afresh instead of once per distinct file")
 	workers := fs.Int("workers", 0, "with --xl-config: guests predicted at once (`N`, default GOMAXPROCS)")
 	guestTimeout := fs.Duration("guest-timeout", fleet.DefaultGuestTimeout, "with --xl-config: give up on a guest whose prediction takes longer than `D` (it fails, the others go on)")
+	startLog := fs.String("eventlog", "", "take PCR 4 and 5 starting values from the firmware events of this TCG event `LOG` (default with --root /: "+predict.FirmwareLogPath+" when it exists)")
 	if err := parseFlags(fs, args); err != nil {
 		return 0, err
 	}
 	defer in.close()
 	if in.set("xl-config") {
-		for _, fl := range []string{"kernel", "initrd", "cmdline", "root", "disk", "entry", "list", "log-format", "tpm"} {
+		for _, fl := range []string{"kernel", "initrd", "cmdline", "root", "disk", "entry", "list", "log-format", "tpm", "eventlog"} {
 			if in.set(fl) {
 				return 0, argErr("--"+fl, "cannot be combined with --xl-config (each guest's config says what to boot)")
 			}
@@ -108,6 +111,9 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 	}
 	o, err := in.options()
 	if err != nil {
+		return 0, err
+	}
+	if err := startValues(name, &in, &o, *startLog, e); err != nil {
 		return 0, err
 	}
 	if in.sel != nil {
@@ -233,4 +239,36 @@ func listGuest(in *inputFlags, format string, e env) (int, error) {
 		return 0, &argError{arg: in.guestArg(), err: in.sel.Err}
 	}
 	return exitOK, nil
+}
+
+// startValues fills o.Init from the firmware's part of an event log: the
+// one given with --eventlog, or, for the running system (--root /), the
+// kernel's copy of this boot's firmware log, on the assumption that the
+// firmware measures the same at the next boot (true of SeaBIOS under the
+// same QEMU configuration; a Xen vTPM starts at zero and has no log).
+func startValues(name string, in *inputFlags, o *predict.Options, path string, e env) error {
+	if path == "" {
+		if !in.set("root") || filepath.Clean(in.root) != "/" || in.set("pcr-init") {
+			return nil
+		}
+		if _, err := os.Stat(predict.FirmwareLogPath); err != nil {
+			return nil
+		}
+		path = predict.FirmwareLogPath
+	} else if in.set("pcr-init") {
+		return argErr("--eventlog", "give either --eventlog or --pcr-init, not both")
+	}
+	l, err := predict.ReadLog(path)
+	if err != nil {
+		return &argError{arg: "--eventlog", err: err}
+	}
+	banks := o.Banks
+	if banks == nil {
+		banks = tpmfront.DefaultAlgs
+	}
+	if o.Init, err = predict.StartFromLog(l, banks); err != nil {
+		return argErr("--eventlog", "%s: starting values: %v", path, err)
+	}
+	fmt.Fprintf(e.stderr, "%s: starting values: PCR 4 and 5 replayed from the %d firmware events of %s\n", name, l.SplitStub(), path)
+	return nil
 }

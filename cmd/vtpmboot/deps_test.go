@@ -16,6 +16,9 @@ var stubPackages = map[string]bool{
 	"boot/entry": true, "boot/eventlog": true, "boot/grub2": true, "boot/grub2/grubenv": true,
 	"boot/grublegacy": true, "boot/kexec": true, "boot/measure": true, "boot/modload": true,
 	"boot/stub": true, "boot/syslinux": true, "boot/termsafe": true, "config": true, "tpmfront": true, "cmd/vtpmboot": true,
+	// Appends the stub's events to the firmware's ACPI log area before
+	// kexec (docs/measurements.md); reads only ACPI tables and /dev/mem.
+	"boot/acpilog": true,
 }
 
 const module = "github.com/vtpmboot/vtpmboot/"

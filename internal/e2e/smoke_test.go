@@ -113,6 +113,26 @@ func TestSmoke(t *testing.T) {
 			if len(r.EventLog) == 0 {
 				t.Error("no firmware event log")
 			}
+			// The ACPI table and the used part of its log area, as the
+			// target read them; VTPMBOOT_CAPTURE_ACPI=DIR saves them as
+			// boot/acpilog's testdata (seabios-tpm12.table, ...).
+			table, area := r.Extra["acpi-table"], r.Extra["acpi-area"]
+			if table == "" || area == "" {
+				t.Errorf("no ACPI TPM table or log area in the report (errors %q)", r.Errors)
+			}
+			// Linux found its log at the address the table gives: what it
+			// shows is exactly the used part of that area.
+			if area != string(r.EventLog) {
+				t.Errorf("the ACPI log area's %d used bytes are not binary_bios_measurements (%d bytes)", len(area), len(r.EventLog))
+			}
+			if dir := os.Getenv("VTPMBOOT_CAPTURE_ACPI"); dir != "" {
+				name := map[tpmfront.Version]string{tpmfront.Version12: "seabios-tpm12", tpmfront.Version20: "seabios-tpm20"}[v]
+				for ext, b := range map[string]string{".table": table, ".area": area} {
+					if err := os.WriteFile(filepath.Join(dir, name+ext), []byte(b), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			var banks []tpmfront.Alg
 			for a, pcrs := range r.PCRs {
 				banks = append(banks, a)

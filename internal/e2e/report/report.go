@@ -36,6 +36,10 @@ type Report struct {
 	EventLog []byte
 	// Errors are problems the target hit while collecting the above.
 	Errors []string
+	// Extra holds further named values (key: no spaces; value: any
+	// string), e.g. the ACPI TPM table or the output of a command the
+	// target ran; lines "x KEY BASE64".
+	Extra map[string]string
 }
 
 // Format renders the block, trailing newline included.
@@ -74,6 +78,14 @@ func (r *Report) Format() string {
 	fmt.Fprintf(&body, "eventlog %s\n", ev)
 	for _, e := range r.Errors {
 		fmt.Fprintf(&body, "error %s\n", strconv.Quote(e))
+	}
+	keys := make([]string, 0, len(r.Extra))
+	for k := range r.Extra {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&body, "x %s %s\n", k, base64.StdEncoding.EncodeToString([]byte(r.Extra[k])))
 	}
 	sum := sha256.Sum256([]byte(body.String()))
 	return Begin + "\n" + body.String() + endPrefix + hex.EncodeToString(sum[:]) + endSuffix + "\n"
@@ -171,6 +183,16 @@ func Parse(console string) (*Report, error) {
 				r.EventLog = b
 			}
 			seenLog = true
+		case "x":
+			k, v, ok := strings.Cut(val, " ")
+			b, err := base64.StdEncoding.DecodeString(v)
+			if !ok || k == "" || err != nil {
+				return nil, fmt.Errorf("console line %d: bad extra line %q", ln, line)
+			}
+			if r.Extra == nil {
+				r.Extra = map[string]string{}
+			}
+			r.Extra[k] = string(b)
 		case "error":
 			s, err := strconv.Unquote(val)
 			if err != nil {

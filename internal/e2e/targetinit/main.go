@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vtpmboot/vtpmboot/boot/acpilog"
 	"github.com/vtpmboot/vtpmboot/internal/e2e/report"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
@@ -42,6 +43,9 @@ func main() {
 		fail("quiet printk: %v", err)
 	}
 	collect(r, fail)
+	if mode, kernel, banks := guestArgs(r.Cmdline); mode != "" {
+		guest(r, mode, kernel, banks, fail)
+	}
 	out := console()
 	out.WriteString(r.Format())
 	// tcdrain: the UART must have sent the last byte before power-off, or
@@ -143,6 +147,35 @@ func collect(r *report.Report, fail func(string, ...any)) {
 	default:
 		r.EventLog = b
 	}
+	acpi(r, fail)
+}
+
+// acpi reports the ACPI TPM table and the used part of the log area it
+// declares (the rest must be zeros, checked here), so tests see the log
+// area as the next kernel's driver copied it and testdata can be captured
+// from a real SeaBIOS.
+func acpi(r *report.Report, fail func(string, ...any)) {
+	table, a, area, err := acpilog.ReadSystem(r.Version)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if table != nil {
+		extra(r, "acpi-table", string(table))
+	}
+	if err != nil {
+		fail("ACPI log area: %v", err)
+		return
+	}
+	used := len(bytes.TrimRight(area, "\x00"))
+	extra(r, "acpi-area-len", strconv.Itoa(int(a.Len)))
+	extra(r, "acpi-area", string(area[:used]))
+}
+
+func extra(r *report.Report, k, v string) {
+	if r.Extra == nil {
+		r.Extra = map[string]string{}
+	}
+	r.Extra[k] = v
 }
 
 func version(fail func(string, ...any)) tpmfront.Version {

@@ -1,0 +1,140 @@
+package predict
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/vtpmboot/vtpmboot/boot/eventlog"
+	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
+)
+
+// FirmwareLogPath is where Linux exposes the firmware's event log (with
+// the stub's events after it when the stub could append them).
+const FirmwareLogPath = "/sys/kernel/security/tpm0/binary_bios_measurements"
+
+// ReadLog reads and parses an event log file, refusing one larger than
+// eventlog.MaxLogSize before reading it whole. securityfs files report
+// size 0, so the limit is enforced while reading.
+func ReadLog(path string) (*eventlog.Log, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, eventlog.MaxLogSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(b) > eventlog.MaxLogSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes, not an event log", path, eventlog.MaxLogSize)
+	}
+	l, err := eventlog.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return l, nil
+}
+
+// StartFromLog replays the firmware's part of l (the events before the
+// stub's, eventlog.SplitStub) and returns PCR 4 and 5 of every bank in
+// banks as starting values for a prediction.
+func StartFromLog(l *eventlog.Log, banks []tpmfront.Alg) ([]PCRInit, error) {
+	fw := l.Prefix(l.SplitStub())
+	vals, err := fw.Values(banks)
+	if err != nil {
+		return nil, err
+	}
+	var out []PCRInit
+	for _, a := range banks {
+		for _, i := range []int{4, 5} {
+			out = append(out, PCRInit{PCR: i, Alg: a, Value: vals[a][i]})
+		}
+	}
+	return out, nil
+}
+
+// ReadTarget reads pcrs of every bank of t.
+func ReadTarget(t tpmfront.Target, pcrs []int) (pcrfile.Readings, error) {
+	banks, err := t.Banks()
+	if err != nil {
+		return nil, fmt.Errorf("list PCR banks: %w", err)
+	}
+	r := pcrfile.Readings{}
+	for _, a := range banks {
+		r[a] = map[int][]byte{}
+		for _, i := range pcrs {
+			v, err := t.ReadPCR(i, a)
+			if err != nil {
+				return nil, fmt.Errorf("read %v PCR %d: %w", a, i, err)
+			}
+			r[a][i] = v
+		}
+	}
+	return r, nil
+}
+
+// EventDiff is one way the stub's events in a log differ from a
+// prediction.
+type EventDiff struct {
+	// Index is the event's position in the log (0-based, the Spec ID
+	// header not counted); -1 when the event is missing.
+	Index int
+	// N is the measurement's number in the plan (1..3).
+	N        int
+	What     string
+	Expected string
+	Actual   string
+}
+
+func (d EventDiff) String() string {
+	at := "missing"
+	if d.Index >= 0 {
+		at = "log event " + strconv.Itoa(d.Index)
+	}
+	return fmt.Sprintf("measurement %d (%s) %s: expected %s, log has %s", d.N, at, d.What, d.Expected, d.Actual)
+}
+
+// CompareEvents compares the stub's events in l (eventlog.IsStubEvent, in
+// log order) with the prediction want, in every bank both carry: the
+// PCR, the event data and each digest. No differences means the log's
+// events are exactly the predicted measurements.
+func CompareEvents(l *eventlog.Log, want []measure.Measurement) []EventDiff {
+	var idx []int
+	for i, e := range l.Events {
+		if eventlog.IsStubEvent(e) {
+			idx = append(idx, i)
+		}
+	}
+	var diffs []EventDiff
+	if len(idx) != len(want) {
+		diffs = append(diffs, EventDiff{Index: -1, N: 0, What: "number of vtpmboot events", Expected: strconv.Itoa(len(want)), Actual: strconv.Itoa(len(idx))})
+	}
+	for n, m := range want {
+		if n >= len(idx) {
+			diffs = append(diffs, EventDiff{Index: -1, N: n + 1, What: "event", Expected: fmt.Sprintf("%q in PCR %d", m.EventData, m.PCR), Actual: "nothing"})
+			continue
+		}
+		e := l.Events[idx[n]]
+		if e.PCR != m.PCR {
+			diffs = append(diffs, EventDiff{Index: idx[n], N: n + 1, What: "PCR", Expected: strconv.Itoa(m.PCR), Actual: strconv.Itoa(e.PCR)})
+		}
+		if !bytes.Equal(e.Data, m.EventData) {
+			diffs = append(diffs, EventDiff{Index: idx[n], N: n + 1, What: "event data", Expected: fmt.Sprintf("%q", m.EventData), Actual: fmt.Sprintf("%q", e.Data)})
+		}
+		for _, a := range m.Digests.Algs() {
+			got := e.Digest(a)
+			if got == nil {
+				continue // a bank the log does not carry: nothing to compare
+			}
+			if !bytes.Equal(got, m.Digests[a]) {
+				diffs = append(diffs, EventDiff{Index: idx[n], N: n + 1, What: a.String() + " digest", Expected: fmt.Sprintf("%x", m.Digests[a]), Actual: fmt.Sprintf("%x", got)})
+			}
+		}
+	}
+	return diffs
+}
