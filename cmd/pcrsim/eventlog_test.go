@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-eventlog/tcg"
 
+	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
 
@@ -64,7 +65,7 @@ func newGuestLogs(t *testing.T) guestLogs {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kernel, initrd := []byte("a kernel"), []byte("an initrd")
+	kernel, initrd := fakekernel.Image([]byte("a kernel")), []byte("an initrd")
 	g.kernel, g.initrd = filepath.Join(g.dir, "vmlinuz"), filepath.Join(g.dir, "initrd.img")
 	os.WriteFile(g.kernel, kernel, 0o644)
 	os.WriteFile(g.initrd, initrd, 0o644)
