@@ -196,6 +196,19 @@ func (v Volume) Skippable() bool {
 
 var passOver = map[string]bool{"swap": true, "LVM2_member": true, "linux_raid_member": true, "crypto_LUKS": true}
 
+// Searched reports whether the stub searches a block device of this name:
+// ram, loop, zram, CD-ROM (sr), floppy, nbd, device-mapper and md devices
+// hold no guest boot configuration of their own, or are views of other
+// disks. pcrsim's live mode (--root /) asks the same question.
+func Searched(name string) bool {
+	for _, p := range []string{"ram", "loop", "zram", "sr", "fd", "nbd", "dm-", "md"} {
+		if strings.HasPrefix(name, p) {
+			return false
+		}
+	}
+	return true
+}
+
 // NameLess orders device names naturally: digit runs by value, so vda2 <
 // vda10, and letter runs by length first, so Linux's vdz < vdaa. The stub
 // searches disks in this order; pcrsim takes the xl config's order, which

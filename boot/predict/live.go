@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -82,11 +81,6 @@ func OpenLive() (*Guest, error) {
 	return g, nil
 }
 
-// liveSkipped are the block devices the stub does not search (boot/stub's
-// skipped list; keep the two equal): they hold no guest boot
-// configuration, or are views of other disks.
-var liveSkipped = []string{"ram", "loop", "zram", "sr", "fd", "nbd", "dm-", "md"}
-
 // liveDisks lists the whole disks in the stub's order (disks.NameLess).
 func liveDisks(sysClassBlock string) ([]string, error) {
 	ents, err := os.ReadDir(sysClassBlock)
@@ -96,7 +90,7 @@ func liveDisks(sysClassBlock string) ([]string, error) {
 	var names []string
 	for _, e := range ents {
 		name := e.Name()
-		if slices.ContainsFunc(liveSkipped, func(p string) bool { return strings.HasPrefix(name, p) }) {
+		if !disks.Searched(name) {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(sysClassBlock, name, "partition")); err == nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -133,9 +132,6 @@ func tpmAnnounced(sys string) bool {
 
 func (m *Machine) OpenTPM() (tpmfront.Target, error) { return tpmfront.Open("auto") }
 
-// skipped are block devices that never hold a guest's boot files.
-var skipped = []string{"ram", "loop", "zram", "sr", "fd", "nbd", "dm-", "md"}
-
 // OpenDisks sets every block device read-only in the kernel (BLKROSET;
 // partitions too, so nothing in this guest can write them) and opens the
 // whole disks read-only for boot/disks to read in userspace.
@@ -151,7 +147,7 @@ func openDisks(sysClassBlock, devDir string) ([]disks.Disk, func(), error) {
 	var names []string
 	for _, e := range ents {
 		name := e.Name()
-		if slices.ContainsFunc(skipped, func(p string) bool { return strings.HasPrefix(name, p) }) {
+		if !disks.Searched(name) {
 			continue
 		}
 		if err := setReadOnly(filepath.Join(devDir, name)); err != nil {
