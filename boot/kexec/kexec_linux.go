@@ -12,10 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNoMemory is wrapped when the guest ran out of memory (or tmpfs
-// space) holding a kernel or initrd.
-var ErrNoMemory = errors.New("not enough guest memory")
-
 // Seals is what Seal sets: no write, no resize, and no removing seals.
 const Seals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE | unix.F_SEAL_SEAL
 

@@ -1,5 +1,3 @@
-//go:build linux
-
 // Package stub is the stub's boot flow: find the guest's boot entry, load
 // it once into sealed memory, measure exactly those bytes into the vTPM,
 // kexec them. Everything that touches the machine goes through System, so
@@ -30,8 +28,20 @@ import (
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
-// System is the machine the stub runs on.
+// System is the machine the stub runs on, by concern, as go-tpm splits a
+// TPM into a one-method transport: each part can be faked on its own, and
+// the flow in this file needs none of Linux, so it and its tests build
+// and run anywhere. Machine (system_linux.go) is the real one.
 type System interface {
+	Platform
+	Devices
+	TPMs
+	Booter
+	Clock
+}
+
+// Platform is the stub's own environment.
+type Platform interface {
 	// MountBase mounts /proc, /sys, /dev and securityfs: the stub's own
 	// view of the machine. Guest filesystems are never mounted.
 	MountBase() error
@@ -39,12 +49,30 @@ type System interface {
 	// XenGuestType is /sys/hypervisor/guest_type under Xen ("PV", "PVH",
 	// "HVM"), "" elsewhere.
 	XenGuestType() string
+	// MemAvailable is the kernel's estimate of memory available for new
+	// allocations (/proc/meminfo MemAvailable), in bytes.
+	MemAvailable() (int64, error)
+	// PowerOff syncs and powers off; it returns only in tests.
+	PowerOff()
+}
+
+// Devices are the guest's disks and the drivers that show them.
+type Devices interface {
 	// LoadModules loads the block and TPM drivers packed into the image.
 	// There are no filesystem drivers: guest filesystems are read by
 	// boot/diskimage in userspace.
 	LoadModules() ([]modload.Loaded, error)
 	// BlockNames lists /sys/class/block; the wait phase polls it.
 	BlockNames() []string
+	// OpenDisks opens every whole disk that may hold the guest's boot
+	// files, read-only and set read-only in the kernel (BLKROSET), in
+	// the order the stub searches them (disks.NameLess). close releases
+	// them.
+	OpenDisks() (ds []disks.Disk, close func(), err error)
+}
+
+// TPMs is where measurements go.
+type TPMs interface {
 	TPMPresent() bool
 	// TPMAnnounced reports a TPM the platform says is coming: a vtpm
 	// device in xenstore or a TPM ACPI device, whose driver may still be
@@ -52,25 +80,35 @@ type System interface {
 	// only a TPM known to be absent ends the wait early.
 	TPMAnnounced() bool
 	OpenTPM() (tpmfront.Target, error)
-	// OpenDisks opens every whole disk that may hold the guest's boot
-	// files, read-only and set read-only in the kernel (BLKROSET), in
-	// the order the stub searches them (disks.NameLess). close releases
-	// them.
-	OpenDisks() (ds []disks.Disk, close func(), err error)
-	// KexecLoad stages the images; KexecExec jumps (returns only on failure).
-	KexecLoad(kernel, initrd *kexec.Image, cmdline string) error
-	KexecExec() error
-	// MemAvailable is the kernel's estimate of memory available for new
-	// allocations (/proc/meminfo MemAvailable), in bytes.
-	MemAvailable() (int64, error)
 	// AppendFirmwareLog appends the measurements' events to the firmware's
 	// event log area (boot/acpilog), so the booted kernel's
 	// binary_bios_measurements holds them; it returns a one-line summary.
 	// An error means nothing was written and the console log is the only
 	// copy; it never stops the boot.
 	AppendFirmwareLog(v tpmfront.Version, ms []measure.Measurement) (string, error)
-	// PowerOff syncs and powers off; it returns only in tests.
-	PowerOff()
+}
+
+// Image is a kernel or initrd held in memory that nothing can change any
+// more: what is measured is read from it, and what kexec loads is it.
+type Image interface {
+	io.ReaderAt
+	Size() int64
+	Close() error
+}
+
+// Booter holds images and jumps into them.
+type Booter interface {
+	// NewImage copies everything r yields into a new sealed Image (a
+	// memfd on Linux). Running out of memory wraps kexec.ErrNoMemory.
+	NewImage(name string, r io.Reader) (Image, error)
+	// KexecLoad stages images NewImage made (initrd nil: none);
+	// KexecExec jumps (returns only on failure).
+	KexecLoad(kernel, initrd Image, cmdline string) error
+	KexecExec() error
+}
+
+// Clock is time, virtual in tests.
+type Clock interface {
 	Now() time.Time
 	Sleep(time.Duration)
 }
@@ -484,13 +522,13 @@ func (r *run) checkMemory(c *discover.Choice) error {
 // load reads the kernel and the initrd image once each into sealed memory
 // (the initrds through measure.InitrdImage, the builder pcrsim hashes) and
 // describes those very bytes as the measurement inputs.
-func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.Inputs, err error) {
+func (r *run) load(c *discover.Choice) (kernel, initrd Image, in measure.Inputs, err error) {
 	if err := r.checkMemory(c); err != nil {
 		return nil, nil, in, err
 	}
 	src := c.Inputs()
 	kname := src.Kernel.Name()
-	kernel, err = loadImage("kernel", src.Kernel)
+	kernel, err = r.loadImage(src.Kernel)
 	if err != nil {
 		return nil, nil, in, fatal("load kernel "+kname+" from "+c.Partition.Name, err)
 	}
@@ -504,7 +542,7 @@ func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.
 		return kernel, nil, in, nil
 	}
 	img := measure.InitrdImage(src.Initrds)
-	initrd, err = loadImage("initrd", img)
+	initrd, err = r.loadImage(img)
 	if err != nil {
 		kernel.Close()
 		if errors.Is(err, kexec.ErrNoMemory) {
@@ -521,25 +559,15 @@ func (r *run) load(c *discover.Choice) (kernel, initrd *kexec.Image, in measure.
 	return kernel, initrd, in, nil
 }
 
-// loadImage copies a source into a sealed memfd: what kexec gets and what
-// is measured.
-func loadImage(what string, src measure.Source) (*kexec.Image, error) {
-	buf, err := kexec.NewBuffer(what)
-	if err != nil {
-		return nil, err
-	}
+// loadImage copies a source into a sealed image: what kexec gets and
+// what is measured.
+func (r *run) loadImage(src measure.Source) (Image, error) {
 	rc, err := src.Open()
 	if err != nil {
-		buf.Close()
 		return nil, err
 	}
-	err = buf.Fill(src.Name(), rc)
-	rc.Close()
-	if err != nil {
-		buf.Close()
-		return nil, err
-	}
-	return buf.Seal()
+	defer rc.Close()
+	return r.sys.NewImage(src.Name(), rc)
 }
 
 func (r *run) measure(target tpmfront.Target, in measure.Inputs) error {

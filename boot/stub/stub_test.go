@@ -1,5 +1,3 @@
-//go:build linux
-
 package stub
 
 import (
@@ -8,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
-	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
 	"github.com/vtpmboot/vtpmboot/internal/contract"
@@ -110,7 +108,21 @@ func (f *fakeSystem) OpenDisks() ([]disks.Disk, func(), error) {
 	f.opened++
 	return []disks.Disk{{Linux: "vda", R: bytes.NewReader(b), Size: int64(len(b))}}, func() { f.closed++ }, nil
 }
-func (f *fakeSystem) KexecLoad(kernel, initrd *kexec.Image, cmdline string) error {
+// memImage is an Image in plain memory: the fake machine's NewImage. The
+// real one (sealed memfds) is tested in boot/kexec and by the e2e boots.
+type memImage struct{ *bytes.Reader }
+
+func (memImage) Close() error { return nil }
+
+func (f *fakeSystem) NewImage(name string, r io.Reader) (Image, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return memImage{bytes.NewReader(b)}, nil
+}
+
+func (f *fakeSystem) KexecLoad(kernel, initrd Image, cmdline string) error {
 	if f.closed != f.opened {
 		return errors.New("kexec with guest disks still open")
 	}
@@ -130,7 +142,7 @@ func (f *fakeSystem) MemAvailable() (int64, error) {
 func (f *fakeSystem) Now() time.Time        { return f.now }
 func (f *fakeSystem) Sleep(d time.Duration) { f.now = f.now.Add(d) }
 
-func read(im *kexec.Image) []byte {
+func read(im Image) []byte {
 	if im == nil {
 		return nil
 	}

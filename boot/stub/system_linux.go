@@ -206,8 +206,38 @@ func setReadOnly(path string) error {
 	return nil
 }
 
-func (m *Machine) KexecLoad(kernel, initrd *kexec.Image, cmdline string) error {
-	return kexec.Load(kernel, initrd, cmdline)
+// NewImage fills a memfd and seals it (kexec.Buffer). name is for
+// messages; the memfd's own name is cut to what memfd_create takes.
+func (m *Machine) NewImage(name string, r io.Reader) (Image, error) {
+	mname := name
+	if len(mname) > 200 {
+		mname = mname[:200]
+	}
+	buf, err := kexec.NewBuffer(mname)
+	if err != nil {
+		return nil, err
+	}
+	if err := buf.Fill(name, r); err != nil {
+		buf.Close()
+		return nil, err
+	}
+	return buf.Seal()
+}
+
+// KexecLoad takes the images NewImage made: their descriptors go to
+// kexec_file_load.
+func (m *Machine) KexecLoad(kernel, initrd Image, cmdline string) error {
+	k, ok := kernel.(*kexec.Image)
+	if !ok {
+		return fmt.Errorf("kexec: kernel image %T was not made by NewImage", kernel)
+	}
+	var i *kexec.Image
+	if initrd != nil {
+		if i, ok = initrd.(*kexec.Image); !ok {
+			return fmt.Errorf("kexec: initrd image %T was not made by NewImage", initrd)
+		}
+	}
+	return kexec.Load(k, i, cmdline)
 }
 
 func (m *Machine) KexecExec() error { return kexec.Exec() }

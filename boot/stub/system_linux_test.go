@@ -5,7 +5,10 @@ package stub
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/vtpmboot/vtpmboot/boot/kexec"
 )
 
 // The sysfs layouts are the ones a Xen HVM guest and a QEMU guest show:
@@ -34,5 +37,27 @@ func TestTPMAnnounced(t *testing.T) {
 				t.Errorf("tpmAnnounced = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// The real machine's images are sealed memfds: they hold exactly what was
+// read, nothing can write them, and KexecLoad refuses an image it did not
+// make.
+func TestMachineImages(t *testing.T) {
+	m := &Machine{}
+	im, err := m.NewImage("/boot/"+strings.Repeat("long name ", 40), strings.NewReader("kernel bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	b := make([]byte, im.Size())
+	if _, err := im.ReadAt(b, 0); err != nil || string(b) != "kernel bytes" {
+		t.Fatalf("read back %q, %v", b, err)
+	}
+	if _, err := im.(*kexec.Image).File().WriteAt([]byte("X"), 0); err == nil {
+		t.Error("a sealed image could be written")
+	}
+	if err := m.KexecLoad(struct{ Image }{im}, nil, ""); err == nil || !strings.Contains(err.Error(), "not made by NewImage") {
+		t.Errorf("foreign image: %v", err)
 	}
 }
