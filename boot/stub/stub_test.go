@@ -108,6 +108,7 @@ func (f *fakeSystem) OpenDisks() ([]disks.Disk, func(), error) {
 	f.opened++
 	return []disks.Disk{{Linux: "vda", R: bytes.NewReader(b), Size: int64(len(b))}}, func() { f.closed++ }, nil
 }
+
 // memImage is an Image in plain memory: the fake machine's NewImage. The
 // real one (sealed memfds) is tested in boot/kexec and by the e2e boots.
 type memImage struct{ *bytes.Reader }
