@@ -2,7 +2,8 @@
 # Compares `pcrsim predict` (sha1+sha256 in one pass) with `openssl dgst
 # -sha256` on a 512 MiB file from the page cache: best wall time of 3 and
 # peak RSS each, their ratio, and whether the targets are met (ratio <=
-# 1.25, pcrsim RSS < 64 MiB). Then the Go benchmarks of the hasher.
+# 1.25, pcrsim RSS < 64 MiB). Then the Go benchmarks of the hasher and of
+# the disk image reader (one 64 MiB file from ext4 and from XFS).
 # Numbers are printed, never asserted: the machine is shared and noisy.
 #
 #   bench/run.sh              # BENCH_MB=512 RUNS=3 by default
@@ -68,6 +69,10 @@ fi
 echo
 echo "Go benchmarks (boot/measure):"
 go test -run '^$' -bench 'StreamHasher' -benchtime "${BENCHTIME:-5x}" ./boot/measure/
+
+echo
+echo "Disk image reader (boot/diskimage): one 64 MiB file from ext4 and from XFS, page cache warm:"
+go test -run '^$' -bench 'Read64MiB' -benchtime "${BENCHTIME:-5x}" ./boot/diskimage/
 
 echo
 echo "Fleet prediction (bench/xl.sh):"

@@ -3,7 +3,7 @@
 # the Debian packages, then the Debian kernel the stub and the e2e guests boot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(qemu-system-x86 swtpm swtpm-tools tpm2-tools e2fsprogs dosfstools mtools fdisk openssl cpio xz-utils zstd kmod time libxen-dev xfsprogs busybox-static)
+pkgs=(qemu-system-x86 swtpm swtpm-tools tpm2-tools e2fsprogs dosfstools mtools fdisk openssl cpio xz-utils zstd kmod time libxen-dev xfsprogs busybox-static qemu-utils btrfs-progs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,16 @@ import (
 
 // BenchmarkExtRead64MiB streams a 64 MiB file out of an ext4 image.
 func BenchmarkExtRead64MiB(b *testing.B) {
+	benchRead64MiB(b, func(src string) string { return mkext(b, src, "80M") })
+}
+
+// BenchmarkXFSRead64MiB streams a 64 MiB file out of an XFS image (V5
+// defaults, mkfs.xfs -p: one extent, as a freshly installed kernel has).
+func BenchmarkXFSRead64MiB(b *testing.B) {
+	benchRead64MiB(b, func(src string) string { return mkxfs(b, src, "100M") })
+}
+
+func benchRead64MiB(b *testing.B, mkfs func(src string) string) {
 	src := b.TempDir()
 	f, _ := os.Create(filepath.Join(src, "big"))
 	chunk := randBytes(5, 1<<20)
@@ -16,7 +26,7 @@ func BenchmarkExtRead64MiB(b *testing.B) {
 		f.Write(chunk)
 	}
 	f.Close()
-	img := mkext(b, src, "80M")
+	img := mkfs(src)
 	im, err := Open(img)
 	if err != nil {
 		b.Fatal(err)

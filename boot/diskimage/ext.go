@@ -3,10 +3,10 @@ package diskimage
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math/bits"
 	"sync"
 	"time"
 )
@@ -189,39 +189,10 @@ type extInode struct {
 	mt    int64
 }
 
-func (n *extInode) size() int64      { return n.isize }
-func (n *extInode) id() uint64       { return n.ino }
-func (n *extInode) mtime() time.Time { return time.Unix(n.mt, 0).UTC() }
-func (n *extInode) mode() fs.FileMode {
-	m := fs.FileMode(n.imode & 0o777)
-	if n.imode&0o4000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if n.imode&0o2000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if n.imode&0o1000 != 0 {
-		m |= fs.ModeSticky
-	}
-	switch n.imode & 0xF000 {
-	case 0x4000:
-		m |= fs.ModeDir
-	case 0x8000:
-	case 0xA000:
-		m |= fs.ModeSymlink
-	case 0x2000:
-		m |= fs.ModeDevice | fs.ModeCharDevice
-	case 0x6000:
-		m |= fs.ModeDevice
-	case 0x1000:
-		m |= fs.ModeNamedPipe
-	case 0xC000:
-		m |= fs.ModeSocket
-	default:
-		m |= fs.ModeIrregular
-	}
-	return m
-}
+func (n *extInode) size() int64       { return n.isize }
+func (n *extInode) id() uint64        { return n.ino }
+func (n *extInode) mtime() time.Time  { return time.Unix(n.mt, 0).UTC() }
+func (n *extInode) mode() fs.FileMode { return unixMode(n.imode) }
 
 func (e *extFS) root() (vnode, error) { return e.inode(extRootIno) }
 
@@ -294,12 +265,6 @@ func (e *extFS) metaBlock(blk uint64) ([]byte, error) {
 	e.cache[blk] = b
 	e.cacheMu.Unlock()
 	return b, nil
-}
-
-// mapping is a run of logical blocks starting at the one asked for.
-type mapping struct {
-	phys  uint64 // 0 for a hole or an uninitialised extent: read zeros
-	count uint64
 }
 
 const maxRun = 1 << 32
@@ -436,55 +401,9 @@ func (n *extInode) indirectMap(lb uint64) (mapping, error) {
 	return mapping{phys: phys, count: cnt}, nil
 }
 
-// blockReader reads a block-mapped inode's bytes; holes and uninitialised
-// extents read as zeros.
-type blockReader struct{ n *extInode }
-
-func (br blockReader) ReadAt(p []byte, off int64) (int, error) {
-	n := br.n
-	e := n.e
-	if off < 0 {
-		return 0, errors.New("negative offset")
-	}
-	if off >= n.isize {
-		return 0, io.EOF
-	}
-	want := len(p)
-	if int64(want) > n.isize-off {
-		want = int(n.isize - off)
-	}
-	done := 0
-	for done < want {
-		pos := off + int64(done)
-		lb := uint64(pos / e.bs)
-		m, err := n.bmap(lb)
-		if err != nil {
-			return done, err
-		}
-		if m.count == 0 {
-			return done, e.corrupt("inode %d: empty mapping at block %d", n.ino, lb)
-		}
-		inBlock := pos % e.bs
-		runBytes := int64(m.count)*e.bs - inBlock
-		if m.count >= maxRun/uint64(e.bs) {
-			runBytes = int64(want - done)
-		}
-		chunk := int64(want - done)
-		if runBytes < chunk {
-			chunk = runBytes
-		}
-		dst := p[done : done+int(chunk)]
-		if m.phys == 0 {
-			zeroFill(dst)
-		} else if err := readFull(e.r, dst, int64(m.phys)*e.bs+inBlock); err != nil {
-			return done, fmt.Errorf("inode %d: %w", n.ino, err)
-		}
-		done += int(chunk)
-	}
-	if done < len(p) {
-		return done, io.EOF
-	}
-	return done, nil
+// reader streams a block-mapped inode's bytes.
+func (n *extInode) reader() blockFile {
+	return blockFile{r: n.e.r, size: n.isize, blog: uint(bits.TrailingZeros64(uint64(n.e.bs))), ino: n.ino, bmap: n.bmap}
 }
 
 // inlineData returns i_block plus the system.data xattr of an inline-data inode.
@@ -535,7 +454,7 @@ func (e *extFS) content(v vnode) (io.ReaderAt, error) {
 		}
 		return bytes.NewReader(data[:n.isize]), nil
 	}
-	return blockReader{n}, nil
+	return n.reader(), nil
 }
 
 func (e *extFS) readlink(v vnode) (string, error) {
@@ -579,7 +498,7 @@ func (e *extFS) scanDir(v vnode, fn func(vdirent) bool) error {
 		}
 		return err
 	}
-	br := blockReader{n}
+	br := n.reader()
 	buf := make([]byte, e.bs)
 	nblocks := uint64((n.isize + e.bs - 1) / e.bs)
 	for lb := uint64(0); lb < nblocks; {

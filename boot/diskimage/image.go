@@ -5,9 +5,11 @@
 // the image before it drives an allocation or a loop, and corruption is
 // reported as an error naming the image, the partition and the problem.
 //
-// Supported: MBR (with extended/logical partitions), GPT, or a bare
-// filesystem; ext2/ext3/ext4 and FAT12/16/32. Other filesystems are
-// recognised by signature and reported with an error explaining what to do.
+// Supported: raw images and fixed VHDs; MBR (with extended/logical
+// partitions), GPT, or a bare filesystem; ext2/ext3/ext4, XFS (V4 and V5;
+// the log is never read, as with mount -o ro,norecovery) and FAT12/16/32.
+// Other container formats and filesystems are recognised by signature and
+// reported with an error explaining what to do.
 package diskimage
 
 import (
@@ -39,8 +41,8 @@ type Partition struct {
 	// Name is "partition N" or "whole disk"; errors use it.
 	Name        string
 	Start, Size int64
-	// Type is "ext2", "ext3", "ext4", "vfat", another filesystem's name
-	// when only recognised ("xfs", "btrfs", ...), or "unknown: <detail>".
+	// Type is "ext2", "ext3", "ext4", "xfs", "vfat", another filesystem's
+	// name when only recognised ("btrfs", ...), or "unknown: <detail>".
 	Type string
 	// Label and UUID are the filesystem's, spelled as blkid spells them;
 	// empty when it has none or is not recognised.
@@ -57,8 +59,9 @@ var ErrUnsupported = errors.New("unsupported filesystem")
 // ErrCorrupt is wrapped by errors about structurally invalid on-disk data.
 var ErrCorrupt = errors.New("corrupt")
 
-// Open opens a raw disk image file read-only. pcrsim opens images itself
-// (boot/disks takes any io.ReaderAt); the tests and benchmarks use this.
+// Open opens a raw disk image file (or a fixed VHD) read-only. pcrsim
+// opens images itself (boot/disks takes any io.ReaderAt); the tests and
+// benchmarks use this.
 func Open(path string) (*Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -96,6 +99,12 @@ func Open(path string) (*Image, error) {
 func New(r io.ReaderAt, size int64, name string) (*Image, error) {
 	if size < 512 {
 		return nil, fmt.Errorf("disk image %s: %d bytes is too small for a partition table or filesystem", name, size)
+	}
+	// A fixed VHD is read as the raw disk before its footer; other
+	// container formats are refused with the command that converts them.
+	size, err := container(r, size, name)
+	if err != nil {
+		return nil, err
 	}
 	img := &Image{r: r, size: size, name: name}
 	parts, err := img.scan()
@@ -162,11 +171,47 @@ func (img *Image) probe(p *Partition) {
 			p.Label = l
 		}
 		p.FS = fsys
+	case "xfs":
+		p.Type = "xfs"
+		fsys, _, err := openXFS(sec, p.Size, where)
+		if err != nil {
+			p.Err = err
+			return
+		}
+		p.FS = fsys
 	case "":
 		p.Type = "unknown: " + detail
 		p.Err = fmt.Errorf("%s: no recognised filesystem (%s)", where, detail)
 	default:
 		p.Type = kind
-		p.Err = fmt.Errorf("%w %s on %s; mount it read-only and use --root", ErrUnsupported, kind, p.Name)
+		p.Err = fmt.Errorf("%w %s on %s; %s", ErrUnsupported, kind, p.Name, Advice(kind))
 	}
+}
+
+// Advice says what to do about a partition of type kind that this package
+// does not read. Where the files are readable at all it suggests ways to
+// copy them out that do not write the image: a plain read-only mount
+// replays an ext3/4 journal, an XFS log and a btrfs log tree, so each
+// suggestion names the option that skips that.
+func Advice(kind string) string {
+	const extract = "for pcrsim, copy the files out without writing the image (guestmount --ro -a IMAGE -m DEVICE DIR, which parses it inside a libguestfs appliance, or %s) and use --root DIR"
+	switch kind {
+	case "ext2", "ext3", "ext4":
+		return fmt.Sprintf(extract, "mount -o ro,noload: plain ro replays the journal")
+	case "xfs":
+		return fmt.Sprintf(extract, "mount -o ro,norecovery: plain ro replays the log")
+	case "btrfs":
+		// SUSE's default: /boot inside the root btrfs.
+		return "vtpmboot reads ext2/3/4, XFS and FAT, not btrfs, so the stub cannot boot a guest whose /boot is on btrfs (give it a separate /boot partition); " +
+			fmt.Sprintf(extract, "mount -o ro,rescue=nologreplay: plain ro replays the log tree")
+	case "swap":
+		return "swap space holds no files"
+	case "crypto_LUKS":
+		return "its files cannot be read without the LUKS key; keep /boot on an unencrypted partition"
+	case "LVM2_member":
+		return "give the logical volume holding /boot as the disk image instead"
+	case "linux_raid_member":
+		return "give the assembled md array as the disk image instead"
+	}
+	return fmt.Sprintf(extract, "mount -o ro")
 }

@@ -72,8 +72,11 @@ func (v *vfs) lookup(dir vnode, name string) (vnode, error) {
 	}
 	var found *vdirent
 	fold := v.b.foldCase()
+	// XFS's ASCII-CI filesystems fold A-Z only (xfs_ascii_ci_compname).
+	af, _ := v.b.(interface{ asciiFold() bool })
+	ascii := af != nil && af.asciiFold()
 	err := v.b.scanDir(dir, func(d vdirent) bool {
-		if d.name == name || (fold && strings.EqualFold(d.name, name)) {
+		if d.name == name || (fold && strings.EqualFold(d.name, name)) || (ascii && asciiEqualFold(d.name, name)) {
 			found = &d
 			return false
 		}
@@ -86,6 +89,25 @@ func (v *vfs) lookup(dir vnode, name string) (vnode, error) {
 		return nil, fs.ErrNotExist
 	}
 	return found.load()
+}
+
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // resolve walks name from the root. Symlinks are followed inside this
@@ -326,7 +348,100 @@ func (d *dirEntry) Info() (fs.FileInfo, error) {
 	return &fileInfo{name: d.e.name, n: n}, nil
 }
 
-// zeroReaderAt reads holes.
+// unixMode converts an inode's st_mode bits (ext and XFS store the same).
+func unixMode(imode uint16) fs.FileMode {
+	m := fs.FileMode(imode & 0o777)
+	if imode&0o4000 != 0 {
+		m |= fs.ModeSetuid
+	}
+	if imode&0o2000 != 0 {
+		m |= fs.ModeSetgid
+	}
+	if imode&0o1000 != 0 {
+		m |= fs.ModeSticky
+	}
+	switch imode & 0xF000 {
+	case 0x4000:
+		m |= fs.ModeDir
+	case 0x8000:
+	case 0xA000:
+		m |= fs.ModeSymlink
+	case 0x2000:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case 0x6000:
+		m |= fs.ModeDevice
+	case 0x1000:
+		m |= fs.ModeNamedPipe
+	case 0xC000:
+		m |= fs.ModeSocket
+	default:
+		m |= fs.ModeIrregular
+	}
+	return m
+}
+
+// mapping is a run of a file's blocks starting at the one asked for.
+type mapping struct {
+	phys  uint64 // device block; 0 for a hole or an unwritten extent: read zeros
+	count uint64
+}
+
+// blockFile streams the size bytes of a file made of 1<<blog-byte blocks
+// that bmap maps onto r, block runs at a time; holes and unwritten extents
+// read as zeros. ext and XFS both read their files through it.
+type blockFile struct {
+	r    io.ReaderAt
+	size int64
+	blog uint
+	ino  uint64 // for errors
+	bmap func(lb uint64) (mapping, error)
+}
+
+func (f blockFile) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("negative offset")
+	}
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	want := int64(len(p))
+	if want > f.size-off {
+		want = f.size - off
+	}
+	bs := int64(1) << f.blog
+	var done int64
+	for done < want {
+		pos := off + done
+		lb := uint64(pos) >> f.blog
+		m, err := f.bmap(lb)
+		if err != nil {
+			return int(done), err
+		}
+		if m.count == 0 {
+			return int(done), fmt.Errorf("%w: inode %d: empty mapping at block %d", ErrCorrupt, f.ino, lb)
+		}
+		inBlock := pos & (bs - 1)
+		chunk := want - done
+		// A hole can span 2^54 blocks: compare in blocks first so the
+		// run's length in bytes cannot overflow.
+		if m.count <= uint64(chunk>>f.blog)+1 {
+			chunk = min(chunk, int64(m.count)<<f.blog-inBlock)
+		}
+		dst := p[done : done+chunk]
+		if m.phys == 0 {
+			zeroFill(dst)
+		} else if err := readFull(f.r, dst, int64(m.phys)<<f.blog+inBlock); err != nil {
+			return int(done), fmt.Errorf("inode %d: %w", f.ino, err)
+		}
+		done += chunk
+	}
+	if done < int64(len(p)) {
+		return int(done), io.EOF
+	}
+	return int(done), nil
+}
+
+// zeroFill reads holes.
 func zeroFill(p []byte) {
 	for i := range p {
 		p[i] = 0

@@ -30,7 +30,7 @@ import (
 
 func needDiskTools(t *testing.T) {
 	t.Helper()
-	testenv.NeedCommands(t, "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "dd")
+	testenv.NeedCommands(t, "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mcopy", "sfdisk", "dd")
 }
 
 func rnd(n int) []byte {
@@ -169,6 +169,23 @@ func formatCases() []formatCase {
 			{Path: "/vmlinuz-6.1", Data: k}, {Path: "/microcode.img", Data: i2}, {Path: "/initramfs-6.1.img", Data: i1},
 		}}}},
 		want: want{k, [][]byte{i2, i1}, "root=UUID=0b7ea5e1 ro rhgb quiet"}})
+
+	// RHEL 8/9 on XFS /boot (docs/config-bls.md): grub2/grub.cfg loads
+	// grubenv and runs blscfg; saved_entry picks the older kernel, whose
+	// options are grubenv's $kernelopts; BOOT_IMAGE gets ($root).
+	rhelEnv := "# GRUB Environment Block\nsaved_entry=0123abcd-5.14.0-70.el9.x86_64\nkernelopts=root=/dev/mapper/rhel-root ro crashkernel=auto resume=/dev/mapper/rhel-swap rhgb quiet\nboot_success=0\n"
+	rhelEnv += strings.Repeat("#", 1024-len(rhelEnv))
+	cs = append(cs, formatCase{name: "blscfg gpt xfs (RHEL)", entry: "Red Hat Enterprise Linux (5.14.0-70.el9.x86_64) 9.0", disk: guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{{
+		FS: "xfs", SizeMB: 64, Label: "boot", Files: []guestdisk.File{
+			{Path: "/grub2/grub.cfg", Data: []byte("set pager=1\nif [ -f ${config_directory}/grubenv ]; then\n  load_env -f ${config_directory}/grubenv\nelif [ -s $prefix/grubenv ]; then\n  load_env\nfi\n" +
+				"if [ \"${next_entry}\" ] ; then\n   set default=\"${next_entry}\"\nelse\n   set default=\"${saved_entry}\"\nfi\ninsmod part_gpt\ninsmod xfs\nset root='hd0,gpt1'\ninsmod blscfg\nblscfg\n")},
+			{Path: "/grub2/grubenv", Data: []byte(rhelEnv)},
+			{Path: "/loader/entries/0123abcd-5.14.0-70.el9.x86_64.conf", Data: []byte("title Red Hat Enterprise Linux (5.14.0-70.el9.x86_64) 9.0\nversion 5.14.0-70.el9.x86_64\nlinux /vmlinuz-5.14.0-70.el9.x86_64\ninitrd /initramfs-5.14.0-70.el9.x86_64.img\noptions $kernelopts\nid rhel-20220315-5.14.0-70.el9.x86_64\ngrub_users $grub_users\ngrub_arg --unrestricted\ngrub_class rhel\n")},
+			{Path: "/loader/entries/0123abcd-5.14.0-362.el9.x86_64.conf", Data: []byte("title Red Hat Enterprise Linux (5.14.0-362.el9.x86_64) 9.3\nversion 5.14.0-362.el9.x86_64\nlinux /vmlinuz-5.14.0-362.el9.x86_64\ninitrd /initramfs-5.14.0-362.el9.x86_64.img\noptions $kernelopts\ngrub_class rhel\n")},
+			{Path: "/vmlinuz-5.14.0-70.el9.x86_64", Data: k}, {Path: "/initramfs-5.14.0-70.el9.x86_64.img", Data: i1},
+			{Path: "/vmlinuz-5.14.0-362.el9.x86_64", Data: i2}, {Path: "/initramfs-5.14.0-362.el9.x86_64.img", Data: i2},
+		}}}},
+		want: want{k, [][]byte{i1}, "BOOT_IMAGE=(hd0,gpt1)/vmlinuz-5.14.0-70.el9.x86_64 root=/dev/mapper/rhel-root ro crashkernel=auto resume=/dev/mapper/rhel-swap rhgb quiet"}})
 	return cs
 }
 
@@ -507,5 +524,46 @@ func TestFIFOsAreRefused(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(string(out), "not a regular file") {
 			t.Errorf("%q: %v: %s", args, err, out)
 		}
+	}
+}
+
+// TestPredictBtrfs: SUSE keeps /boot on btrfs, which vtpmboot does not
+// read. A btrfs partition searched before the configuration is refused
+// (exit 2) as the stub refuses it, naming btrfs, what the stub cannot do
+// and how to get the files without writing the image.
+func TestPredictBtrfs(t *testing.T) {
+	needDiskTools(t)
+	testenv.NeedCommands(t, "mkfs.btrfs")
+	btrfs := filepath.Join(t.TempDir(), "btrfs.img")
+	if err := os.WriteFile(btrfs, nil, 0o644); err != nil || os.Truncate(btrfs, 128<<20) != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.btrfs", "-q", "-f", "-L", "suse", btrfs).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.btrfs: %v: %s", err, out)
+	}
+	b, err := os.ReadFile(btrfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := buildDisk(t, guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
+		{FS: "raw", SizeMB: 128},
+		{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
+			{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
+			{Path: "/boot/vmlinuz", Data: kern(5000)},
+		}},
+	}})
+	overwrite(t, img, 1<<20, b) // guestdisk puts partition 1 at 1 MiB
+	r := pcrsim(t, nil, "predict", "--disk", img)
+	if r.code != 2 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, s := range []string{"partition 1", "unsupported filesystem btrfs on partition 1", "the stub cannot boot a guest whose /boot is on btrfs",
+		"guestmount --ro", "mount -o ro,rescue=nologreplay: plain ro replays the log tree", "--root DIR"} {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("stderr lacks %q: %s", s, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "mount it read-only") {
+		t.Errorf("advice that writes the disk: %s", r.stderr)
 	}
 }

@@ -37,15 +37,18 @@ type Disk struct {
 func (d Disk) CDROM() bool { return d.Devtype == "cdrom" }
 
 // Check says whether pcrsim can read the disk's bytes in dom0 as the guest
-// sees them: raw format, a plain path in dom0's namespace. A block device
+// sees them: raw format (or VHD, whose fixed form boot/diskimage reads), a
+// plain path in dom0's namespace. A block device
 // (phy:, an LV) is fine: dom0 can read it; opening it is the caller's job.
 func (d Disk) Check() error {
 	name := d.Vdev
 	switch {
 	case d.Format == "empty" || d.Target == "":
 		return fmt.Errorf("disk %s: no target (empty drive)", name)
-	case d.Format != "raw":
-		return fmt.Errorf("disk %s: format %s is not supported; convert with qemu-img or give --disk", name, d.Format)
+	case d.Format != "raw" && d.Format != "vhd":
+		// boot/diskimage reads a fixed VHD (raw plus a footer) and
+		// refuses a dynamic one, saying how to convert it.
+		return fmt.Errorf("disk %s: format %s is not supported; convert it with `qemu-img convert -O raw %s %s.raw`, point the config at the copy, or give --disk", name, d.Format, d.Target, d.Target)
 	case d.Script != "":
 		return fmt.Errorf("disk %s: target %q is interpreted by script %s, not a dom0 path; give --disk", name, d.Target, d.Script)
 	case d.Backend != "" && d.Backend != "0" && d.Backend != "Domain-0":

@@ -306,7 +306,7 @@ func TestBootOrder(t *testing.T) {
 	}
 	// An unreadable first disk is an error, not skipped.
 	_, err = mustParse(t, `disk = [ '/b.img,raw,xvdb', 'format=qcow2,vdev=xvda,target=/a.qcow2' ]`).BootDisk()
-	if err == nil || !strings.Contains(err.Error(), "disk xvda: format qcow2 is not supported; convert with qemu-img or give --disk") {
+	if err == nil || !strings.Contains(err.Error(), "disk xvda: format qcow2 is not supported; convert it with `qemu-img convert -O raw /a.qcow2 /a.qcow2.raw`, point the config at the copy, or give --disk") {
 		t.Errorf("qcow2 first: %v", err)
 	}
 	if _, err := mustParse(t, "\n\ndisk = [ '/a,raw,xvdq!' ]").Disks(); err == nil || !strings.HasPrefix(err.Error(), "/etc/xen/t.cfg:3: disk 0:") {
@@ -316,14 +316,16 @@ func TestBootOrder(t *testing.T) {
 
 func TestDiskCheck(t *testing.T) {
 	for spec, want := range map[string]string{
-		"/x,raw,xvda":                              "",
-		"phy:/dev/vg/lv,xvda,w":                    "",
-		"format=vhd,vdev=xvda,target=/x.vhd":       "format vhd",
-		"iscsi:iqn.x:y,xvda,w":                     "script block-iscsi",
-		"script=block-drbd,vdev=xvda,target=r0":    "script block-drbd",
-		"vdev=xvda,backend=dd,target=/dev/sdb":     "backend domain dd",
-		"format=raw,vdev=xvda,target=rbd:pool/img": "QEMU rbd: URL",
-		"specification=virtio,vdev=xvda,target=/x": "virtio",
+		"/x,raw,xvda":                                      "",
+		"phy:/dev/vg/lv,xvda,w":                            "",
+		"format=vhd,vdev=xvda,target=/x.vhd":               "", // boot/diskimage reads fixed VHDs, refuses dynamic ones
+		"format=qcow2,vdev=xvda,target=/x.qcow2":           "qemu-img convert -O raw /x.qcow2 /x.qcow2.raw",
+		"format=vhd,vdev=xvda,script=block-drbd,target=r0": "script block-drbd",
+		"iscsi:iqn.x:y,xvda,w":                             "script block-iscsi",
+		"script=block-drbd,vdev=xvda,target=r0":            "script block-drbd",
+		"vdev=xvda,backend=dd,target=/dev/sdb":             "backend domain dd",
+		"format=raw,vdev=xvda,target=rbd:pool/img":         "QEMU rbd: URL",
+		"specification=virtio,vdev=xvda,target=/x":         "virtio",
 		",,xvda":                    "no target",
 		"vdev=xvda,target=/a,b:c=d": "",
 	} {
