@@ -23,6 +23,9 @@ type matrixCase struct {
 	kernel  string
 	initrds []string
 	cmdline string
+	// prepare, if set, changes the built disk before the boot (the disk
+	// hash of check (e) is taken after it).
+	prepare func(t *testing.T, disk string)
 }
 
 // The disks' files. The kernel is always Debian's; entries the stub must
@@ -179,6 +182,53 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			cmdline: "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.pad=" + strings.Repeat("x", 2016-len("BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.pad=")),
 		},
 		{
+			// RHEL 9 on XFS: a BIOS boot partition, /boot on XFS (GPT
+			// partition 2), grub2/grub.cfg as RHEL writes it (grubenv
+			// through ${config_directory}, default="${saved_entry}",
+			// blscfg), options "$kernelopts" from grubenv, which names no
+			// saved_entry, so blscfg's first entry, the newest version,
+			// boots. The kernel then leaves the log dirty holding a newer
+			// entry (kernelxfs.BLSLogOnly, a missing kernel): replayed, it
+			// would become the default; read as ro,norecovery reads it,
+			// it does not exist.
+			name: "tpm20-rhel-xfs-gpt-dirtylog", tpm: tpmfront.Version20,
+			disk: guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
+				{FS: "raw", SizeMB: 1},
+				{FS: "xfs", SizeMB: 300, Label: "boot", Files: []guestdisk.File{
+					text("/grub2/grub.cfg", rhelGrubCfg("hd0,gpt2")),
+					text("/grub2/grubenv", grubenv("kernelopts=console=ttyS0 panic=-1 quiet e2e.case=rhel-20\nboot_success=0\n")),
+					text("/loader/entries/0123456789abcdef0123456789abcdef-6.1.0-9.el9.x86_64.conf", "title Old (never booted)\nversion 6.1.0-9.el9.x86_64\nlinux /vmlinuz-6.1.0-9.el9.x86_64\noptions $kernelopts\n"),
+					text("/loader/entries/0123456789abcdef0123456789abcdef-6.1.0-56.el9.x86_64.conf", "title vtpmboot e2e: RHEL-style XFS /boot under TPM 2.0\nversion 6.1.0-56.el9.x86_64\nlinux /vmlinuz-6.1.0-56.el9.x86_64\n"+
+						"initrd /initramfs-6.1.0-56.el9.x86_64.img\noptions $kernelopts\ngrub_users $grub_users\ngrub_arg --unrestricted\ngrub_class rhel\n"),
+					file("/vmlinuz-6.1.0-56.el9.x86_64", p.Kernel), file("/initramfs-6.1.0-56.el9.x86_64.img", p.Target),
+				}},
+				{FS: "ext4", SizeMB: 16, Label: "root", Files: []guestdisk.File{text("/etc/fstab", "LABEL=boot /boot xfs defaults 0 0\n")}},
+			}},
+			kernel: p.Kernel, initrds: []string{p.Target},
+			cmdline: "BOOT_IMAGE=(hd0,gpt2)/vmlinuz-6.1.0-56.el9.x86_64 console=ttyS0 panic=-1 quiet e2e.case=rhel-20",
+			prepare: dirtyXFSLog(p, 2),
+		},
+		{
+			// RHEL 8 on XFS under TPM 1.2: /boot is MBR partition 1,
+			// grubenv's saved_entry names the older of two entries, whose
+			// options are grubenv's $kernelopts; the log is dirty.
+			name: "tpm12-rhel-xfs-mbr-dirtylog", tpm: tpmfront.Version12,
+			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
+				{FS: "xfs", SizeMB: 300, Label: "boot", Files: []guestdisk.File{
+					text("/grub2/grub.cfg", rhelGrubCfg("hd0,msdos1")),
+					text("/grub2/grubenv", grubenv("saved_entry=0123456789abcdef0123456789abcdef-4.18.0-80.el8.x86_64\nkernelopts=root=/dev/mapper/rhel-root ro console=ttyS0 panic=-1 quiet e2e.case=rhel-12\n")),
+					text("/loader/entries/0123456789abcdef0123456789abcdef-4.18.0-80.el8.x86_64.conf", "title vtpmboot e2e: RHEL-style XFS /boot under TPM 1.2\nversion 4.18.0-80.el8.x86_64\nlinux /vmlinuz-4.18.0-80.el8.x86_64\n"+
+						"initrd /initramfs-4.18.0-80.el8.x86_64.img\noptions $kernelopts\nid rhel-20190313-4.18.0-80.el8.x86_64\ngrub_users $grub_users\ngrub_arg --unrestricted\ngrub_class kernel\n"),
+					text("/loader/entries/0123456789abcdef0123456789abcdef-4.18.0-305.el8.x86_64.conf", "title Newer (not the saved entry)\nversion 4.18.0-305.el8.x86_64\nlinux /vmlinuz-4.18.0-305.el8.x86_64\noptions $kernelopts\n"),
+					file("/vmlinuz-4.18.0-80.el8.x86_64", p.Kernel), file("/initramfs-4.18.0-80.el8.x86_64.img", p.Target),
+				}},
+				{FS: "ext4", SizeMB: 16, Label: "root", Files: []guestdisk.File{text("/etc/fstab", "LABEL=boot /boot xfs defaults 0 0\n")}},
+			}},
+			kernel: p.Kernel, initrds: []string{p.Target},
+			cmdline: "BOOT_IMAGE=(hd0,msdos1)/vmlinuz-4.18.0-80.el8.x86_64 root=/dev/mapper/rhel-root ro console=ttyS0 panic=-1 quiet e2e.case=rhel-12",
+			prepare: dirtyXFSLog(p, 1),
+		},
+		{
 			// extlinux.conf with no initrd: BOOT_IMAGE= as written, APPEND
 			// verbatim (the double blank stays). With no initrd the target
 			// kernel has no userspace (Debian's has no built-in block or
@@ -234,6 +284,10 @@ func TestMatrix(t *testing.T) {
 			}
 			t.Parallel()
 			disk, sum := buildDisk(t, c.disk)
+			if c.prepare != nil {
+				c.prepare(t, disk)
+				sum = fileSum(t, disk)
+			}
 			res := boot(t, qemutest.Options{
 				Kernel: p.Kernel, Initrd: p.Stub, Append: StubAppend("quiet"),
 				Disks: []qemutest.Disk{{Path: disk}}, TPM: c.tpm,
