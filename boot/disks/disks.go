@@ -281,6 +281,23 @@ func Choose(vols []Volume, entrySelector string) *Selection {
 		parts = append(parts, v.Partition())
 	}
 	s.Found = discover.Discover(parts)
+	// The rule for unreadable volumes comes first: whatever the first
+	// configuration found says (even a broken entry), a volume before it
+	// that a boot loader could read would have been searched first.
+	if len(s.Found) > 0 {
+		first := s.Found[0]
+		at := pos[first.Partition.Name]
+		for _, v := range vols[:at] {
+			if v.FS == nil && !v.Skippable() {
+				hint := "vtpmboot.disk="
+				if d := vols[at].Device; d != "" {
+					hint += d
+				}
+				s.Err = &ShadowedError{Volume: v.Name, Err: v.Err, Config: "/" + first.Path, On: first.Partition.Name, Hint: hint}
+				return s
+			}
+		}
+	}
 	c, err := discover.ChooseFrom(s.Found, entrySelector)
 	if err != nil {
 		if errors.Is(err, discover.ErrNoConfig) && len(s.Skipped) > 0 {
@@ -292,20 +309,6 @@ func Choose(vols []Volume, entrySelector string) *Selection {
 		}
 		s.Err = err
 		return s
-	}
-	at := pos[c.Partition.Name]
-	if len(s.Found) > 0 {
-		at = min(at, pos[s.Found[0].Partition.Name])
-	}
-	for _, v := range vols[:at] {
-		if v.FS == nil && !v.Skippable() {
-			hint := "vtpmboot.disk="
-			if d := vols[at].Device; d != "" {
-				hint += d
-			}
-			s.Err = &ShadowedError{Volume: v.Name, Err: v.Err, Config: "/" + c.Found.Path, On: c.Partition.Name, Hint: hint}
-			return s
-		}
 	}
 	s.Choice = c
 	return s

@@ -184,3 +184,24 @@ func TestSkippable(t *testing.T) {
 		}
 	}
 }
+
+// The rule for unreadable volumes is applied before the entry is judged:
+// a corrupt volume searched first is the refusal even when the
+// configuration found after it names a kernel that cannot boot.
+func TestShadowedBeforeBrokenEntry(t *testing.T) {
+	testenv.NeedCommands(t, "mkfs.ext4", "sfdisk")
+	bad := guestdisk.Partition{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
+		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
+		{Path: "/boot/vmlinuz", Data: []byte("not a bzImage")},
+	}}
+	d := build(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Corrupt: true}, bad}})
+	d.Linux = "vda"
+	vols, err := Read(0, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var se *ShadowedError
+	if s := Choose(vols, ""); !errors.As(s.Err, &se) || se.Volume != "vda1" {
+		t.Errorf("err %v, want the shadowing refusal for vda1", s.Err)
+	}
+}
