@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
@@ -170,7 +171,7 @@ func (d *Doc) WriteText(w io.Writer) error {
 		fmt.Fprintf(bw, "  %d %q\n", i, a.Label)
 		for _, b := range d.Banks {
 			if len(a.Init[b]) > 0 {
-				fmt.Fprintf(bw, "    %-7s starting values %v\n", b, a.Init[b])
+				fmt.Fprintf(bw, "    %-7s starting values %s\n", b, d.values(a.Init[b]))
 			}
 		}
 	}
@@ -178,7 +179,7 @@ func (d *Doc) WriteText(w io.Writer) error {
 		t := d.TPM2[b]
 		fmt.Fprintf(bw, "TPM 2.0 %s (tpm2-tools -l %s): policy digest %s\n", b, t.PCRSelection, t.PolicyDigest)
 		for i, br := range t.Branches {
-			fmt.Fprintf(bw, "  branch %d PolicyPCR %s %v\n", i, br.PolicyPCR, br.Values)
+			fmt.Fprintf(bw, "  branch %d PolicyPCR %s %s\n", i, br.PolicyPCR, d.values(br.Values))
 		}
 		for lvl, gs := range t.ORLevels {
 			fmt.Fprintf(bw, "  PolicyOR level %d: %d group(s)\n", lvl, len(gs))
@@ -186,8 +187,19 @@ func (d *Doc) WriteText(w io.Writer) error {
 	}
 	if d.TPM12 != nil {
 		for i, c := range d.TPM12.Composites {
-			fmt.Fprintf(bw, "TPM 1.2 digestAtRelease %d: %s %v\n", i, c.DigestAtRelease, c.Values)
+			fmt.Fprintf(bw, "TPM 1.2 digestAtRelease %d: %s %s\n", i, c.DigestAtRelease, d.values(c.Values))
 		}
 	}
 	return bw.Flush()
+}
+
+// values prints PCR=value pairs in PCR order ("4=ab12… 5=cd34…").
+func (d *Doc) values(m map[string]string) string {
+	var parts []string
+	for p := 0; p < tpmfront.NumPCRs; p++ {
+		if v, ok := m[strconv.Itoa(p)]; ok {
+			parts = append(parts, strconv.Itoa(p)+"="+v)
+		}
+	}
+	return strings.Join(parts, " ")
 }

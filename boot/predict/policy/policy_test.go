@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -209,4 +210,48 @@ func TestFromJSON(t *testing.T) {
 	if v, ok := p.Value(tpmfront.SHA256, 7); err != nil || !ok || v[0] != 0x77 {
 		t.Errorf("%+v %v", p, err)
 	}
+}
+
+// FuzzPolicy feeds prediction documents (what --expected reads) through
+// FromJSON and every output: an accepted document must never make a
+// policy computation panic or produce a value of the wrong size.
+func FuzzPolicy(f *testing.F) {
+	seed, err := os.ReadFile("testdata/prediction.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed, "4,5")
+	f.Add(seed, "4,5,7")
+	f.Add([]byte(`{"contract":1,"banks":{"sha1":{"4":""}}}`), "4")
+	f.Fuzz(func(t *testing.T, b []byte, sel string) {
+		var d pcrfile.JSONDoc
+		if json.Unmarshal(b, &d) != nil {
+			return
+		}
+		p, err := FromJSON("fuzz", &d)
+		if err != nil {
+			return
+		}
+		s, err := ParseSelection(sel)
+		if err != nil {
+			return
+		}
+		set, err := NewSet(s, []Prediction{p, p})
+		if err != nil {
+			return
+		}
+		doc, err := set.Build(Options{})
+		if err != nil {
+			t.Fatalf("Build of an accepted set: %v", err)
+		}
+		for bank, td := range doc.TPM2 {
+			if len(td.PolicyDigest) != 64 || len(td.Branches) != 1 {
+				t.Fatalf("%s: policy %q, %d branches", bank, td.PolicyDigest, len(td.Branches))
+			}
+		}
+		set.Pcrlock()
+		for _, a := range set.Banks {
+			set.Keylime(a)
+		}
+	})
 }
