@@ -40,6 +40,9 @@ type Instance struct {
 	// Port+1, the layout tpm2-tools' swtpm TCTI expects.
 	Host           string
 	Port, CtrlPort int
+	// State is the TPM state directory: Dir/state, or the one given to
+	// StartTCPWithState/StartWithState.
+	State string
 
 	t     testing.TB
 	args  []string
@@ -58,9 +61,16 @@ const readyTimeout = 20 * time.Second
 // as firmware would have left it.
 func Start(t testing.TB, v tpmfront.Version) *Instance {
 	t.Helper()
+	return StartWithState(t, v, "")
+}
+
+// StartWithState is Start on a state directory the caller keeps; "" means
+// a fresh one.
+func StartWithState(t testing.TB, v tpmfront.Version, state string) *Instance {
+	t.Helper()
 	testenv.NeedCommands(t, "swtpm")
 	dir := t.TempDir()
-	in := &Instance{Version: v, Dir: dir, t: t,
+	in := &Instance{Version: v, Dir: dir, t: t, State: state,
 		ServerSock: filepath.Join(dir, "srv.sock"), CtrlSock: filepath.Join(dir, "ctrl.sock")}
 	args := []string{
 		"--server", "type=unixio,path=" + in.ServerSock,
@@ -77,6 +87,14 @@ func Start(t testing.TB, v tpmfront.Version) *Instance {
 // tpm2-tools can reach it with TCTI() and tpmfront with Spec().
 func StartTCP(t testing.TB, v tpmfront.Version) *Instance {
 	t.Helper()
+	return StartTCPWithState(t, v, "")
+}
+
+// StartTCPWithState is StartTCP on a state directory the caller keeps
+// (e.g. to boot a VM with it afterwards; swtpm_setup may have prepared
+// it); "" means a fresh one in the test's temporary directory.
+func StartTCPWithState(t testing.TB, v tpmfront.Version, state string) *Instance {
+	t.Helper()
 	testenv.NeedCommands(t, "swtpm")
 	dir := t.TempDir()
 	var lastErr error
@@ -87,7 +105,7 @@ func StartTCP(t testing.TB, v tpmfront.Version) *Instance {
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := &Instance{Version: v, Dir: dir, t: t, Host: "127.0.0.1", Port: port, CtrlPort: port + 1}
+		in := &Instance{Version: v, Dir: dir, t: t, Host: "127.0.0.1", Port: port, CtrlPort: port + 1, State: state}
 		args := []string{
 			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=%s", in.Port, in.Host),
 			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=%s", in.CtrlPort, in.Host),
@@ -143,7 +161,10 @@ func (in *Instance) run() error {
 	} else if in.Version != tpmfront.Version12 {
 		return fmt.Errorf("swtpm: cannot emulate a %v", in.Version)
 	}
-	state := filepath.Join(in.Dir, "state")
+	if in.State == "" {
+		in.State = filepath.Join(in.Dir, "state")
+	}
+	state := in.State
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return err
 	}

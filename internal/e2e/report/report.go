@@ -42,6 +42,22 @@ type Report struct {
 	Extra map[string]string
 }
 
+// Where the e2e seal test leaves the sealed secret in the guest's TPM for
+// targetinit: TPM 2.0 a persistent sealed-data object under a persistent
+// primary; TPM 1.2 an NV index holding a 2-byte big-endian length and the
+// TPM_STORED_DATA12 blob (sealed with the SRK, well-known SRK auth).
+// targetinit reports the outcome in Extra under ExtraUnsealed (the secret)
+// or ExtraUnsealError (the TPM's refusal or what failed).
+const (
+	SealedPrimary2 = 0x81000001
+	SealedObject2  = 0x81000002
+	SealedNV12     = 0x00012000
+	// UnsealFlag on the target's command line asks targetinit to unseal.
+	UnsealFlag       = "e2e.unseal"
+	ExtraUnsealed    = "unsealed"
+	ExtraUnsealError = "unseal-error"
+)
+
 // Format renders the block, trailing newline included.
 func (r *Report) Format() string {
 	var body strings.Builder

@@ -46,6 +46,9 @@ func main() {
 	if mode, kernel, banks := guestArgs(r.Cmdline); mode != "" {
 		guest(r, mode, kernel, banks, fail)
 	}
+	if unsealRequested(r.Cmdline) {
+		unseal(r)
+	}
 	out := console()
 	out.WriteString(r.Format())
 	// tcdrain: the UART must have sent the last byte before power-off, or
