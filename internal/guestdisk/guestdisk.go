@@ -30,7 +30,12 @@ type Partition struct {
 	FS     string
 	SizeMB int
 	Label  string
-	Files  []File
+	// UUID replaces the fixed filesystem UUID (ext*), for configs that
+	// search for their filesystem by UUID.
+	UUID string
+	// MkfsArgs are extra mkfs arguments (e.g. "-I", "128" for GRUB legacy).
+	MkfsArgs []string
+	Files    []File
 	// DirtyJournal leaves an uncommitted-to-disk transaction in the ext3/4
 	// journal (written with debugfs's journal commands), the state a guest
 	// that crashed leaves behind. Mounting it "ro" without "noload" would
@@ -150,7 +155,12 @@ func buildFS(p Partition, root, img string) error {
 			args = append(args, "-L", p.Label)
 		}
 		// Fixed UUID and hash seed keep images reproducible run to run.
-		args = append(args, "-U", "6f1d2a4e-8b9c-4d3e-9f10-112233445566", "-E", "hash_seed=0b7ea5e1-0000-4000-8000-000000000001", img, size)
+		uuid := "6f1d2a4e-8b9c-4d3e-9f10-112233445566"
+		if p.UUID != "" {
+			uuid = p.UUID
+		}
+		args = append(args, p.MkfsArgs...)
+		args = append(args, "-U", uuid, "-E", "hash_seed=0b7ea5e1-0000-4000-8000-000000000001", img, size)
 		cmd := exec.Command("mkfs."+p.FS, args...)
 		cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME=1700000000")
 		if b, err := cmd.CombinedOutput(); err != nil {
