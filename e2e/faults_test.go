@@ -23,7 +23,7 @@ func TestFaults(t *testing.T) {
 	simple := func(files ...guestdisk.File) guestdisk.Disk {
 		return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 48, Files: files}}}
 	}
-	goodCfg := "menuentry 'vtpmboot e2e fault' {\n\tlinux /boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.case=fault\n\tinitrd /boot/target.img\n}\n"
+	goodCfg := "set timeout=5\nmenuentry 'vtpmboot e2e fault' {\n\tlinux /boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.case=fault\n\tinitrd /boot/target.img\n}\n"
 	good := simple(text("/boot/grub/grub.cfg", goodCfg), file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target))
 	// Not a bzImage: 4 MiB of (reproducible) random bytes.
 	junk := make([]byte, 4<<20)
@@ -64,7 +64,7 @@ func TestFaults(t *testing.T) {
 		},
 		{
 			name: "tpm12-missing-kernel", tpm: tpmfront.Version12,
-			disk: simple(text("/boot/grub/grub.cfg", "set default=0\nmenuentry 'Debian GNU/Linux, with Linux 6.1.0-99-amd64' {\n\tlinux /boot/vmlinuz-6.1.0-99-amd64 root=/dev/vda1 ro\n\tinitrd /boot/target.img\n}\n"),
+			disk: simple(text("/boot/grub/grub.cfg", "set default=0\nset timeout=5\nmenuentry 'Debian GNU/Linux, with Linux 6.1.0-99-amd64' {\n\tlinux /boot/vmlinuz-6.1.0-99-amd64 root=/dev/vda1 ro\n\tinitrd /boot/target.img\n}\n"),
 				file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target)),
 			fatal: []string{"FATAL: choose boot entry:", `"Debian GNU/Linux, with Linux 6.1.0-99-amd64"`, "/boot/grub/grub.cfg", "vmlinuz-6.1.0-99-amd64"},
 		},

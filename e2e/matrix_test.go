@@ -69,7 +69,8 @@ menuentry 'vtpmboot e2e: GRUB 2, two initrds' --class debian --id e2e {
 			name: "tpm12-grub2-mbr-1initrd", tpm: tpmfront.Version12,
 			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
 				{FS: "ext4", SizeMB: 64, Label: "root", DirtyJournal: true, Files: []guestdisk.File{
-					text("/boot/grub/grub.cfg", `function load_video {
+					text("/boot/grub/grub.cfg", `set timeout=5
+function load_video {
   insmod all_video
 }
 set default="1>0"

@@ -199,6 +199,15 @@ type Choice struct {
 	Reason string
 }
 
+// ErrWaitsForPerson is wrapped by the selection error when the boot loader
+// would stop at its menu or a password prompt instead of booting the
+// default: vtpmboot does not guess what the person would have chosen.
+var ErrWaitsForPerson = errors.New("the boot loader would wait for a person")
+
+// ErrDefaultUnbootable is wrapped by the selection error when the loader's
+// default item is a chainloader or multiboot item.
+var ErrDefaultUnbootable = errors.New("the boot loader's default is not a Linux entry vtpmboot can boot")
+
 // ErrNoConfig means no partition holds a boot configuration vtpmboot reads.
 var ErrNoConfig = errors.New("no boot configuration found")
 
@@ -234,7 +243,11 @@ func ChooseFrom(found []Found, selector string) (*Choice, error) {
 			f.Path, f.Partition.Name, e.Index, e.Title, e.Line)
 	}
 	if err := checkFiles(f.Partition, e); err != nil {
-		return nil, err
+		fb, why, ok := fallback(f, selector, e, err)
+		if !ok {
+			return nil, err
+		}
+		e, reason = fb, reason+"; "+why
 	}
 	return &Choice{
 		Partition: f.Partition,
@@ -245,7 +258,9 @@ func ChooseFrom(found []Found, selector string) (*Choice, error) {
 }
 
 // SelectEntry picks an entry of m. An empty selector takes the menu's
-// default. Otherwise, in this order: a menu position ("2", or GRUB2's
+// default, unless the boot loader would not boot it unattended (m.Waits):
+// then it fails with ErrWaitsForPerson, because the real loader would stop
+// there too. Otherwise, in this order: a menu position ("2", or GRUB2's
 // "1>0" for an entry in a submenu), an ID (GRUB2 --id, syslinux LABEL, BLS
 // file name), an exact title. A selector matching several titles is an
 // error: booting a guess is worse than not booting.
@@ -258,6 +273,12 @@ func SelectEntry(m *entry.Menu, selector string) (entry.Entry, string, error) {
 			return entry.Entry{}, "", fmt.Errorf("default entry %d out of range (%d entries)", m.Default, len(m.Entries))
 		}
 		e := m.Entries[m.Default]
+		if m.Unbootable != "" {
+			return entry.Entry{}, "", fmt.Errorf("%w: %s; choose a Linux entry with vtpmboot.entry= (pcrsim --entry), or fix the config", ErrDefaultUnbootable, m.Unbootable)
+		}
+		if m.Waits != "" {
+			return entry.Entry{}, "", fmt.Errorf("%w: %s; choose an entry with vtpmboot.entry= (pcrsim --entry), or fix the config", ErrWaitsForPerson, m.Waits)
+		}
 		return e, fmt.Sprintf("default entry %s %q (%s)", e.MenuPath, e.Title, m.DefaultReason), nil
 	}
 	// Positions count the way the boot loader counts them: GRUB2's
@@ -319,4 +340,25 @@ func listEntries(m *entry.Menu) string {
 		fmt.Fprintf(&b, "%s %q", e.MenuPath, e.Title)
 	}
 	return b.String()
+}
+
+// fallback is what the loader boots when the default entry fails to load
+// because one of its files is missing: the first of the menu's fallback
+// entries whose files are all there (GRUB's "fallback", legacy and 2).
+// Only the default falls back: an explicit selector names what to boot.
+func fallback(f Found, selector string, def entry.Entry, err error) (entry.Entry, string, bool) {
+	if selector != "" || len(f.Menu.Fallback) == 0 || !errors.Is(err, fs.ErrNotExist) {
+		return entry.Entry{}, "", false
+	}
+	for _, i := range f.Menu.Fallback {
+		if i < 0 || i >= len(f.Menu.Entries) {
+			continue
+		}
+		e := f.Menu.Entries[i]
+		if e.Kernel == "" || checkFiles(f.Partition, e) != nil {
+			continue
+		}
+		return e, fmt.Sprintf("it fails to load (%v), so the loader falls back to entry %s %q", err, e.MenuPath, e.Title), true
+	}
+	return entry.Entry{}, "", false
 }

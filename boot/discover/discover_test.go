@@ -16,6 +16,7 @@ import (
 )
 
 const grubCfg = `set default=0
+set timeout=5
 menuentry 'Debian GNU/Linux' --id debian {
 	linux /boot/vmlinuz-6.1 root=/dev/xvda1 ro quiet
 	initrd /boot/initrd.img-6.1
@@ -145,7 +146,7 @@ func TestSymlinkCannotEscape(t *testing.T) {
 	if err := os.WriteFile(outside, []byte("host file"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mustWrite(t, filepath.Join(dir, "boot/grub/grub.cfg"), "menuentry x {\n linux /boot/vmlinuz\n}\n")
+	mustWrite(t, filepath.Join(dir, "boot/grub/grub.cfg"), "set timeout=5\nmenuentry x {\n linux /boot/vmlinuz\n}\n")
 	if err := os.Symlink(outside, filepath.Join(dir, "boot/vmlinuz")); err != nil {
 		t.Fatal(err)
 	}

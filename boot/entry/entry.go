@@ -57,6 +57,19 @@ type Menu struct {
 	// with no user input; DefaultReason says how it was decided.
 	Default       int    `json:"default"`
 	DefaultReason string `json:"default_reason"`
+	// Waits, when not empty, says why the boot loader would not boot
+	// Default unattended but stop and wait for a person (a menu with no
+	// timeout, a password prompt). The selector then refuses to boot
+	// without an explicit choice; see discover.ErrWaitsForPerson.
+	Waits string `json:"waits,omitempty"`
+	// Unbootable, when not empty, says why the loader's default item is
+	// nothing vtpmboot can boot (a chainloader or multiboot item): the
+	// selector refuses rather than boot another entry.
+	Unbootable string `json:"unbootable,omitempty"`
+	// Fallback lists, in order, the entries (indexes into Entries) the
+	// loader tries when the default fails to load because a file is
+	// missing (GRUB's "fallback").
+	Fallback []int `json:"fallback,omitempty"`
 	// Warnings lists lines that were understood but not honoured (an
 	// unsupported command, say), so a user can see what was skipped.
 	Warnings []string `json:"warnings,omitempty"`

@@ -3,6 +3,7 @@ package grub2
 import (
 	"fmt"
 	"io/fs"
+	goregexp "regexp"
 	"strconv"
 	"strings"
 
@@ -121,7 +122,7 @@ var silent = map[string]bool{
 	"set_background_color": true, "timeout": true, "rmmod": true, "boot": true,
 	"cryptomount": true, "lsefi": true, "probe": true, "export_env": true,
 	"fwsetup": true, "hwmatch": true, "keystatus": true, "setparams": true,
-	"regexp": true, "videoinfo": true, "smbios": true, "tpm": true, "cutmem": true,
+	"videoinfo": true, "smbios": true, "tpm": true, "cutmem": true,
 }
 
 func (in *interp) command(c *ctx, lv *level, file string, line int, argv []string, depth int) (int, error) {
@@ -176,6 +177,8 @@ func (in *interp) command(c *ctx, lv *level, file string, line int, argv []strin
 		return in.test(argv[1 : len(argv)-1]), nil
 	case "test":
 		return in.test(argv[1:]), nil
+	case "regexp":
+		return in.regexp(c, where, argv[1:]), nil
 	case "load_env":
 		return in.loadEnv(c, where, argv[1:]), nil
 	case "search", "search.fs_uuid", "search.fs_label", "search.file":
@@ -567,7 +570,8 @@ func (in *interp) flatten(m *entry.Menu, lv *level, prefix string) {
 
 // LoaderCmdline is grub_create_loader_cmdline (grub-core/lib/cmdline.c):
 // arguments joined by single spaces; '\', '\” and '"' escaped with a
-// backslash unless the backslash starts a \xHH sequence; an argument
+// backslash (GRUB 2.06 as Debian 12 ships it, checked against the real
+// loader by e2e/loader; later GRUB leaves a \xHH sequence alone); an argument
 // containing a space wrapped in double quotes. GRUB's linux loader puts
 // "BOOT_IMAGE=" before it, with the kernel path as the first argument.
 func LoaderCmdline(args []string) string {
@@ -582,11 +586,6 @@ func LoaderCmdline(args []string) string {
 		}
 		for j := 0; j < len(a); j++ {
 			ch := a[j]
-			if ch == '\\' && j+3 < len(a) && a[j+1] == 'x' && isHex(a[j+2]) && isHex(a[j+3]) {
-				b.WriteString(a[j : j+4])
-				j += 3
-				continue
-			}
 			if ch == '\\' || ch == '\'' || ch == '"' {
 				b.WriteByte('\\')
 			}
@@ -597,10 +596,6 @@ func LoaderCmdline(args []string) string {
 		}
 	}
 	return b.String()
-}
-
-func isHex(c byte) bool {
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
 }
 
 // chooseDefault follows GRUB's normal mode: $default (after the script)
@@ -660,12 +655,91 @@ func (in *interp) chooseDefault(m *entry.Menu, lv *level) {
 		if e.MenuPath == mp {
 			m.Default = i
 			m.DefaultReason = reason + " -> " + mp
+			m.Waits = in.waits(lv, mp)
 			return
 		}
 	}
-	in.warn(fmt.Sprintf("default menu item %s is not a bootable Linux entry; using %q", mp, m.Entries[0].Title))
+	// GRUB runs that item (a chainloader, a multiboot kernel) and boots
+	// it or stops with an error; booting some other entry instead would
+	// be booting what the loader would not.
 	m.Default = 0
-	m.DefaultReason = reason + " -> " + mp + " not bootable: first bootable entry"
+	m.DefaultReason = reason + " -> " + mp
+	m.Unbootable = fmt.Sprintf("the default menu item %s is %s", mp, in.describe(lv, mp))
+}
+
+// describe names the item at mp and why vtpmboot cannot boot it.
+func (in *interp) describe(lv *level, mp string) string {
+	cur := lv
+	var it *item
+	for _, part := range strings.Split(mp, ">") {
+		i, _ := strconv.Atoi(part)
+		if cur == nil || i >= len(cur.items) {
+			return "missing"
+		}
+		it = cur.items[i]
+		cur = it.sub
+	}
+	switch {
+	case it.sub != nil:
+		return fmt.Sprintf("submenu %q (%s:%d), which has no Linux entry", it.title, it.file, it.line)
+	case it.kernelArg != "" && !it.bootable:
+		return fmt.Sprintf("%q (%s:%d), which uses %s", it.title, it.file, it.line, it.kernelArg)
+	}
+	return fmt.Sprintf("%q (%s:%d), which loads no Linux kernel vtpmboot can read", it.title, it.file, it.line)
+}
+
+// fallbacks maps $fallback (space-separated top-level item numbers, read
+// one by one as grub-core/normal/menu.c does) to indexes into m.Entries.
+func (in *interp) fallbacks(m *entry.Menu, lv *level) {
+	v := strings.Fields(lv.ctx.vars["fallback"])
+	for _, f := range v {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			in.warn(fmt.Sprintf("fallback %q is not an item number: GRUB stops reading the list there", f))
+			return
+		}
+		for i, e := range m.Entries {
+			if e.MenuPath == f {
+				m.Fallback = append(m.Fallback, i)
+			}
+		}
+	}
+}
+
+// waits says why GRUB's normal mode would not boot the item at path mp
+// unattended, or "" when it would. Two rules (grub-core/normal/menu.c,
+// grub-core/normal/auth.c in GRUB 2.06):
+//   - the menu's $timeout after the script is GRUB's only way to boot
+//     without a key: unset, empty, negative or not a number (grub_strtoul
+//     fails, so grub_menu_get_timeout returns -1) means the menu waits;
+//   - with $superusers set (to anything, even ""), executing an item that
+//     is not --unrestricted asks for a user name and password: every item
+//     on the default's path, the submenus included.
+func (in *interp) waits(lv *level, mp string) string {
+	v, ok := lv.ctx.vars["timeout"]
+	if !ok {
+		return "the menu has no timeout (timeout is never set)"
+	}
+	if t := strings.TrimLeft(v, " \t"); t == "" || t[0] < '0' || t[0] > '9' {
+		return fmt.Sprintf("the menu never times out (timeout=%q)", v)
+	}
+	if _, ok := lv.ctx.vars["superusers"]; !ok {
+		return ""
+	}
+	cur := lv
+	for _, part := range strings.Split(mp, ">") {
+		i, _ := strconv.Atoi(part)
+		if cur == nil || i >= len(cur.items) {
+			break
+		}
+		it := cur.items[i]
+		if !it.unrestricted {
+			return fmt.Sprintf("superusers is set and %s %q (%s:%d) is not --unrestricted, so GRUB asks for a password",
+				map[bool]string{true: "submenu", false: "entry"}[it.submenu], it.title, it.file, it.line)
+		}
+		cur = it.sub
+	}
+	return ""
 }
 
 func firstPath(lv *level) string {
@@ -696,4 +770,66 @@ func findItem(lv *level, s string) int {
 		}
 	}
 	return -1
+}
+
+// regexp is GRUB's regexp command (commands/regexp.c): status 0 when
+// STRING matches the POSIX extended REGEXP; each --set [N:]VAR stores
+// submatch N (without N, the i-th --set stores submatch i). Go's POSIX
+// (leftmost-longest) mode stands in for GRUB's gnulib regcomp; a pattern
+// Go cannot compile is a warning and a failed match.
+func (in *interp) regexp(c *ctx, where string, args []string) int {
+	type set struct {
+		n    int
+		name string
+	}
+	var sets []set
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		v, isSet := "", false
+		switch {
+		case a == "--set" || a == "-s":
+			if i+1 < len(args) {
+				v, isSet = args[i+1], true
+				i++
+			}
+		case strings.HasPrefix(a, "--set="):
+			v, isSet = a[len("--set="):], true
+		default:
+			rest = append(rest, a)
+		}
+		if isSet {
+			s := set{n: len(sets) + 1, name: v}
+			if num, name, ok := strings.Cut(v, ":"); ok {
+				n, err := strconv.Atoi(num)
+				if err != nil || n < 0 {
+					in.warn(fmt.Sprintf("%s: regexp --set %q: bad submatch number", where, v))
+					return 1
+				}
+				s = set{n: n, name: name}
+			}
+			sets = append(sets, s)
+		}
+	}
+	if len(rest) != 2 {
+		in.warn(fmt.Sprintf("%s: regexp needs REGEXP and STRING, got %d arguments", where, len(rest)))
+		return 1
+	}
+	re, err := goregexp.CompilePOSIX(rest[0])
+	if err != nil {
+		in.warn(fmt.Sprintf("%s: regexp %q: %v; taken as not matching", where, rest[0], err))
+		return 1
+	}
+	m := re.FindStringSubmatch(rest[1])
+	if m == nil {
+		return 1
+	}
+	for _, s := range sets {
+		if s.n < len(m) && isName(s.name) {
+			if err := in.setVar(c, s.name, m[s.n]); err != nil {
+				return 1
+			}
+		}
+	}
+	return 0
 }

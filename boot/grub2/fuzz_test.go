@@ -7,6 +7,7 @@ import (
 	"testing/fstest"
 
 	"github.com/vtpmboot/vtpmboot/boot/grub2/grubenv"
+	"github.com/vtpmboot/vtpmboot/internal/loaderimg"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
 
@@ -21,6 +22,16 @@ func FuzzParse(f *testing.F) {
 		}
 	}
 	f.Add([]byte("menuentry x { linux /a \"b c\" 'd' $x ${y} }"))
+	// The real-loader corpus (e2e/loader): configs real GRUB 2.06 booted.
+	cases, err := loaderimg.LoadCorpus(testenv.RepoRoot(), loaderimg.GRUB2)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, c := range cases {
+		if _, b := c.MainConfig(); b != nil {
+			f.Add(b)
+		}
+	}
 	base := fstest.MapFS{}
 	fed := filepath.Join(root, "fedora")
 	filepath.Walk(fed, func(p string, fi os.FileInfo, err error) error {

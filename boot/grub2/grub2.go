@@ -94,6 +94,7 @@ func ParseWith(fsys fs.FS, config string, opt Options) (*entry.Menu, error) {
 		return nil, fmt.Errorf("%s: no bootable menu entries (menuentry with a linux command)%s", config, why)
 	}
 	in.chooseDefault(m, lv)
+	in.fallbacks(m, lv)
 	if in.rootUsed && in.rootDefault && !in.rootSet {
 		in.warn(fmt.Sprintf("$root was never set by the config; assumed %q (pass Options.Root)", DefaultRoot))
 	}
@@ -146,9 +147,12 @@ type item struct {
 	title   string
 	id      string
 	submenu bool
-	body    []node
-	args    []string // the menuentry's extra arguments become $1.. in the body
-	sub     *level
+	// unrestricted is --unrestricted: GRUB boots the item without asking
+	// for a superuser's password.
+	unrestricted bool
+	body         []node
+	args         []string // the menuentry's extra arguments become $1.. in the body
+	sub          *level
 	// for blscfg entries, the generated body source
 	src string
 	// result of running the body
@@ -305,8 +309,22 @@ func (in *interp) run(c *ctx, lv *level, file string, n node, depth int) (int, e
 		}
 		return st, nil
 	case *loopNode:
-		in.warn(fmt.Sprintf("%s:%d: %s loop not executed", file, n.line, n.kw))
-		return 0, nil
+		// grub_script_execute_cmdwhile: the condition's status decides,
+		// the loop's status is the body's last. MaxSteps bounds a loop
+		// that never ends (GRUB itself would hang there).
+		st := 0
+		for {
+			cst, err := in.runList(c, lv, file, n.cond, depth)
+			if err != nil {
+				return cst, err
+			}
+			if (cst == 0) != (n.kw == "while") {
+				return st, nil
+			}
+			if st, err = in.runList(c, lv, file, n.body, depth); err != nil {
+				return st, err
+			}
+		}
 	case *menuNode:
 		return in.menu(c, lv, file, n, depth)
 	case *cmdNode:
@@ -361,7 +379,9 @@ func (in *interp) menu(c *ctx, lv *level, file string, n *menuNode, depth int) (
 		case strings.HasPrefix(a, "--id="):
 			it.id = a[len("--id="):]
 		case strings.HasPrefix(a, "--class=") || strings.HasPrefix(a, "--users=") || strings.HasPrefix(a, "--hotkey="):
-		case a == "--unrestricted" || a == "--source":
+		case a == "--unrestricted":
+			it.unrestricted = true
+		case a == "--source":
 		default:
 			rest = append(rest, a)
 		}

@@ -2,6 +2,7 @@ package grub2
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,7 +57,7 @@ func TestCmdlineQuoting(t *testing.T) {
 		{`linux /vmlinuz "quoted=a b c" x`, `BOOT_IMAGE=/vmlinuz "quoted=a b c" x`},
 		{`linux /vmlinuz 'a"b' c\'d`, `BOOT_IMAGE=/vmlinuz a\"b c\'d`},
 		{`linux /vmlinuz a\\b "x\\y"`, `BOOT_IMAGE=/vmlinuz a\\b x\\y`},
-		{`linux /vmlinuz 'p=\x2d'`, `BOOT_IMAGE=/vmlinuz p=\x2d`},
+		{`linux /vmlinuz 'p=\x2d'`, `BOOT_IMAGE=/vmlinuz p=\\x2d`}, // GRUB 2.06: every backslash escaped (e2e/loader quoting case)
 		{`linux "/my kernel" a`, `BOOT_IMAGE="/my kernel" a`},
 		{`linux /vmlinuz a=""`, `BOOT_IMAGE=/vmlinuz a=`},
 		{`linux /vmlinuz "" b`, `BOOT_IMAGE=/vmlinuz  b`},
@@ -101,16 +102,70 @@ menuentry e { linux /e }
 		{"3", "e", false},
 		{"7", "a", true},
 		{"nothing", "a", true},
-		{"2", "a", true}, // chainloader entry: not bootable by us
 	}
 	for _, c := range cases {
-		m := one(t, "set default='"+c.def+"'\n"+cfg)
+		m := one(t, "set timeout=5\nset default='"+c.def+"'\n"+cfg)
 		if got := m.Entries[m.Default].Title; got != c.want {
 			t.Errorf("default=%q: got %q want %q (%s)", c.def, got, c.want, m.DefaultReason)
 		}
 		if hasWarn(m, "default") != c.warn {
 			t.Errorf("default=%q: warnings %q", c.def, m.Warnings)
 		}
+		if m.Unbootable != "" || m.Waits != "" {
+			t.Errorf("default=%q: unbootable %q, waits %q", c.def, m.Unbootable, m.Waits)
+		}
+	}
+	// A chainloader default: real GRUB runs it (e2e/loader
+	// chainloader-default); vtpmboot must not boot entry a instead.
+	m := one(t, "set default=2\n"+cfg)
+	if !strings.Contains(m.Unbootable, `"d"`) || !strings.Contains(m.Unbootable, "chainloader") {
+		t.Errorf("chainloader default: Unbootable = %q", m.Unbootable)
+	}
+}
+
+func TestWaitsForPerson(t *testing.T) {
+	for _, c := range []struct{ cfg, want string }{
+		{"menuentry a { linux /a }", "timeout is never set"},
+		{"set timeout=-1\nmenuentry a { linux /a }", `timeout="-1"`},
+		{"set timeout=\nmenuentry a { linux /a }", `timeout=""`},
+		{"set timeout=soon\nmenuentry a { linux /a }", `timeout="soon"`},
+		{"set timeout=0\nmenuentry a { linux /a }", ""},
+		{"set timeout=5s\nmenuentry a { linux /a }", ""},
+		{"set timeout=5\nset superusers=\nmenuentry a { linux /a }", `entry "a"`},
+		{"set timeout=5\nset superusers=root\nmenuentry a --users root { linux /a }", `entry "a"`},
+		{"set timeout=5\nset superusers=root\nmenuentry a --unrestricted { linux /a }", ""},
+		{"set timeout=5\nset superusers=root\nset default=0>0\nsubmenu s { menuentry a --unrestricted { linux /a } }", `submenu "s"`},
+		{"set timeout=5\nset superusers=root\nset default=0>0\nsubmenu s --unrestricted { menuentry a --unrestricted { linux /a } }", ""},
+	} {
+		m := one(t, c.cfg)
+		if c.want == "" && m.Waits != "" || !strings.Contains(m.Waits, c.want) {
+			t.Errorf("%q: Waits = %q, want %q", c.cfg, m.Waits, c.want)
+		}
+	}
+}
+
+func TestFallbackLoopsRegexp(t *testing.T) {
+	m := one(t, `set timeout=0
+set fallback="2 1"
+set n=
+while [ "$n" != "xxx" ]; do set n="${n}x"; done
+until [ "$n" = "" ]; do regexp --set=n '^x(x*)$' "$n"; set m="${m}y"; done
+regexp --set=1:v --set=2:w '^([a-z]+)-([0-9.]+)$' "linux-6.1"
+menuentry a { linux /a n=$n m=$m v=$v w=$w }
+menuentry b { linux /b }
+submenu s { menuentry c { linux /c } }
+menuentry d { linux /d }
+`)
+	if got := m.Entries[0].Cmdline; got != "BOOT_IMAGE=/a n= m=yyy v=linux w=6.1" {
+		t.Errorf("cmdline %q", got)
+	}
+	// Item 2 is a submenu, so only item 1 is a fallback entry.
+	if fmt.Sprint(m.Fallback) != "[1]" {
+		t.Errorf("fallback %v", m.Fallback)
+	}
+	_, err := Parse(fstest.MapFS{"grub.cfg": {Data: []byte("while true; do true; done\nmenuentry a { linux /a }\n")}}, "grub.cfg")
+	if err == nil || !strings.Contains(err.Error(), "commands executed") {
+		t.Errorf("endless loop: %v", err)
 	}
 }
 

@@ -39,9 +39,11 @@ type forNode struct {
 	body  []node
 }
 
-type loopNode struct { // while/until: never executed, see docs
+type loopNode struct { // while/until
 	line int
 	kw   string
+	cond []node
+	body []node
 }
 
 func (n *cmdNode) nodeLine() int  { return n.line }
@@ -321,13 +323,14 @@ func (p *parser) loop() (node, error) {
 	if err := p.advance(); err != nil {
 		return nil, err
 	}
-	if _, err := p.list(stopDo, false); err != nil {
+	var err error
+	if n.cond, err = p.list(stopDo, false); err != nil {
 		return nil, err
 	}
 	if err := p.expectKeyword("do", n.kw, n.line); err != nil {
 		return nil, err
 	}
-	if _, err := p.list(stopDone, false); err != nil {
+	if n.body, err = p.list(stopDone, false); err != nil {
 		return nil, err
 	}
 	if err := p.expectKeyword("done", n.kw, n.line); err != nil {

@@ -200,8 +200,18 @@ type rawEntry struct {
 	cmds  []line
 }
 
+// maxConfigfile bounds a chain of configfile defaults (a loop of two
+// files would otherwise never end; GRUB itself would loop too).
+const maxConfigfile = 8
+
 // Parse reads the GRUB legacy config at config (an fs.ValidPath) in fsys.
+// When the default entry is "configfile FILE", GRUB loads FILE and shows
+// its menu instead, so the menu returned is FILE's (recursively).
 func Parse(fsys fs.FS, config string) (*entry.Menu, error) {
+	return parse(fsys, config, 0)
+}
+
+func parse(fsys fs.FS, config string, depth int) (*entry.Menu, error) {
 	data, err := entry.ReadConfig(fsys, config)
 	if err != nil {
 		return nil, err
@@ -223,6 +233,7 @@ func Parse(fsys fs.FS, config string) (*entry.Menu, error) {
 		defaultWhy   = "no default command: entry 0"
 		fallbacks    []int
 		password     bool
+		timeout      = -1
 	)
 	for _, ln := range splitLines(data) {
 		if ln.truncated {
@@ -281,7 +292,15 @@ func Parse(fsys fs.FS, config string) (*entry.Menu, error) {
 			}
 		case "password":
 			password = true
-		case "timeout", "hiddenmenu", "color", "splashimage", "terminal", "terminfo",
+		case "timeout":
+			// timeout_func: safe_parse_maxint, so a bad number leaves
+			// grub_timeout at -1 (no timeout).
+			if v, _, ok := parseMaxint(arg); ok {
+				timeout = v
+			} else {
+				warn(ln.num, "timeout %q is not a number: ignored, as GRUB does", arg)
+			}
+		case "hiddenmenu", "color", "splashimage", "terminal", "terminfo",
 			"viewport", "foreground", "background", "border", "shade", "pager", "debug":
 			// Presentation only: with no user at the console the default
 			// boots either way.
@@ -319,7 +338,7 @@ func Parse(fsys fs.FS, config string) (*entry.Menu, error) {
 		}
 		m.Entries = append(m.Entries, e)
 	}
-	if bootable == 0 {
+	if _, _, chain := configfileOf(entries[min(max(defaultEntry, 0), len(entries)-1)]); bootable == 0 && !chain {
 		return nil, fmt.Errorf("%s: no bootable entry among %d", config, len(entries))
 	}
 
@@ -344,6 +363,30 @@ func Parse(fsys fs.FS, config string) (*entry.Menu, error) {
 	}
 	m.Default = defaultEntry
 	m.DefaultReason = defaultWhy
+	m.Fallback = valid
+	// stage2.c run_menu: with grub_timeout < 0 (no timeout command) the
+	// menu, hidden or not, waits for a key; GRUB 0.97 under QEMU proves
+	// it (e2e/loader grub-legacy no-timeout, hiddenmenu-no-timeout).
+	if timeout < 0 {
+		m.Waits = config + " has no timeout command, so the menu waits for a key"
+	} else if why := lockWhy(entries[defaultEntry], password); why != "" {
+		m.Waits = fmt.Sprintf("the default entry %d %q is locked: %s", defaultEntry, entries[defaultEntry].title, why)
+	} else if target, ln, ok := configfileOf(entries[defaultEntry]); ok {
+		if depth >= maxConfigfile {
+			return nil, fmt.Errorf("%s:%d: configfile chain deeper than %d", config, ln, maxConfigfile)
+		}
+		p, err := resolve(target)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: configfile: %w", config, ln, err)
+		}
+		sub, err := parse(fsys, p, depth+1)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: configfile %s: %w", config, ln, target, err)
+		}
+		sub.DefaultReason = fmt.Sprintf("%s: %s: entry %d %q is configfile %s; there: %s", config, defaultWhy, defaultEntry, entries[defaultEntry].title, target, sub.DefaultReason)
+		sub.Warnings = append(m.Warnings, sub.Warnings...)
+		return sub, nil
+	}
 	return m, nil
 }
 
@@ -398,12 +441,9 @@ func build(e *entry.Entry, re rawEntry, password bool) string {
 				return "no kernel command"
 			}
 			return ""
-		case name == "lock":
-			if password {
-				return fmt.Sprintf("line %d: lock: entry needs the menu password, which the stub cannot ask for", ln.num)
-			}
-		case name == "password":
-			return fmt.Sprintf("line %d: password: entry asks for a password, which the stub cannot do", ln.num)
+		case name == "lock" || name == "password":
+			// GRUB asks for the password here (lockWhy): a person has
+			// to be there, so only an explicit choice boots the entry.
 		case name == "module" || name == "modulenounzip":
 			return fmt.Sprintf("line %d: %s: multiboot modules are not a Linux boot", ln.num, name)
 		case name == "chainloader" || name == "makeactive" || name == "configfile" ||
@@ -421,6 +461,41 @@ func build(e *entry.Entry, re rawEntry, password bool) string {
 	}
 	if !haveKernel {
 		return "no kernel command"
+	}
+	return ""
+}
+
+// configfileOf reports the file of a "configfile" the entry runs before
+// any kernel command.
+func configfileOf(re rawEntry) (string, int, bool) {
+	for _, ln := range re.cmds {
+		switch commandName(ln.text) {
+		case "configfile":
+			if f := firstWord(skipTo(true, ln.text)); f != "" {
+				return f, ln.num, true
+			}
+		case "kernel", "boot", "chainloader":
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+// lockWhy says why GRUB would ask for a password before booting re: a
+// "lock" with a global password (lock_func), or a "password" command in the
+// entry itself (password_func outside the menu checks it then and there).
+func lockWhy(re rawEntry, password bool) string {
+	for _, ln := range re.cmds {
+		switch commandName(ln.text) {
+		case "lock":
+			if password {
+				return fmt.Sprintf("line %d: lock needs the menu password", ln.num)
+			}
+		case "password":
+			return fmt.Sprintf("line %d: password asks for a password", ln.num)
+		case "boot":
+			return ""
+		}
 	}
 	return ""
 }

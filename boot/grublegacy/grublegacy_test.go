@@ -11,6 +11,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/internal/golden"
+	"github.com/vtpmboot/vtpmboot/internal/loaderimg"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
 
@@ -72,7 +73,7 @@ func TestCmdlineBytes(t *testing.T) {
 		{"centos6", "grub/grub.conf", 1, []want{
 			// anaconda's double blank survives: GRUB does not collapse runs.
 			{1, "vmlinuz-2.6.32-754.el6.x86_64", "ro root=/dev/mapper/VolGroup-lv_root rd_NO_LUKS LANG=en_US.UTF-8 rd_NO_MD rd_LVM_LV=VolGroup/lv_swap SYSFONT=latarcyrheb-sun16 crashkernel=auto rd_LVM_LV=VolGroup/lv_root  KEYBOARDTYPE=pc KEYTABLE=us rd_NO_DM console=hvc0 rhgb quiet", []string{"initramfs-2.6.32-754.el6.x86_64.img"}},
-			{2, "", "", []string{}}, // lock with a global password
+			{2, "vmlinuz-2.6.32-754.el6.x86_64", "ro root=/dev/mapper/VolGroup-lv_root single", []string{"initramfs-2.6.32-754.el6.x86_64.img"}}, // locked: bootable when chosen (lockWhy)
 		}},
 		{"edge", "boot/grub/menu.lst", 2, []want{
 			{0, "", "", []string{}}, // xen.gz + module
@@ -270,6 +271,16 @@ func FuzzParse(f *testing.F) {
 		f.Add(data, []byte("1\n"))
 	}
 	f.Add([]byte("default saved\ntitle a\\\nkernel /a\\\n\\\n"), []byte("0:3"))
+	// The real-loader corpus (e2e/loader): configs real GRUB 0.97 booted.
+	cases, err := loaderimg.LoadCorpus(testenv.RepoRoot(), loaderimg.GRUBLegacy)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, c := range cases {
+		if _, b := c.MainConfig(); b != nil {
+			f.Add(b, []byte("1\n"))
+		}
+	}
 	f.Fuzz(func(t *testing.T, config, saved []byte) {
 		fsys := fstest.MapFS{
 			"boot/grub/menu.lst": &fstest.MapFile{Data: config},

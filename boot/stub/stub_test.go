@@ -153,6 +153,7 @@ func read(im Image) []byte {
 }
 
 const grubCfg = `set default=0
+set timeout=5
 menuentry 'Debian' {
 	linux /boot/vmlinuz root=/dev/xvda1 ro quiet
 	initrd /boot/initrd-a /boot/initrd-b

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/internal/golden"
+	"github.com/vtpmboot/vtpmboot/internal/loaderimg"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
 
@@ -349,6 +350,16 @@ func FuzzParse(f *testing.F) {
 		f.Add(data, []byte("label inc\nkernel /inc\n"))
 	}
 	f.Add([]byte("include inc.cfg\ninclude inc.cfg\n"), []byte("include syslinux.cfg\n"))
+	// The real-loader corpus (e2e/loader): configs real SYSLINUX 6.04 booted.
+	cases, err := loaderimg.LoadCorpus(testenv.RepoRoot(), loaderimg.Syslinux)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, c := range cases {
+		if _, b := c.MainConfig(); b != nil {
+			f.Add(b, []byte("label inc\nkernel /inc\n"))
+		}
+	}
 	f.Fuzz(func(t *testing.T, config, inc []byte) {
 		fsys := fstest.MapFS{
 			"boot/syslinux/syslinux.cfg": &fstest.MapFile{Data: config},

@@ -258,7 +258,7 @@ func TestPredictDiskList(t *testing.T) {
 	// A live grub.cfg next to a stale menu.lst: GRUB2 wins (pygrub's
 	// order), menu.lst is listed as passed over.
 	img := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
-		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'New' --id new {\n linux /boot/vmlinuz a=1\n}\nmenuentry 'Other' {\n linux /boot/vmlinuz b=2\n}\n")},
+		{Path: "/boot/grub/grub.cfg", Data: []byte("set timeout=5\nmenuentry 'New' --id new {\n linux /boot/vmlinuz a=1\n}\nmenuentry 'Other' {\n linux /boot/vmlinuz b=2\n}\n")},
 		{Path: "/boot/grub/menu.lst", Data: []byte("title Old\n kernel /boot/vmlinuz old\n")},
 		{Path: "/boot/vmlinuz", Data: k},
 	}}}})
@@ -304,7 +304,7 @@ func TestPredictSeparateBoot(t *testing.T) {
 	img := buildDisk(t, guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
 		{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{{Path: "/etc/hostname", Data: []byte("guest\n")}}},
 		{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
-			{Path: "/grub/grub.cfg", Data: []byte("menuentry 'Linux' {\n linux ($root)/vmlinuz root=/dev/xvda1 ro\n initrd ($root)/initrd.img\n}\n")},
+			{Path: "/grub/grub.cfg", Data: []byte("set timeout=5\nmenuentry 'Linux' {\n linux ($root)/vmlinuz root=/dev/xvda1 ro\n initrd ($root)/initrd.img\n}\n")},
 			{Path: "/vmlinuz", Data: k}, {Path: "/initrd.img", Data: i},
 		}},
 	}})
@@ -333,7 +333,7 @@ func TestPredictUnreadablePartitions(t *testing.T) {
 	needDiskTools(t)
 	k := kern(9000)
 	boot := guestdisk.Partition{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
-		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
+		{Path: "/boot/grub/grub.cfg", Data: []byte("set timeout=5\nmenuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
 		{Path: "/boot/vmlinuz", Data: k},
 	}}
 	corrupt := guestdisk.Partition{FS: "ext4", SizeMB: 8, Corrupt: true}
@@ -378,7 +378,7 @@ func TestPredictBrokenImages(t *testing.T) {
 	needDiskTools(t)
 	k := kern(2000)
 	good := guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
-		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz\n}\n")},
+		{Path: "/boot/grub/grub.cfg", Data: []byte("set timeout=5\nmenuentry 'L' {\n linux /boot/vmlinuz\n}\n")},
 		{Path: "/boot/vmlinuz", Data: k},
 	}}}}
 	dir := t.TempDir()
@@ -409,7 +409,7 @@ func TestPredictBrokenImages(t *testing.T) {
 func TestPredictRootConfined(t *testing.T) {
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "boot/grub"), 0o755)
-	os.WriteFile(filepath.Join(root, "boot/grub/grub.cfg"), []byte("menuentry 'L' {\n linux /boot/vmlinuz\n}\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "boot/grub/grub.cfg"), []byte("set timeout=5\nmenuentry 'L' {\n linux /boot/vmlinuz\n}\n"), 0o644)
 	host := filepath.Join(t.TempDir(), "host-secret")
 	os.WriteFile(host, []byte("host"), 0o644)
 	if err := os.Symlink(host, filepath.Join(root, "boot/vmlinuz")); err != nil {

@@ -75,19 +75,11 @@ func TestRealLoaders(t *testing.T) {
 	}
 	var cases []*loaderimg.Case
 	for _, l := range loaders {
-		dir := filepath.Join(root, "testdata", "loader", string(l))
-		names, _ := filepath.Glob(filepath.Join(dir, "*.case"))
-		for _, n := range names {
-			data, err := os.ReadFile(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := loaderimg.ParseCase(l, strings.TrimSuffix(filepath.Base(n), ".case"), data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cases = append(cases, c)
+		cs, err := loaderimg.LoadCorpus(root, l)
+		if err != nil {
+			t.Fatal(err)
 		}
+		cases = append(cases, cs...)
 	}
 	if only := os.Getenv("VTPMBOOT_LOADER_CASE"); only != "" {
 		var keep []*loaderimg.Case
@@ -127,7 +119,7 @@ func TestRealLoaders(t *testing.T) {
 			t.Run(string(c.Loader)+"/"+c.Name, func(t *testing.T) {
 				t.Parallel() // two at a time by default (-parallel = GOMAXPROCS)
 				dir := t.TempDir()
-				img, err := loaderimg.BuildDisk(ctx, c, observer, dir)
+				img, err := loaderimg.BuildDisk(ctx, c, loaderimg.ObserverPayload(observer), dir)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -180,7 +172,11 @@ func realLoader(ctx context.Context, c *loaderimg.Case, img string) (outcome, *l
 		return outcome{}, nil, err
 	}
 	if r.Waited {
-		return outcome{Refused: true, Why: fmt.Sprintf("still in the loader after %s", c.Deadline)}, r, nil
+		why := fmt.Sprintf("still in the loader after %s", c.Deadline)
+		if r.Screen != "" {
+			why += "; screen:\n" + r.Screen
+		}
+		return outcome{Refused: true, Why: why}, r, nil
 	}
 	if r.Err != nil {
 		return outcome{Refused: true, Why: r.Err.Error()}, r, nil
@@ -306,4 +302,12 @@ func goBuild(ctx context.Context, root, out string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/pcrsim")
 	cmd.Dir = root
 	return cmd.CombinedOutput()
+}
+
+func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	sort.Strings(c)
+	return c
 }

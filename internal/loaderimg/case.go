@@ -2,7 +2,9 @@ package loaderimg
 
 import (
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -153,3 +155,58 @@ func (c *Case) ConfigPaths() []string {
 // order and with what padding between them. The lengths differ with the
 // path, which exercises the padding.
 func InitrdContent(p string) []byte { return []byte("VTPM-INITRD " + p + "\n") }
+
+// LoadCorpus reads testdata/loader/<l>/*.case under the repository root.
+func LoadCorpus(root string, l Loader) ([]*Case, error) {
+	names, err := filepath.Glob(filepath.Join(root, "testdata", "loader", string(l), "*.case"))
+	if err != nil {
+		return nil, err
+	}
+	var out []*Case
+	for _, n := range names {
+		data, err := os.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		c, err := ParseCase(l, strings.TrimSuffix(filepath.Base(n), ".case"), data)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// MainConfig is the file the case's loader reads first.
+func (c *Case) MainConfig() (string, []byte) {
+	var d string
+	var err error
+	name := ""
+	switch c.Loader {
+	case GRUB2:
+		d, err, name = grub2PrefixName(c)
+	case Syslinux:
+		for _, p := range []string{"boot/syslinux/syslinux.cfg", "syslinux/syslinux.cfg", "syslinux.cfg",
+			"boot/extlinux/extlinux.conf", "extlinux/extlinux.conf", "boot/extlinux.conf", "extlinux.conf"} {
+			if _, ok := c.Files[p]; ok {
+				return p, c.Files[p]
+			}
+		}
+	case GRUBLegacy:
+		for _, p := range []string{"boot/grub/menu.lst", "grub/menu.lst", "boot/grub/grub.conf", "grub/grub.conf"} {
+			if _, ok := c.Files[p]; ok {
+				return p, c.Files[p]
+			}
+		}
+	}
+	if err != nil || name == "" {
+		return "", nil
+	}
+	p := path.Join(d, name)
+	return p, c.Files[p]
+}
+
+func grub2PrefixName(c *Case) (string, error, string) {
+	d, err := grub2Prefix(c)
+	return d, err, "grub.cfg"
+}

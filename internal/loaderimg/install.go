@@ -37,27 +37,46 @@ func Commands(l Loader) []string {
 	return base
 }
 
+// Payload makes the bytes of the case's kernel and initrd files.
+type Payload struct {
+	Kernel func(path string) ([]byte, error)
+	Initrd func(path string) ([]byte, error)
+}
+
+// ObserverPayload gives every kernel path the observer with that path as
+// its marker, and every initrd its InitrdContent.
+func ObserverPayload(observer []byte) Payload {
+	return Payload{
+		Kernel: func(p string) ([]byte, error) { return Kernel(observer, p) },
+		Initrd: func(p string) ([]byte, error) { return InitrdContent(p), nil },
+	}
+}
+
 // BuildDisk writes a disk image for c into dir and installs c's loader on
-// it. The kernels are the observer with their path as marker.
-func BuildDisk(ctx context.Context, c *Case, observer []byte, dir string) (string, error) {
+// it, with the kernel and initrd files from pl.
+func BuildDisk(ctx context.Context, c *Case, pl Payload, dir string) (string, error) {
 	var files []guestdisk.File
 	for _, p := range c.ConfigPaths() {
 		files = append(files, guestdisk.File{Path: "/" + p, Data: c.Files[p]})
 	}
 	for _, k := range c.Kernels {
-		img, err := Kernel(observer, k)
+		img, err := pl.Kernel(k)
 		if err != nil {
 			return "", err
 		}
 		files = append(files, guestdisk.File{Path: k, Data: img})
 	}
 	for _, i := range c.Initrds {
-		files = append(files, guestdisk.File{Path: i, Data: InitrdContent(i)})
+		img, err := pl.Initrd(i)
+		if err != nil {
+			return "", err
+		}
+		files = append(files, guestdisk.File{Path: i, Data: img})
 	}
 	for _, s := range c.Symlinks {
 		files = append(files, guestdisk.File{Path: "/" + s[0], Symlink: s[1]})
 	}
-	part := guestdisk.Partition{FS: c.FS, SizeMB: 32, UUID: c.UUID, Files: files}
+	part := guestdisk.Partition{FS: c.FS, SizeMB: 48, UUID: c.UUID, Files: files}
 	var err error
 	switch c.Loader {
 	case GRUB2:
