@@ -35,7 +35,7 @@ gen saved-title "GRUB_DEFAULT=saved, saved_entry is a submenu entry's title with
 gen saved-missing "GRUB_DEFAULT=saved with no grubenv file" -- GRUB_DEFAULT=saved
 gen next-entry "grub-reboot: next_entry=1>2 in grubenv" "next_entry=1>2" --
 gen default-path "GRUB_DEFAULT=\"1>3\" (a submenu position)" -- 'GRUB_DEFAULT="1>3"'
-gen default-id "GRUB_DEFAULT names the recovery entry's id" -- "GRUB_DEFAULT=gnulinux-advanced-$uuid>gnulinux-6.1.0-18-amd64-recovery-$uuid"
+gen default-id "GRUB_DEFAULT names the recovery entry by submenu and entry ids" -- "GRUB_DEFAULT=\"gnulinux-advanced-$uuid>gnulinux-6.1.0-18-amd64-recovery-$uuid\""
 gen default-out-of-range "GRUB_DEFAULT=7 names nothing" -- GRUB_DEFAULT=7
 gen no-submenu "GRUB_DISABLE_SUBMENU=y, GRUB_DEFAULT=3" -- GRUB_DISABLE_SUBMENU=y GRUB_DEFAULT=3
 gen quoting "GRUB_CMDLINE_LINUX with double quotes, a single-quoted word, a backslash and \$" -- \
