@@ -3,7 +3,8 @@
 # the Debian packages, then the Debian kernel the stub and the e2e guests boot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(qemu-system-x86 swtpm swtpm-tools tpm2-tools e2fsprogs dosfstools mtools fdisk openssl cpio xz-utils zstd kmod time libxen-dev xfsprogs busybox-static qemu-utils btrfs-progs)
+pkgs=(qemu-system-x86 swtpm swtpm-tools tpm2-tools e2fsprogs dosfstools mtools fdisk openssl cpio xz-utils zstd kmod time libxen-dev xfsprogs busybox-static qemu-utils btrfs-progs
+  grub-pc-bin syslinux syslinux-common grub-legacy binutils)  # e2e/loader: the real loaders and the observer's assembler
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
