@@ -251,7 +251,7 @@ func TestConfigByteBudget(t *testing.T) {
 	// Comments: the lexer reads every byte, and no command runs, so the
 	// interpreter's own step limit never comes into it.
 	big := strings.Repeat("# a comment line that costs lexing and nothing else\n", entry.MaxConfigSize/64)
-	cfg := strings.Repeat("source /boot/grub/big.cfg\n", 1000) + "menuentry x { linux /boot/vmlinuz-6.1 }\n"
+	cfg := strings.Repeat("source /boot/grub/big.cfg\n", 1000) + "set timeout=5\nmenuentry x { linux /boot/vmlinuz-6.1 }\n"
 	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": cfg, "boot/grub/big.cfg": big})
 	start := time.Now()
 	_, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, "")
@@ -260,7 +260,7 @@ func TestConfigByteBudget(t *testing.T) {
 	}
 	t.Logf("refused after %v", time.Since(start))
 	// The same file sourced a few times is fine.
-	fsys = withFiles(map[string]string{"boot/grub/grub.cfg": strings.Repeat("source /boot/grub/big.cfg\n", 3) + "menuentry x { linux /boot/vmlinuz-6.1 }\n", "boot/grub/big.cfg": "set a=b\n"})
+	fsys = withFiles(map[string]string{"boot/grub/grub.cfg": strings.Repeat("source /boot/grub/big.cfg\n", 3) + "set timeout=5\nmenuentry x { linux /boot/vmlinuz-6.1 }\n", "boot/grub/big.cfg": "set a=b\n"})
 	if _, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, ""); err != nil {
 		t.Errorf("small sources: %v", err)
 	}

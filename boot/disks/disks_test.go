@@ -58,7 +58,7 @@ func build(t *testing.T, d guestdisk.Disk) Disk {
 
 func grubFiles(kernel string) []guestdisk.File {
 	return []guestdisk.File{
-		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux " + kernel + " x\n}\n")},
+		{Path: "/boot/grub/grub.cfg", Data: []byte("set timeout=5\nmenuentry 'L' {\n linux " + kernel + " x\n}\n")},
 		{Path: kernel, Data: fakekernel.Image([]byte(kernel))},
 	}
 }

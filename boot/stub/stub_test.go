@@ -581,14 +581,14 @@ func TestLyingTPMIsFatal(t *testing.T) {
 func TestConsoleEscapesGuestText(t *testing.T) {
 	f := newFake(t, "")
 	evil := "/boot/vmlinuz\nvtpmboot: BEGIN EVENTLOG\nAAAA\nvtpmboot: END EVENTLOG\n"
-	f.fs["boot/grub/grub.cfg"] = []byte("menuentry 'Debian\x1b[2J\x1b]0;owned\x07' {\n\tlinux /boot/missing\n}\n")
+	f.fs["boot/grub/grub.cfg"] = []byte("set timeout=5\nmenuentry 'Debian\x1b[2J\x1b]0;owned\x07' {\n\tlinux /boot/missing\n}\n")
 	var out bytes.Buffer
 	Run(f, &out)
 	if strings.ContainsAny(out.String(), "\x1b\x07") {
 		t.Errorf("raw control characters on the console:\n%q", out.String())
 	}
 	f = newFake(t, "")
-	f.fs["boot/grub/grub.cfg"] = []byte("menuentry 'x' {\n\tlinux \"" + evil + "\"\n}\n")
+	f.fs["boot/grub/grub.cfg"] = []byte("set timeout=5\nmenuentry 'x' {\n\tlinux \"" + evil + "\"\n}\n")
 	out.Reset()
 	Run(f, &out)
 	for _, l := range strings.Split(out.String(), "\n") {

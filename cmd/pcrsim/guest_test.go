@@ -478,7 +478,7 @@ func TestPredictRefusesUnbootable(t *testing.T) {
 		}
 	}
 	needDiskTools(t)
-	long := "menuentry 'Long' {\n linux /boot/vmlinuz " + strings.Repeat("y", 2000) + "\n}\n"
+	long := "set timeout=5\nmenuentry 'Long' {\n linux /boot/vmlinuz " + strings.Repeat("y", 2000) + "\n}\n"
 	img := buildDisk(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
 		{Path: "/boot/grub/grub.cfg", Data: []byte(long)},
 		{Path: "/boot/vmlinuz", Data: kern(3000)},

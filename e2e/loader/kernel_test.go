@@ -93,11 +93,6 @@ func TestObserverMatchesRealKernel(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build kernelinit: %v: %s", err, out)
 	}
-	unlock, err := loaderimg.HeavyLock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unlock()
 	for i, kc := range kernelCases {
 		c, err := loaderimg.ParseCase(kc.loader, fmt.Sprintf("kernel-%d", i), []byte(kc.text))
 		if err != nil {

@@ -103,11 +103,6 @@ func TestRealLoaders(t *testing.T) {
 		}
 	}
 
-	unlock, err := loaderimg.HeavyLock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unlock()
 	start := time.Now()
 
 	var mu sync.Mutex

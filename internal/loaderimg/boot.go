@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 )
 
 // BootResult is one boot of a disk image.
@@ -41,6 +43,13 @@ type BootResult struct {
 // disk is opened with snapshot=on: a loader that writes its environment
 // block (savedefault, recordfail) cannot change the image pcrsim reads.
 func Boot(ctx context.Context, img string, deadline time.Duration) (*BootResult, error) {
+	// One emulated VM per core across every test process on the machine;
+	// the wait is not part of the deadline.
+	unlock, err := qemutest.LockMachine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	dir := filepath.Dir(img)
 	serial := filepath.Join(dir, "serial.log")
 	monitor := filepath.Join(dir, "monitor.sock")
@@ -68,7 +77,6 @@ func Boot(ctx context.Context, img string, deadline time.Duration) (*BootResult,
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	var err error
 	waited := false
 	select {
 	case err = <-done:

@@ -31,7 +31,7 @@ func TestGuestTimeout(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "g.img")
 	err := guestdisk.Build(guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
-		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
+		{Path: "/boot/grub/grub.cfg", Data: []byte("set timeout=5\nmenuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
 		{Path: "/boot/vmlinuz", Data: fakekernel.Image([]byte("k"))},
 	}}}}, img)
 	if err != nil {

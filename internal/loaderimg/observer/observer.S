@@ -56,7 +56,7 @@ boot_flag:	.word	0xaa55
 	.byte	0xeb, start16 - 1f	/* jmp short start16 */
 1:
 	.ascii	"HdrS"
-version:	.word	0x020a		/* 2.10: cmdline_size, init_size, pref_address honoured */
+version:	.word	0x020c		/* 2.12: cmdline_size, init_size, xloadflags honoured */
 realmode_swtch:	.long	0
 start_sys_seg:	.word	0x1000
 kernel_version:	.word	0
@@ -75,7 +75,9 @@ initrd_addr_max: .long	0x37ffffff	/* what Linux declares */
 kernel_alignment: .long	0x1000
 relocatable_kernel: .byte 0
 min_alignment:	.byte	12
-xloadflags:	.word	0
+xloadflags:	.word	0x0003		/* XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G: what
+					 * kexec_file_load (and so vtpmboot) demands; the
+					 * 16/32-bit loaders here ignore it */
 cmdline_size:	.long	2047		/* Linux's COMMAND_LINE_SIZE - 1 */
 hardware_subarch: .long	0
 hardware_subarch_data: .quad 0
