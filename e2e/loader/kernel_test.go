@@ -98,7 +98,10 @@ func TestObserverMatchesRealKernel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Run(string(kc.loader)+"/"+c.Source[len("cross-check: "):], func(t *testing.T) {
+		// Subtest names become directory names, which QEMU's option
+		// syntax takes only without commas.
+		name := strings.NewReplacer(",", "", " ", "_").Replace(c.Source[len("cross-check: "):])
+		t.Run(string(kc.loader)+"/"+name, func(t *testing.T) {
 			odir, kdir := t.TempDir(), t.TempDir()
 			img, err := loaderimg.BuildDisk(ctx, c, loaderimg.ObserverPayload(observer), odir)
 			if err != nil {

@@ -18,6 +18,10 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 )
 
+// ObserverExit is QEMU's exit status when the observer ends the VM
+// (isa-debug-exit: value 0x31 << 1 | 1).
+const ObserverExit = 99
+
 // BootResult is one boot of a disk image.
 type BootResult struct {
 	// Console is everything on COM1: the loader's output, if it writes
@@ -51,8 +55,18 @@ func Boot(ctx context.Context, img string, deadline time.Duration) (*BootResult,
 	}
 	defer unlock()
 	dir := filepath.Dir(img)
+	if strings.ContainsAny(img, ",") {
+		return nil, fmt.Errorf("image path %q has a comma, which QEMU's -drive syntax cannot take", img)
+	}
+	// A short directory of our own for the monitor socket: sun_path has
+	// 108 bytes, and QEMU's option syntax no commas.
+	sockDir, err := os.MkdirTemp("", "ldrmon")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(sockDir)
 	serial := filepath.Join(dir, "serial.log")
-	monitor := filepath.Join(dir, "monitor.sock")
+	monitor := filepath.Join(sockDir, "m.sock")
 	vga := filepath.Join(dir, "vga.bin")
 	os.Remove(serial)
 	os.Remove(vga)
@@ -98,8 +112,8 @@ func Boot(ctx context.Context, img string, deadline time.Duration) (*BootResult,
 	switch {
 	case waited:
 		r.Waited = true
-	case errors.As(err, &ee) && ee.ExitCode() == 1:
-		// isa-debug-exit with value 0: the observer finished.
+	case errors.As(err, &ee) && ee.ExitCode() == ObserverExit:
+		// isa-debug-exit with the observer's value: it finished.
 	case err != nil:
 		r.Err = fmt.Errorf("qemu: %v: %s", err, out.String())
 	default:

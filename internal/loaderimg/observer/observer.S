@@ -212,8 +212,9 @@ entry32:
 	movl	$s_end, %esi
 	call	puts
 	call	newline
-	/* isa-debug-exit: QEMU exits with status (value << 1) | 1. */
-	movb	$0, %al
+	/* isa-debug-exit: QEMU exits with status (value << 1) | 1 = 99, a
+	 * status QEMU's own errors (1) cannot be confused with. */
+	movb	$0x31, %al
 	outb	%al, $DEBUG_EXIT
 9:	hlt
 	jmp	9b
