@@ -128,9 +128,12 @@ type parser struct {
 	hasUI         bool
 	onTimeout     *string
 	onTimeoutAt   where
-	allowImplicit bool
-	includeStack  []string
-	warnings      []string
+	// timeout and totalTimeout are TIMEOUT and TOTALTIMEOUT (tenths of
+	// a second; 0 is none); prompt is PROMPT (forceprompt).
+	timeout, totalTimeout, prompt int
+	allowImplicit                 bool
+	includeStack                  []string
+	warnings                      []string
 }
 
 type where struct {
@@ -298,11 +301,20 @@ func (p *parser) directive(s, file string, n, depth int) (bool, error) {
 		p.defaultCmd, p.defaultAt = &v, here
 		return false, nil
 	}
+	for _, kw := range []struct {
+		name string
+		v    *int
+	}{{"timeout", &p.timeout}, {"totaltimeout", &p.totalTimeout}, {"prompt", &p.prompt}} {
+		if rest, ok := lookingAt(s, kw.name); ok {
+			*kw.v = atoi(skipSpace(rest))
+			return false, nil
+		}
+	}
 	if rest, ok := lookingAt(s, "implicit"); ok {
 		p.allowImplicit = atoi(skipSpace(rest)) != 0
 		return false, nil
 	}
-	// Everything else (TIMEOUT, TOTALTIMEOUT, PROMPT, SAY, DISPLAY, FONT,
+	// Everything else (SAY, DISPLAY, FONT,
 	// KBDMAP, SERIAL, CONSOLE, ALLOWOPTIONS, NOESCAPE, NOCOMPLETE, NOHALT,
 	// ONERROR, PXERETRY, PATH, F1..F12, comments) does not change what an
 	// unattended boot loads.
@@ -564,9 +576,8 @@ func (p *parser) menu() (*entry.Menu, error) {
 		e := entry.Entry{Config: r.file, Line: r.line, Title: r.title, ID: r.label}
 		var why string
 		e.Kernel, e.Initrds, e.Cmdline, why = p.boot(r.cmdline)
-		if why == "" && r.passwd {
-			why = "MENU PASSWD: the entry asks for a password, which the stub cannot do"
-		}
+		// MENU PASSWD is asked only when a person picks the entry:
+		// menu.c32 boots it at the timeout (e2e/loader syslinux/menu-passwd).
 		if why == "" && strings.Count(e.Cmdline, "initrd=") > 1 {
 			p.warn(r.file, r.line, "more than one initrd= in the command line: only the first is loaded, as syslinux does")
 		}
@@ -608,7 +619,11 @@ func (p *parser) menu() (*entry.Menu, error) {
 			ui = true
 		}
 	}
+	timed := p.timeout > 0 || p.totalTimeout > 0
 	switch {
+	case !ui && p.defaultCmd != nil && p.prompt != 0 && timed && p.onTimeout != nil:
+		// The boot: prompt times out into ONTIMEOUT (ldlinux.c).
+		def, reason = command(*p.onTimeout, p.onTimeoutAt, "ONTIMEOUT")
 	case ui && p.onTimeout != nil:
 		def, reason = command(*p.onTimeout, p.onTimeoutAt, "ONTIMEOUT")
 	case ui:
@@ -634,15 +649,30 @@ func (p *parser) menu() (*entry.Menu, error) {
 	if bootable == 0 {
 		return nil, fmt.Errorf("%s: no bootable entry among %d", p.root, len(m.Entries))
 	}
+	// When SYSLINUX waits for a person (ldlinux.c, menu.c32; proved by
+	// e2e/loader syslinux/no-default, prompt-no-timeout,
+	// ui-menu-no-timeout): no DEFAULT or UI; a menu with no timeout; the
+	// boot: prompt forced by PROMPT 1 with no timeout.
+	var waits string
+	switch {
+	case def < 0 && reason == "":
+		waits = "no DEFAULT or UI line: SYSLINUX prints \"No DEFAULT or UI configuration directive found!\" and waits at its boot: prompt"
+	case ui && !timed:
+		waits = "the menu has no TIMEOUT (or TIMEOUT 0), so it waits for a key"
+	case !ui && p.prompt != 0 && !timed:
+		waits = "PROMPT 1 with no TIMEOUT: the boot: prompt waits for a key"
+	}
 	if def < 0 {
 		why := reason
 		if why == "" {
-			why = "no DEFAULT or UI: syslinux would wait at its boot: prompt"
+			why = "no DEFAULT or UI"
 		}
-		def, reason = 0, why+"; the stub takes entry 0"
-		p.warnings = append(p.warnings, p.root+": "+reason)
+		def, reason = 0, why+"; entry 0 shown as the default"
+		if waits == "" {
+			waits = why
+		}
 	}
-	m.Default, m.DefaultReason = def, reason
+	m.Default, m.DefaultReason, m.Waits = def, reason, waits
 	m.Warnings = p.warnings
 	return m, nil
 }

@@ -93,7 +93,7 @@ func TestCmdlineBytes(t *testing.T) {
 			// LABEL without KERNEL boots the file named like the label.
 			{index: 4, id: "vmlinuz-e", kernel: "boot/extlinux/vmlinuz-e", cmdline: "BOOT_IMAGE=vmlinuz-e root=/dev/xvda2", initrds: []string{}},
 			{index: 5, id: "local", unbootable: true},
-			{index: 6, id: "locked", unbootable: true},
+			{index: 6, id: "locked", kernel: "boot/extlinux/vmlinuz-a", cmdline: "BOOT_IMAGE=vmlinuz-a console=hvc0 root=/dev/xvda1", initrds: []string{}}, // MENU PASSWD: booted at the timeout
 			{index: 7, id: "hidden", kernel: "boot/extlinux/vmlinuz-a",
 				cmdline: "BOOT_IMAGE=vmlinuz-a console=hvc0 root=/dev/xvda1", initrds: []string{}},
 			{index: 8, id: "bad-initrd", unbootable: true},
@@ -155,7 +155,7 @@ func TestDefault(t *testing.T) {
 		reason     string
 		cmdline    string // of the default entry, when it matters
 	}{
-		{"no default no ui", three, 0, "boot: prompt", ""},
+		{"no default no ui", three, 0, "no DEFAULT or UI", ""},
 		{"default label", "default b\n" + three, 1, "label \"b\"", ""},
 		{"default keyword case", "DEFAULT b\n" + three, 1, "label \"b\"", ""},
 		{"labels are case-sensitive", "default B\n" + three, 3, "not a label", "BOOT_IMAGE=B "},
@@ -301,7 +301,7 @@ func TestBadInput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(m.Warnings) != 3 || !strings.Contains(m.Warnings[1], "INCLUDE .: not a regular file") {
+		if len(m.Warnings) != 2 || !strings.Contains(m.Warnings[1], "INCLUDE .: not a regular file") {
 			t.Errorf("warnings %q", m.Warnings)
 		}
 	})
@@ -374,4 +374,48 @@ func FuzzParse(f *testing.F) {
 		}
 		checkInvariants(t, m)
 	})
+}
+
+// TestWaits: when SYSLINUX stops for a person, Menu.Waits says why (the
+// e2e/loader oracle cases named in docs/config-syslinux.md).
+func TestWaits(t *testing.T) {
+	const l = "label a\nkernel /a\nlabel b\nkernel /b\n"
+	for _, c := range []struct{ cfg, want string }{
+		{l, "no DEFAULT or UI"},
+		{"timeout 10\n" + l, "no DEFAULT or UI"},
+		{"default a\n" + l, ""},
+		{"default a\ntimeout 0\n" + l, ""},
+		{"default a\nprompt 1\n" + l, "PROMPT 1 with no TIMEOUT"},
+		{"default a\nprompt 1\ntimeout 0\n" + l, "PROMPT 1 with no TIMEOUT"},
+		{"default a\nprompt 1\ntimeout 10\n" + l, ""},
+		{"default a\nprompt 1\ntotaltimeout 10\n" + l, ""},
+		{"ui menu.c32\n" + l, "menu has no TIMEOUT"},
+		{"ui menu.c32\ntimeout 0\n" + l, "menu has no TIMEOUT"},
+		{"ui menu.c32\ntimeout 5\n" + l, ""},
+		{"default menu.c32\n" + l, "menu has no TIMEOUT"},
+	} {
+		m, err := Parse(mapfs(map[string]string{"syslinux.cfg": c.cfg}), "syslinux.cfg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (c.want == "") != (m.Waits == "") || !strings.Contains(m.Waits, c.want) {
+			t.Errorf("%q: Waits %q, want %q", c.cfg, m.Waits, c.want)
+		}
+	}
+	// PROMPT 1 with a timeout boots ONTIMEOUT; PROMPT 0 boots DEFAULT at once.
+	for _, c := range []struct {
+		cfg  string
+		want int
+	}{
+		{"prompt 1\ntimeout 10\ndefault a\nontimeout b\n" + l, 1},
+		{"prompt 0\ntimeout 10\ndefault a\nontimeout b\n" + l, 0},
+	} {
+		m, err := Parse(mapfs(map[string]string{"syslinux.cfg": c.cfg}), "syslinux.cfg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Default != c.want {
+			t.Errorf("%q: default %d (%s), want %d", c.cfg, m.Default, m.DefaultReason, c.want)
+		}
+	}
 }

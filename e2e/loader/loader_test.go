@@ -139,7 +139,11 @@ func TestRealLoaders(t *testing.T) {
 				} else {
 					verdict = "DIFFER"
 				}
-				lines = append(lines, fmt.Sprintf("%-46s %-20s %5.1fs loader: %s", key, verdict, boot.Duration.Seconds(), got))
+				line := fmt.Sprintf("%-46s %-20s %5.1fs loader: %s", key, verdict, boot.Duration.Seconds(), got)
+				if got.Refused || want.Refused {
+					line += "\n" + strings.Repeat(" ", 75) + "pcrsim: " + want.String()
+				}
+				lines = append(lines, line)
 				mu.Unlock()
 				switch {
 				case same && isAccepted:

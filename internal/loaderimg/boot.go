@@ -97,7 +97,8 @@ func Boot(ctx context.Context, img string, deadline time.Duration) (*BootResult,
 	case <-time.After(deadline):
 		// Still running: save the text screen, then stop the VM.
 		waited = true
-		monitorCmd(monitor, "pmemsave 0xb8000 4000 "+vga, "quit")
+		// HMP parses an unquoted file name as an expression ("/" divides).
+		monitorCmd(monitor, "pmemsave 0xb8000 4000 \""+vga+"\"", "quit")
 		err = <-done
 	}
 	r := &BootResult{Duration: time.Since(start)}
