@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
@@ -199,6 +200,7 @@ func Parse(fsys fs.FS, dir string) (*entry.Menu, error) {
 		f                           *File
 		sortKey, machineID, version string
 		e                           entry.Entry
+		bad                         bool // boot counting: no tries left
 	}
 	var cands []cand
 	for _, name := range names {
@@ -208,6 +210,11 @@ func Parse(fsys fs.FS, dir string) (*entry.Menu, error) {
 			continue
 		}
 		f := parseSpec(name, data)
+		// Boot counting (systemd-boot, "NAME+LEFT[-DONE].conf"): the
+		// counter is not part of the entry's id; an entry with no
+		// tries left is sorted after every other.
+		id, left, counted := splitCounter(f.ID)
+		f.ID = id
 		e, warns, err := specEntry(f, env, envPath)
 		m.Warnings = append(m.Warnings, warns...)
 		if err != nil {
@@ -217,7 +224,7 @@ func Parse(fsys fs.FS, dir string) (*entry.Menu, error) {
 		sk, _, _ := f.get("sort-key")
 		mid, _, _ := f.get("machine-id")
 		ver, _, _ := f.get("version")
-		cands = append(cands, cand{f, sk, mid, ver, e})
+		cands = append(cands, cand{f, sk, mid, ver, e, counted && left == 0})
 	}
 	if len(cands) == 0 {
 		return nil, fmt.Errorf("%s: no bootable BLS entries (*.conf with a linux line)", dir)
@@ -227,6 +234,9 @@ func Parse(fsys fs.FS, dir string) (*entry.Menu, error) {
 	// name descending as a version (newest kernel first).
 	sort.SliceStable(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
+		if a.bad != b.bad {
+			return b.bad
+		}
 		if (a.sortKey != "") != (b.sortKey != "") {
 			return a.sortKey != ""
 		}
@@ -250,6 +260,30 @@ func Parse(fsys fs.FS, dir string) (*entry.Menu, error) {
 		m.Entries = append(m.Entries, e)
 	}
 	m.DefaultReason = "first entry in BLS sort order"
+	conf, confPath, confErr := loaderConf(fsys, dir)
+	if confErr != nil {
+		m.Warnings = append(m.Warnings, fmt.Sprintf("%s ignored: %v", confPath, confErr))
+	}
+	if t := conf["timeout"]; t == "menu-force" {
+		m.Waits = fmt.Sprintf("%s says timeout menu-force: systemd-boot shows its menu and waits for a key", confPath)
+	}
+	if pat, ok := conf["default"]; ok && pat != "" && pat != "@saved" {
+		for i, e := range m.Entries {
+			// systemd-boot matches the glob against the id; ids
+			// carry ".conf" in newer releases, so both forms match.
+			if a, _ := path.Match(pat, e.ID); a {
+				m.Default, m.DefaultReason = i, fmt.Sprintf("default %q in %s", pat, confPath)
+				return m, nil
+			}
+			if b, _ := path.Match(pat, e.ID+".conf"); b {
+				m.Default, m.DefaultReason = i, fmt.Sprintf("default %q in %s", pat, confPath)
+				return m, nil
+			}
+		}
+		m.Warnings = append(m.Warnings, fmt.Sprintf("%s: default %q matches no entry", confPath, pat))
+	} else if pat == "@saved" {
+		m.Warnings = append(m.Warnings, fmt.Sprintf("%s: default @saved names an EFI variable, which a Xen guest does not have", confPath))
+	}
 	if saved := env["saved_entry"]; saved != "" {
 		found := false
 		for i, e := range m.Entries {
@@ -437,4 +471,52 @@ func splitNVR(s string) (name, version, release string) {
 		return s, release, ""
 	}
 	return s[:j], s[j+1:], release
+}
+
+// splitCounter splits systemd-boot's boot counter off an entry file's id:
+// "fedora+3-1" is id "fedora" with 3 tries left; "fedora+0" has none.
+func splitCounter(id string) (string, int, bool) {
+	i := strings.LastIndexByte(id, '+')
+	if i < 0 {
+		return id, 0, false
+	}
+	c := id[i+1:]
+	left, _, _ := strings.Cut(c, "-")
+	n, err := strconv.Atoi(left)
+	if err != nil || n < 0 || left != strconv.Itoa(n) {
+		return id, 0, false
+	}
+	if _, done, ok := strings.Cut(c, "-"); ok {
+		if d, err := strconv.Atoi(done); err != nil || d < 0 || done != strconv.Itoa(d) {
+			return id, 0, false
+		}
+	}
+	return id[:i], n, true
+}
+
+// loaderConf reads systemd-boot's loader.conf next to the entries
+// directory (loader/loader.conf on the ESP): "key value" lines, '#'
+// comments. A missing file is no error.
+func loaderConf(fsys fs.FS, dir string) (map[string]string, string, error) {
+	p := path.Join(path.Dir(dir), "loader.conf")
+	if _, err := fs.Stat(fsys, p); err != nil {
+		return nil, p, nil
+	}
+	data, err := entry.ReadConfig(fsys, p)
+	if err != nil {
+		return nil, p, err
+	}
+	conf := map[string]string{}
+	for _, l := range strings.Split(string(data), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		k, v, _ := strings.Cut(l, " ")
+		if k2, v2, ok := strings.Cut(l, "\t"); ok && len(k2) < len(k) {
+			k, v = k2, v2
+		}
+		conf[k] = strings.TrimSpace(v)
+	}
+	return conf, p, nil
 }

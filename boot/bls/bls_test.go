@@ -145,3 +145,48 @@ func FuzzParse(f *testing.F) {
 		LoadGRUB(fsys, "loader/entries")
 	})
 }
+
+// TestLoaderConfAndBootCounting: systemd-boot's loader.conf "default"
+// glob and "timeout menu-force", and boot counters in file names
+// (loader.conf(5), the Boot Loader Spec's boot counting section). No
+// oracle runs here (Debian has no systemd-boot for BIOS guests); the
+// expected values follow the documents.
+func TestLoaderConfAndBootCounting(t *testing.T) {
+	ent := func(v string) *fstest.MapFile {
+		return &fstest.MapFile{Data: []byte("title " + v + "\nversion " + v + "\nlinux /vmlinuz-" + v + "\n")}
+	}
+	fsys := fstest.MapFS{
+		"loader/entries/debian-6.1.0-13.conf":     ent("6.1.0-13"),
+		"loader/entries/debian-6.1.0-18+0-3.conf": ent("6.1.0-18"), // no tries left: bad
+		"loader/entries/debian-6.1.0-15+2.conf":   ent("6.1.0-15"),
+		"loader/entries/other-1.conf":             ent("1"),
+	}
+	m, err := Parse(fsys, "loader/entries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range m.Entries {
+		ids = append(ids, e.ID)
+	}
+	if got := strings.Join(ids, " "); got != "other-1 debian-6.1.0-15 debian-6.1.0-13 debian-6.1.0-18" {
+		t.Errorf("order %q (the bad entry last, counters not in ids)", got)
+	}
+	if m.Default != 0 || m.Waits != "" {
+		t.Errorf("default %d waits %q", m.Default, m.Waits)
+	}
+	fsys["loader/loader.conf"] = &fstest.MapFile{Data: []byte("# systemd-boot\ntimeout 3\ndefault debian-*\n")}
+	if m, err = Parse(fsys, "loader/entries"); err != nil {
+		t.Fatal(err)
+	}
+	if e := m.Entries[m.Default]; e.ID != "debian-6.1.0-15" || !strings.Contains(m.DefaultReason, "loader/loader.conf") {
+		t.Errorf("default %q (%s)", e.ID, m.DefaultReason)
+	}
+	fsys["loader/loader.conf"] = &fstest.MapFile{Data: []byte("timeout menu-force\ndefault other-1.conf\n")}
+	if m, err = Parse(fsys, "loader/entries"); err != nil {
+		t.Fatal(err)
+	}
+	if m.Entries[m.Default].ID != "other-1" || !strings.Contains(m.Waits, "menu-force") {
+		t.Errorf("default %q waits %q", m.Entries[m.Default].ID, m.Waits)
+	}
+}
