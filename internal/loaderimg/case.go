@@ -179,12 +179,14 @@ func LoadCorpus(root string, l Loader) ([]*Case, error) {
 
 // MainConfig is the file the case's loader reads first.
 func (c *Case) MainConfig() (string, []byte) {
-	var d string
-	var err error
-	name := ""
 	switch c.Loader {
 	case GRUB2:
-		d, err, name = grub2PrefixName(c)
+		d, err := grub2Prefix(c)
+		if err != nil {
+			return "", nil
+		}
+		p := path.Join(d, "grub.cfg")
+		return p, c.Files[p]
 	case Syslinux:
 		for _, p := range []string{"boot/syslinux/syslinux.cfg", "syslinux/syslinux.cfg", "syslinux.cfg",
 			"boot/extlinux/extlinux.conf", "extlinux/extlinux.conf", "boot/extlinux.conf", "extlinux.conf"} {
@@ -199,14 +201,5 @@ func (c *Case) MainConfig() (string, []byte) {
 			}
 		}
 	}
-	if err != nil || name == "" {
-		return "", nil
-	}
-	p := path.Join(d, name)
-	return p, c.Files[p]
-}
-
-func grub2PrefixName(c *Case) (string, error, string) {
-	d, err := grub2Prefix(c)
-	return d, err, "grub.cfg"
+	return "", nil
 }
