@@ -173,7 +173,7 @@ func realLoader(ctx context.Context, c *loaderimg.Case, img string) (outcome, *l
 	if r.Waited {
 		why := fmt.Sprintf("still in the loader after %s", c.Deadline)
 		if r.Screen != "" {
-			why += "; screen:\n" + r.Screen
+			why += "; screen: " + strings.Join(strings.Fields(strings.ReplaceAll(r.Screen, "\n", " | ")), " ")
 		}
 		return outcome{Refused: true, Why: why}, r, nil
 	}
