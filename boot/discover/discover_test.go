@@ -265,3 +265,37 @@ func TestConfigByteBudget(t *testing.T) {
 		t.Errorf("small sources: %v", err)
 	}
 }
+
+// TestLoaderWouldWait: the one selector refuses the default where the real
+// loader stops for a person (e2e/loader proves each rule against it), with
+// the way out in the message; an explicit choice still boots.
+func TestLoaderWouldWait(t *testing.T) {
+	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": "menuentry 'L' { linux /boot/vmlinuz-6.1 }\n"})
+	parts := []Partition{{Name: "vda1", FS: fsys}}
+	_, err := Choose(parts, "")
+	if !errors.Is(err, ErrWaitsForPerson) || !strings.Contains(err.Error(), "vtpmboot.entry=") || !strings.Contains(err.Error(), "timeout") {
+		t.Errorf("no timeout: %v", err)
+	}
+	if c, err := Choose(parts, "0"); err != nil || c.Entry.Title != "L" {
+		t.Errorf("explicit choice: %v", err)
+	}
+	fsys = withFiles(map[string]string{"boot/grub/grub.cfg": "set timeout=0\nmenuentry 'W' { chainloader +1 }\nmenuentry 'L' { linux /boot/vmlinuz-6.1 }\n"})
+	if _, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, ""); !errors.Is(err, ErrDefaultUnbootable) || !strings.Contains(err.Error(), "chainloader") {
+		t.Errorf("chainloader default: %v", err)
+	}
+}
+
+// TestFallback: a default whose kernel is missing falls back as GRUB does;
+// an explicit choice never does.
+func TestFallback(t *testing.T) {
+	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": "set timeout=0\nset fallback=\"2 1\"\n" +
+		"menuentry 'Gone' { linux /boot/missing }\nmenuentry 'One' { linux /boot/vmlinuz-6.1 one }\nmenuentry 'Two' { linux /boot/missing-too }\n"})
+	parts := []Partition{{Name: "vda1", FS: fsys}}
+	c, err := Choose(parts, "")
+	if err != nil || c.Entry.Title != "One" || !strings.Contains(c.Reason, "falls back to entry 1") {
+		t.Fatalf("fallback: %+v %v", c, err)
+	}
+	if _, err := Choose(parts, "0"); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("explicit choice of the broken entry: %v", err)
+	}
+}
