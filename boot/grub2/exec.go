@@ -51,8 +51,10 @@ func (in *interp) expand(c *ctx, w word) ([]string, error) {
 			started = true
 		case pVar:
 			v, _ := in.lookup(c, p.text)
-			// grub_script_argv_split_append
-			s := v
+			// grub_script_argv_split_append: leading whitespace is
+			// skipped, so it neither ends the text before the variable
+			// nor makes an empty argument (e2e/loader grub2/while-loop).
+			s := strings.TrimLeft(v, " \t\n\r\v\f")
 			for len(s) > 0 {
 				i := 0
 				for i < len(s) && !isSpace(s[i]) {

@@ -69,9 +69,14 @@ func TestCmdlineQuoting(t *testing.T) {
 		{"linux /vmlinuz a\\\n b", `BOOT_IMAGE=/vmlinuz a b`},
 		{`linux /vmlinuz "a\qb"`, `BOOT_IMAGE=/vmlinuz a\\qb`},
 		{`linux /vmlinuz \$two`, `BOOT_IMAGE=/vmlinuz $two`},
+		// Leading blanks of an unquoted value are skipped (argv.c; real
+		// GRUB in e2e/loader grub2/while-loop), trailing ones end it.
+		{`linux /vmlinuz $lead b`, `BOOT_IMAGE=/vmlinuz i ix b`},
+		{`linux /vmlinuz a$lead`, `BOOT_IMAGE=/vmlinuz ai ix`},
+		{`linux /vmlinuz $blank b`, `BOOT_IMAGE=/vmlinuz b`},
 	}
 	for _, c := range cases {
-		m := one(t, "two='x=1 y=2'\nmenuentry t {\n"+c.linux+"\n}\n")
+		m := one(t, "two='x=1 y=2'\nlead='  i ix '\nblank='   '\nmenuentry t {\n"+c.linux+"\n}\n")
 		if got := m.Entries[0].Cmdline; got != c.want {
 			t.Errorf("%s:\n got %q\nwant %q", c.linux, got, c.want)
 		}

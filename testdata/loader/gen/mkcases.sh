@@ -29,11 +29,11 @@ gen() { # name "description" [grubenv=...]... -- GRUB_X=... ...
 }
 gen default "stock /etc/default/grub (GRUB_TIMEOUT=1)" --
 gen saved-submenu "GRUB_DEFAULT=saved, grubenv saved_entry names a submenu entry by ids (grub-set-default)" \
-  "saved_entry=gnulinux-advanced-$uuid>gnulinux-6.1.0-13-amd64-advanced-$uuid" -- GRUB_DEFAULT=saved
+  deadline=60 "saved_entry=gnulinux-advanced-$uuid>gnulinux-6.1.0-13-amd64-advanced-$uuid" -- GRUB_DEFAULT=saved
 gen saved-title "GRUB_DEFAULT=saved, saved_entry is a submenu entry's title without its submenu" \
-  "saved_entry=Debian GNU/Linux, with Linux 6.1.0-13-amd64" -- GRUB_DEFAULT=saved
+  deadline=60 "saved_entry=Debian GNU/Linux, with Linux 6.1.0-13-amd64" -- GRUB_DEFAULT=saved
 gen saved-missing "GRUB_DEFAULT=saved with no grubenv file" -- GRUB_DEFAULT=saved
-gen next-entry "grub-reboot: next_entry=1>2 in grubenv" "next_entry=1>2" --
+gen next-entry "grub-reboot: next_entry=1>2 in grubenv" deadline=60 "next_entry=1>2" --
 gen default-path "GRUB_DEFAULT=\"1>3\" (a submenu position)" -- 'GRUB_DEFAULT="1>3"'
 gen default-id "GRUB_DEFAULT names the recovery entry by submenu and entry ids" -- "GRUB_DEFAULT=\"gnulinux-advanced-$uuid>gnulinux-6.1.0-18-amd64-recovery-$uuid\""
 gen default-out-of-range "GRUB_DEFAULT=7 names nothing" -- GRUB_DEFAULT=7
