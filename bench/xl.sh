@@ -30,7 +30,7 @@ for i in $(seq 0 $((IMAGES - 1))); do
   mkdir -p "$root/boot/grub"
   head -c $((KMB << 20)) /dev/urandom >"$root/boot/vmlinuz"
   head -c $((IMB << 20)) /dev/urandom >"$root/boot/initrd.img"
-  printf "menuentry 'Linux %d' {\n\tlinux /boot/vmlinuz root=/dev/xvda ro console=hvc0\n\tinitrd /boot/initrd.img\n}\n" "$i" >"$root/boot/grub/grub.cfg"
+  printf "set timeout=5\nmenuentry 'Linux %d' {\n\tlinux /boot/vmlinuz root=/dev/xvda ro console=hvc0\n\tinitrd /boot/initrd.img\n}\n" "$i" >"$root/boot/grub/grub.cfg"
   mkfs.ext4 -q -F -d "$root" "$img.tmp" $((KMB + IMB + 16))M && mv "$img.tmp" "$img"
 done
 cfgs=$dir/xl-$GUESTS

@@ -144,5 +144,5 @@ func TestFaults(t *testing.T) {
 func cmdlineOfLength(n int) string {
 	const head = "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.pad="
 	pad := strings.Repeat("x", n-len(head))
-	return "menuentry 'vtpmboot e2e: long command line' {\n\tlinux /boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.pad=" + pad + "\n\tinitrd /boot/target.img\n}\n"
+	return "set timeout=5\nmenuentry 'vtpmboot e2e: long command line' {\n\tlinux /boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.pad=" + pad + "\n\tinitrd /boot/target.img\n}\n"
 }

@@ -89,6 +89,7 @@ func TestGuest(t *testing.T) {
 			}
 			text := func(path, s string) guestdisk.File { return guestdisk.File{Path: path, Data: []byte(s)} }
 			cfg := `set default=0
+set timeout=5
 menuentry 'Debian GNU/Linux (e2e guest)' {
 	linux ($root)/` + kname + ` root=/dev/vda1 ro console=ttyS0 panic=-1 quiet e2e.guest=1 e2e.kernel=/boot/` + kname + ` e2e.banks=` + banks + `
 	initrd /initrd.img
