@@ -68,7 +68,7 @@ func sealCase(t *testing.T, p *Parts, v tpmfront.Version) {
 	cmdline := "BOOT_IMAGE=/boot/vmlinuz " + opts // GRUB 2 prepends BOOT_IMAGE (docs/config-grub2.md)
 	disk := func(kernel string) guestdisk.Disk {
 		return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
-			{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'vtpmboot e2e: sealed' {\n\tlinux /boot/vmlinuz " + opts + "\n\tinitrd /boot/target.img\n}\n")},
+			{Path: "/boot/grub/grub.cfg", Data: []byte("set timeout=5\nmenuentry 'vtpmboot e2e: sealed' {\n\tlinux /boot/vmlinuz " + opts + "\n\tinitrd /boot/target.img\n}\n")},
 			{Path: "/boot/vmlinuz", Source: kernel}, {Path: "/boot/target.img", Source: p.Target},
 		}}}}
 	}

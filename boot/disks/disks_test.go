@@ -191,7 +191,7 @@ func TestSkippable(t *testing.T) {
 func TestShadowedBeforeBrokenEntry(t *testing.T) {
 	testenv.NeedCommands(t, "mkfs.ext4", "sfdisk")
 	bad := guestdisk.Partition{FS: "ext4", SizeMB: 8, Files: []guestdisk.File{
-		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
+		{Path: "/boot/grub/grub.cfg", Data: []byte("set timeout=5\nmenuentry 'L' {\n linux /boot/vmlinuz x\n}\n")},
 		{Path: "/boot/vmlinuz", Data: []byte("not a bzImage")},
 	}}
 	d := build(t, guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 8, Corrupt: true}, bad}})

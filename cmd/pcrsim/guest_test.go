@@ -178,7 +178,7 @@ func formatCases() []formatCase {
 	cs = append(cs, formatCase{name: "blscfg gpt xfs (RHEL)", entry: "Red Hat Enterprise Linux (5.14.0-70.el9.x86_64) 9.0", disk: guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{{
 		FS: "xfs", SizeMB: 64, Label: "boot", Files: []guestdisk.File{
 			{Path: "/grub2/grub.cfg", Data: []byte("set pager=1\nif [ -f ${config_directory}/grubenv ]; then\n  load_env -f ${config_directory}/grubenv\nelif [ -s $prefix/grubenv ]; then\n  load_env\nfi\n" +
-				"if [ \"${next_entry}\" ] ; then\n   set default=\"${next_entry}\"\nelse\n   set default=\"${saved_entry}\"\nfi\ninsmod part_gpt\ninsmod xfs\nset root='hd0,gpt1'\ninsmod blscfg\nblscfg\n")},
+				"if [ \"${next_entry}\" ] ; then\n   set default=\"${next_entry}\"\nelse\n   set default=\"${saved_entry}\"\nfi\ninsmod part_gpt\ninsmod xfs\nset root='hd0,gpt1'\nset timeout=5\ninsmod blscfg\nblscfg\n")},
 			{Path: "/grub2/grubenv", Data: []byte(rhelEnv)},
 			{Path: "/loader/entries/0123abcd-5.14.0-70.el9.x86_64.conf", Data: []byte("title Red Hat Enterprise Linux (5.14.0-70.el9.x86_64) 9.0\nversion 5.14.0-70.el9.x86_64\nlinux /vmlinuz-5.14.0-70.el9.x86_64\ninitrd /initramfs-5.14.0-70.el9.x86_64.img\noptions $kernelopts\nid rhel-20220315-5.14.0-70.el9.x86_64\ngrub_users $grub_users\ngrub_arg --unrestricted\ngrub_class rhel\n")},
 			{Path: "/loader/entries/0123abcd-5.14.0-362.el9.x86_64.conf", Data: []byte("title Red Hat Enterprise Linux (5.14.0-362.el9.x86_64) 9.3\nversion 5.14.0-362.el9.x86_64\nlinux /vmlinuz-5.14.0-362.el9.x86_64\ninitrd /initramfs-5.14.0-362.el9.x86_64.img\noptions $kernelopts\ngrub_class rhel\n")},
