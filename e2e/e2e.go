@@ -78,7 +78,7 @@ func Build(ctx context.Context, root, dir string, step func(string)) (*Parts, er
 	if err := stub.WriteFile(p.Stub); err != nil {
 		return nil, err
 	}
-	step("target initrds: internal/e2e/targetinit as /init")
+	step("target initrds: internal/target/targetinit as /init")
 	if p.Target, p.Extra, err = BuildTarget(ctx, root, dir); err != nil {
 		return nil, err
 	}
@@ -93,7 +93,7 @@ func Build(ctx context.Context, root, dir string, step func(string)) (*Parts, er
 func BuildTarget(ctx context.Context, root, dir string) (target, extra string, err error) {
 	target = filepath.Join(dir, "target.cpio.gz")
 	extra = filepath.Join(dir, "extra.cpio")
-	bin, err := images.GoBuild{Package: "./internal/e2e/targetinit", Dir: root}.Binary(ctx)
+	bin, err := images.GoBuild{Package: "./internal/target/targetinit", Dir: root}.Binary(ctx)
 	if err != nil {
 		return "", "", fmt.Errorf("target: %w", err)
 	}

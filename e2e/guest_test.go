@@ -35,7 +35,7 @@ func guestParts(t *testing.T, p *Parts) (string, []byte) {
 		root := testenv.RepoRoot()
 		ctx := context.Background()
 		ir, _, err := images.Stub(ctx, images.StubOptions{
-			Init:       images.GoBuild{Package: "./internal/e2e/targetinit", Dir: root},
+			Init:       images.GoBuild{Package: "./internal/target/targetinit", Dir: root},
 			ModulesDir: filepath.Join(KernelDir(root), "modules"),
 			Modules:    []string{"virtio_pci", "virtio_blk", "ext4"},
 		})

@@ -16,7 +16,7 @@ import (
 
 	tpm12 "github.com/google/go-tpm/tpm"
 
-	"github.com/vtpmboot/vtpmboot/internal/e2e/report"
+	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"

@@ -24,7 +24,7 @@ import (
 )
 
 // The testdata are what targetinit read in a QEMU 7.2 + SeaBIOS + swtpm
-// guest (internal/e2e TestSmoke with VTPMBOOT_CAPTURE_ACPI): the ACPI table
+// guest (internal/target TestSmoke with VTPMBOOT_CAPTURE_ACPI): the ACPI table
 // (/sys/firmware/acpi/tables/TCPA or TPM2) and the log area's bytes up to
 // its last non-zero byte; the rest of the area, up to the table's length,
 // was checked to be zeros, so area() rebuilds the area exactly.

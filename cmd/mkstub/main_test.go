@@ -58,7 +58,7 @@ func TestBuild(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "stub")
 	code, stdout, stderr := runMkstub(t, "--kernel", kernel, "--modules", mods, "-o", out,
-		"--src", root, "--init", "./internal/e2e/targetinit", "--add", extra+":etc/extra",
+		"--src", root, "--init", "./internal/target/targetinit", "--add", extra+":etc/extra",
 		"--vtpm-backend", "web1-vtpm")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)

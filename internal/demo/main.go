@@ -32,7 +32,7 @@ import (
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/vtpmboot/vtpmboot/e2e"
-	"github.com/vtpmboot/vtpmboot/internal/e2e/report"
+	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
@@ -209,7 +209,7 @@ menuentry 'Debian GNU/Linux (recovery mode)' --id recovery {
 }
 
 // buildDisk makes the guest: Debian's kernel and a small initramfs whose
-// /init prints the PCRs (internal/e2e/targetinit), on ext4 with a dirty
+// /init prints the PCRs (internal/target/targetinit), on ext4 with a dirty
 // journal, which the stub must not replay.
 func (d *demo) buildDisk() error {
 	target, _, err := e2e.BuildTarget(d.ctx, d.root, d.out)

@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vtpmboot/vtpmboot/internal/e2e/report"
+	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
@@ -344,7 +344,7 @@ func (s *swtpm) stop() {
 	<-s.done
 }
 
-// TargetReport is what internal/e2e/targetinit reports from inside the VM.
+// TargetReport is what internal/target/targetinit reports from inside the VM.
 type TargetReport = report.Report
 
 // ParseTarget finds and decodes targetinit's report in console output.

@@ -19,7 +19,7 @@ func parts(t *testing.T) (kernel, initrd string) {
 	testenv.NeedCommands(t, "qemu-system-x86_64", "swtpm", "go")
 	kernel = filepath.Join(testenv.RepoRoot(), ".cache", "kernel", "vmlinuz")
 	testenv.NeedFile(t, kernel, "run scripts/fetch-kernel.sh")
-	bin, err := images.GoBuild{Package: "./internal/e2e/targetinit", Dir: testenv.RepoRoot()}.Binary(context.Background())
+	bin, err := images.GoBuild{Package: "./internal/target/targetinit", Dir: testenv.RepoRoot()}.Binary(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

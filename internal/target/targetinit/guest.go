@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vtpmboot/vtpmboot/boot/modload"
-	"github.com/vtpmboot/vtpmboot/internal/e2e/report"
+	"github.com/vtpmboot/vtpmboot/internal/target/report"
 )
 
 // Guest mode (e2e TestGuest): the target plays an installed system. With

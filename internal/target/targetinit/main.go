@@ -2,7 +2,7 @@
 // system the stub kexecs into (or that QEMU boots directly in the harness
 // smoke test). It reports what the booted kernel sees (PCRs of every bank,
 // /proc/cmdline, the firmware event log) on the console in the
-// internal/e2e/report format and powers off. It must never hang: a test
+// internal/target/report format and powers off. It must never hang: a test
 // waits for QEMU to exit, so every error is reported and followed by
 // power-off.
 package main
@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vtpmboot/vtpmboot/boot/acpilog"
-	"github.com/vtpmboot/vtpmboot/internal/e2e/report"
+	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 

@@ -1,4 +1,4 @@
-package e2e
+package target
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 func targetInitramfs(t *testing.T) string {
 	t.Helper()
 	testenv.NeedCommands(t, "go")
-	bin, err := images.GoBuild{Package: "./internal/e2e/targetinit", Dir: testenv.RepoRoot()}.Binary(context.Background())
+	bin, err := images.GoBuild{Package: "./internal/target/targetinit", Dir: testenv.RepoRoot()}.Binary(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

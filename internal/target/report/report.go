@@ -1,5 +1,5 @@
 // Package report is the wire format between the e2e target system's /init
-// (internal/e2e/targetinit) and the tests reading its serial console: PCR
+// (internal/target/targetinit) and the tests reading its serial console: PCR
 // values, the kernel command line and the firmware event log, between
 // markers, with a checksum so a kernel message printed into the middle of
 // the block is caught instead of misread.
