@@ -16,10 +16,10 @@ import (
 
 	tpm12 "github.com/google/go-tpm/tpm"
 
-	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
+	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )

@@ -32,9 +32,9 @@ import (
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/vtpmboot/vtpmboot/e2e"
-	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
+	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
