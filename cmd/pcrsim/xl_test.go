@@ -37,8 +37,12 @@ func TestPredictXL(t *testing.T) {
 	cfgs := filepath.Join(dir, "xen")
 	os.Mkdir(cfgs, 0o755)
 	guest := func(file, name, extra string, disks ...string) {
+		typ := "hvm"
+		if name == "hotel" {
+			typ = "pvh"
+		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "name = %q\ntype = \"pvh\"\nkernel = \"/usr/lib/vtpmboot/vmlinuz\"\nramdisk = \"/usr/lib/vtpmboot/initramfs.cpio\"\nmemory = 512\n", name)
+		fmt.Fprintf(&b, "name = %q\ntype = %q\nkernel = \"/usr/lib/vtpmboot/vmlinuz\"\nramdisk = \"/usr/lib/vtpmboot/initramfs.cpio\"\nmemory = 512\n", name, typ)
 		if extra != "" {
 			fmt.Fprintf(&b, "extra = %q\n", extra)
 		}
@@ -61,6 +65,8 @@ func TestPredictXL(t *testing.T) {
 	guest("d.cfg", "delta", "vtpmboot.disk=xvdb1", rel("grub.img")+",raw,xvda,rw", rel("bls.img")+",raw,xvdb,rw")
 	guest("e.cfg", "echo", "", rel("grub.qcow2")+",qcow2,xvda,rw")
 	guest("g.cfg", "golf", "vtpmboot.disk=LABEL=bootfs vtpmboot.frobnicate=1", rel("grub.img")+",raw,xvda,rw", rel("bls.img")+",raw,xvdb,rw")
+	// A PVH guest is flagged, not predicted: the stub refuses PVH.
+	guest("h.cfg", "hotel", "", "format=raw, vdev=xvda, access=rw, target="+rel("grub.img"))
 	os.WriteFile(filepath.Join(cfgs, "README"), []byte("Guests of this host.\n"), 0o644)
 	os.WriteFile(filepath.Join(cfgs, "xl.conf"), []byte("autoballoon=\"off\"\n"), 0o644)
 
@@ -76,11 +82,12 @@ func TestPredictXL(t *testing.T) {
 		{"delta", &bls.want, ""},
 		{"echo", nil, "format qcow2 is not supported"},
 		{"golf", &bls.want, ""},
+		{"hotel", nil, `type pvh: the stub refuses PVH guests: kexec needs Xen soft reset, which xl supports only for type="hvm"`},
 	}
 
 	r := pcrsim(t, nil, "predict", "--xl-config", cfgs)
 	if r.code != 1 {
-		t.Fatalf("exit %d (want 1: one guest failed): %s", r.code, r.stderr)
+		t.Fatalf("exit %d (want 1: two guests failed): %s", r.code, r.stderr)
 	}
 	var docs []guestDoc
 	if err := json.Unmarshal([]byte(r.stdout), &docs); err != nil {
@@ -110,7 +117,7 @@ func TestPredictXL(t *testing.T) {
 	if !strings.Contains(docs[5].Reason, "xvdb1") || len(docs[5].Notes) != 1 || !strings.Contains(docs[5].Notes[0], "vtpmboot.frobnicate") {
 		t.Errorf("golf: reason %q, notes %q", docs[5].Reason, docs[5].Notes)
 	}
-	for _, s := range []string{"README: skipped", "xl.conf: skipped", "6 guests, 1 failed",
+	for _, s := range []string{"README: skipped", "xl.conf: skipped", "7 guests, 2 failed",
 		// alpha: kernel + initrd group; bravo: the same kernel, another
 		// initrd group; charlie: BLS kernel + initrds; delta and golf reuse.
 		"hashed 5 distinct file groups, 5 reused"} {

@@ -337,8 +337,13 @@ func stubView(c *xl.Config) ([]xl.Disk, config.StubOptions, []string, error) {
 	if err != nil {
 		return nil, so, nil, err
 	}
-	if typ == xl.TypePV {
-		return nil, so, nil, fmt.Errorf("%s: type %s: kexec does not work in Xen PV guests; vtpmboot boots PVH and HVM guests", c.File, typ)
+	switch typ {
+	case xl.TypePV:
+		return nil, so, nil, fmt.Errorf("%s: type %s: kexec does not work in Xen PV guests; vtpmboot boots HVM guests", c.File, typ)
+	case xl.TypePVH:
+		// The stub refuses before measuring (boot/stub), so no PCR value
+		// would describe this guest: a prediction would be a lie.
+		return nil, so, nil, fmt.Errorf("%s: type %s: the stub refuses PVH guests: kexec needs Xen soft reset, which xl supports only for type=\"hvm\" (libxl 4.17 destroys a PVH guest that kexecs); use type=\"hvm\"", c.File, typ)
 	}
 	if k, err := c.Kernel(); err != nil {
 		return nil, so, nil, err
