@@ -33,7 +33,7 @@ func openDeviceFile(path string) (*os.File, error) {
 }
 
 // deviceVersion reads /sys/class/tpm/tpmN/tpm_version_major for /dev/tpmN
-// or /dev/tpmrmN (0 when unknown, and then the TPM is probed).
+// or /dev/tpmrmN: Version20 or 0, and then the TPM is probed.
 func deviceVersion(path string) Version {
 	base := filepath.Base(path)
 	n, ok := strings.CutPrefix(base, "tpmrm")
@@ -46,10 +46,10 @@ func deviceVersion(path string) Version {
 	if err != nil {
 		return 0
 	}
-	switch strings.TrimSpace(string(b)) {
-	case "1":
-		return Version12
-	case "2":
+	// Only "2" is trusted: xen-tpmfront registers every chip as 1.2
+	// (its ops never set TPM_CHIP_FLAG_TPM2), whatever the backend runs,
+	// so a "1" from it may be a TPM 2.0, which the probe tells apart.
+	if strings.TrimSpace(string(b)) == "2" {
 		return Version20
 	}
 	return 0
