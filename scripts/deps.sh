@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(qemu-system-x86 swtpm swtpm-tools tpm2-tools e2fsprogs dosfstools mtools fdisk openssl cpio xz-utils zstd kmod time libxen-dev xfsprogs busybox-static qemu-utils btrfs-progs
   grub-pc-bin syslinux syslinux-common grub-legacy binutils)  # e2e/loader: the real loaders and the observer's assembler
+# The Xen suite (e2e/xen): its dom0 runs this machine's root, so Xen's
+# userspace is installed here; the hypervisor is only unpacked (fetch-xen.sh).
+pkgs+=(xen-utils-4.17 qemu-system-xen)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,3 +19,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 scripts/fetch-kernel.sh
+scripts/fetch-xen.sh
