@@ -28,10 +28,12 @@ const (
 
 const usage = `usage: mkstub --kernel VMLINUZ --modules DIR -o OUTDIR [flags]
 
-Builds the vtpmboot stub for Xen PVH/HVM guests:
+Builds the vtpmboot stub for Xen HVM guests:
   OUTDIR/vmlinuz           copy of --kernel
   OUTDIR/vtpmboot.cpio.gz  reproducible initramfs: /init and kernel modules
-  OUTDIR/pvh.cfg, hvm.cfg  example xl domU configs using them
+  OUTDIR/hvm.cfg           example xl domU config using them (HVM: the stub's
+                           kexec needs Xen soft reset, which xl does only for
+                           HVM; docs/xen.md)
 
 Flags:
 `
@@ -62,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		initPkg  = fs.String("init", images.DefaultInitPackage, "Go package built as /init")
 		srcDir   = fs.String("src", ".", "`DIR` that go build runs in (the vtpmboot source tree)")
 		modList  = fs.String("module-list", strings.Join(images.DefaultModules, ","), "comma-separated kernel modules to pack (dependencies are added)")
-		vtpmBack = fs.String("vtpm-backend", "", "name of the guest's vtpm-stubdom domain for the example xl configs (default <guest name>-vtpm)")
+		vtpmBack = fs.String("vtpm-backend", "", "domain serving the guest's vTPM in the example xl config (default Domain-0, where vtpmback runs)")
 		disk     = fs.String("disk", "format=raw, vdev=xvda, access=rw, target=/dev/vg0/guest", "guest disk spec for the example xl configs")
 		extra    stringList
 	)
@@ -149,7 +151,7 @@ func build(ctx context.Context, o images.StubOptions, kernel, outDir, vtpmBack, 
 	absK, _ := filepath.Abs(kOut)
 	absI, _ := filepath.Abs(irOut)
 	outs := []string{kOut, irOut}
-	for _, kind := range []string{"pvh", "hvm"} {
+	for _, kind := range []string{"hvm"} {
 		cfg, err := images.XLConfig(kind, images.XLOptions{
 			Name: "guest-" + kind, Kernel: absK, Ramdisk: absI, Disk: disk, VTPMBackend: vtpmBack,
 		})

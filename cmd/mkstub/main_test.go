@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/config/xl"
+	"github.com/vtpmboot/vtpmboot/images"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
 
@@ -63,7 +64,10 @@ func TestBuild(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	for _, name := range []string{"vmlinuz", "vtpmboot.cpio.gz", "pvh.cfg", "hvm.cfg"} {
+	if _, err := os.Stat(filepath.Join(out, "pvh.cfg")); err == nil {
+		t.Error("mkstub wrote a PVH example, which the stub refuses")
+	}
+	for _, name := range []string{"vmlinuz", "vtpmboot.cpio.gz", "hvm.cfg"} {
 		p := filepath.Join(out, name)
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -80,7 +84,7 @@ func TestBuild(t *testing.T) {
 		t.Error("vmlinuz is not a copy of --kernel")
 	}
 	// The example configs must parse the way xl would read them.
-	for kind, console := range map[string]string{"pvh": "console=hvc0", "hvm": "console=ttyS0"} {
+	for kind, console := range map[string]string{"hvm": "console=ttyS0"} {
 		c, err := xl.ParseFile(filepath.Join(out, kind+".cfg"))
 		if err != nil {
 			t.Fatalf("%s.cfg: %v", kind, err)
@@ -98,7 +102,7 @@ func TestBuild(t *testing.T) {
 			t.Errorf("%s.cfg: extra %q, %v", kind, e, err)
 		}
 		v, err := c.VTPMs()
-		if err != nil || len(v) != 1 || v[0].Backend != "web1-vtpm" || v[0].UUID != "" {
+		if err != nil || len(v) != 1 || v[0].Backend != "web1-vtpm" || v[0].UUID != images.ExampleUUID {
 			t.Errorf("%s.cfg: vtpm %+v, %v", kind, v, err)
 		}
 	}
