@@ -166,6 +166,7 @@ func (b *Backend) step(d *device) {
 			return
 		}
 		b.setState(d, xbInitWait)
+		b.Logf("%s: waiting for domain %d's frontend", d.be, d.feID)
 	case beState == xbInitWait && (feState == xbInitialised || feState == xbConnected) && d.conn == nil:
 		if err := b.connect(d); err != nil {
 			b.Logf("%s: connect: %v", d.be, err)
