@@ -4,7 +4,7 @@ GO      ?= go
 GOFLAGS ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-short deps vet staticcheck fmt-check bench demo fuzz clean install uninstall
+.PHONY: all build test test-xen test-short deps vet staticcheck fmt-check bench demo fuzz clean install uninstall
 
 # Pinned so that a new release's checks cannot turn a green tree red.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -32,8 +32,15 @@ staticcheck:
 # idempotent and quiet when everything is there), so it is the first command
 # a newcomer can run. The race detector needs cgo.
 test: deps fmt-check vet staticcheck
-	CGO_ENABLED=1 $(GO) test -race -timeout 50m ./...
+	CGO_ENABLED=1 $(GO) test -race -timeout 50m $$($(GO) list ./... | grep -v '/e2e/xen$$')
+	$(MAKE) test-xen
 	scripts/fuzz.sh $(FUZZTIME_CI)
+
+# The Xen suite (docs/xen.md): one Xen boot under QEMU running every guest,
+# after the other tests rather than beside their QEMU boots (two cores).
+# VTPMBOOT_XEN_GUESTS=a,b runs some guests only.
+test-xen:
+	$(GO) test -count=1 -v -timeout 60m ./e2e/xen
 
 # Unit tests only (no QEMU boots), for quick iteration.
 test-short:
