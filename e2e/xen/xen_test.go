@@ -27,8 +27,8 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/e2e"
 	"github.com/vtpmboot/vtpmboot/images"
-	"github.com/vtpmboot/vtpmboot/internal/e2e/report"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
+	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/internal/xentest"
 	"github.com/vtpmboot/vtpmboot/tpmfront"

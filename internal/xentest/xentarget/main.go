@@ -4,7 +4,7 @@
 // stub does (/dev/tpm0 through tpmfront.Open("auto"), which probes 1.2 vs
 // 2.0 by command since xen-tpmfront registers every chip as 1.2), reads
 // PCRs 0-9 of every bank and prints them with /proc/cmdline in the
-// internal/e2e/report format, then powers off. It never hangs: the test
+// internal/target/report format, then powers off. It never hangs: the test
 // waits for the domain to end.
 package main
 
@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vtpmboot/vtpmboot/boot/modload"
-	"github.com/vtpmboot/vtpmboot/internal/e2e/report"
+	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
