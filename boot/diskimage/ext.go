@@ -148,6 +148,16 @@ func (e *extFS) corrupt(format string, a ...any) error {
 
 func (e *extFS) foldCase() bool { return false }
 
+// extFlagCasefold (EXT4_CASEFOLD_FL) makes a directory case-insensitive
+// on a filesystem with the casefold feature.
+const extFlagCasefold = 0x40000000
+
+// foldsDir: the kernel folds case in a directory with the casefold flag
+// on a filesystem with the casefold feature (IS_CASEFOLDED, sb->s_encoding).
+func (e *extFS) foldsDir(v vnode) bool {
+	return e.incompat&extIncompatCasefold != 0 && v.(*extInode).flags&extFlagCasefold != 0
+}
+
 // groupHasSuper says whether group g holds a superblock backup (sparse_super).
 func (e *extFS) groupHasSuper(g uint64) bool {
 	if !e.sparseSuper || g <= 1 {

@@ -153,6 +153,11 @@ func (img *Image) probe(p *Partition) {
 	p.Label, p.UUID = identify(sec, kind)
 	switch kind {
 	case "ext":
+		if other := besideExt(sec); other != "" {
+			p.Type = "ambiguous: ext and " + other
+			p.Err = fmt.Errorf("%s: %w: ambiguous: an ext superblock and a %s signature in the first 1024 bytes, which mkfs.ext4 leaves zero; blkid calls such a volume ambivalent and GRUB reads it with whichever of its drivers probes first, so vtpmboot reads neither (remove the stray signature with wipefs, or re-create the filesystem)", where, ErrCorrupt, other)
+			return
+		}
 		fsys, typ, err := openExt(sec, p.Size, where)
 		p.Type = typ
 		if err != nil {

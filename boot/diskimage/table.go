@@ -170,7 +170,11 @@ func (img *Image) readGPT(ss int64) ([]Partition, error) {
 	hc := append([]byte(nil), h[:hsize]...)
 	binary.LittleEndian.PutUint32(hc[16:], 0)
 	if got := crc32.ChecksumIEEE(hc); got != want {
-		return nil, fmt.Errorf("GPT header: %w: CRC32 is 0x%08x, header says 0x%08x", ErrCorrupt, got, want)
+		// Readers part ways here: Linux drops the whole table (it reads
+		// the backup only if the primary is valid, or with "gpt" on
+		// its command line), GRUB 2.06 never checks the CRC, fdisk
+		// takes the backup. Which partitions boot would be a guess.
+		return nil, fmt.Errorf("GPT header: %w: CRC32 is 0x%08x, header says 0x%08x (the backup header is not used instead: repair the table, e.g. with gdisk)", ErrCorrupt, got, want)
 	}
 	entLBA := binary.LittleEndian.Uint64(h[72:])
 	num := binary.LittleEndian.Uint32(h[80:])
@@ -238,6 +242,29 @@ var signatures = []signature{
 	{3, "EXFAT   ", "exfat"},
 	{0x400, "\x10\x20\xf5\xf2", "f2fs"},
 	{0x1000, "\xfc\x4e\x2b\xa9", "linux_raid_member"},
+}
+
+// besideExt names another filesystem whose signature lies in the first
+// 1024 bytes of a volume that also holds an ext superblock, or "". Those
+// bytes are zero after mkfs.ext4, and the boot loaders that install into
+// an ext volume's first sector (extlinux, GRUB legacy's stage 1) write no
+// valid FAT BPB there, so such a signature was put there on purpose: the
+// volume is a polyglot that different readers take for different
+// filesystems.
+func besideExt(r io.ReaderAt) string {
+	var head [1024]byte
+	if readFull(r, head[:], 0) != nil {
+		return ""
+	}
+	if looksFAT(head[:512]) {
+		return "vfat"
+	}
+	for _, s := range signatures {
+		if end := s.off + int64(len(s.magic)); end <= int64(len(head)) && string(head[s.off:end]) == s.magic {
+			return s.name
+		}
+	}
+	return ""
 }
 
 // detect names the filesystem at the start of r: "ext", "vfat", another

@@ -47,6 +47,12 @@ type backend interface {
 	foldCase() bool
 }
 
+// dirCaseFolder is a backend whose directories can each be
+// case-insensitive: ext4's casefold feature, a per-directory flag.
+type dirCaseFolder interface {
+	foldsDir(dir vnode) bool
+}
+
 // vfs is the fs.FS handed out in Partition.FS.
 type vfs struct {
 	b     backend
@@ -75,15 +81,30 @@ func (v *vfs) lookup(dir vnode, name string) (vnode, error) {
 	// XFS's ASCII-CI filesystems fold A-Z only (xfs_ascii_ci_compname).
 	af, _ := v.b.(interface{ asciiFold() bool })
 	ascii := af != nil && af.asciiFold()
+	cf, _ := v.b.(dirCaseFolder)
+	dirFolds := !fold && cf != nil && cf.foldsDir(dir)
+	var spelled string
 	err := v.b.scanDir(dir, func(d vdirent) bool {
 		if d.name == name || (fold && strings.EqualFold(d.name, name)) || (ascii && asciiEqualFold(d.name, name)) {
 			found = &d
+			return false
+		}
+		// A case-insensitive directory's lookup takes the first entry
+		// equal to name under case folding, as the kernel's does. One
+		// spelled otherwise is what the guest's own kernel would open;
+		// reporting it as absent would let discovery fall through to
+		// a lower-priority file, so it is an error instead.
+		if dirFolds && strings.EqualFold(d.name, name) {
+			spelled = d.name
 			return false
 		}
 		return true
 	})
 	if err != nil {
 		return nil, err
+	}
+	if spelled != "" {
+		return nil, fmt.Errorf("%q is not in this case-insensitive (casefold) directory but %q is: the guest's kernel would open it, vtpmboot matches names exactly; name the file as it is stored", name, spelled)
 	}
 	if found == nil {
 		return nil, fs.ErrNotExist

@@ -305,7 +305,7 @@ func Choose(vols []Volume, entrySelector string) *Selection {
 			for _, v := range s.Skipped {
 				ns = append(ns, v.Unreadable())
 			}
-			err = fmt.Errorf("%w; not searched: %s", err, strings.Join(ns, "; "))
+			err = fmt.Errorf("%w; %s", err, strings.Join(ns, "; "))
 		}
 		s.Err = err
 		return s

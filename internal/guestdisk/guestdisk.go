@@ -44,6 +44,10 @@ type Partition struct {
 	// Corrupt breaks an ext superblock after mkfs (zero inodes per
 	// group): still recognisably ext, but not a readable filesystem.
 	Corrupt bool
+	// Tweak, when set, runs on the partition's own image file once it is
+	// built: the debugfs edits and byte patches of hostile-image tests
+	// (see Debugfs, InodeOffset, Patch).
+	Tweak func(img string) error
 }
 
 // Disk describes a whole disk image.
@@ -51,6 +55,9 @@ type Disk struct {
 	// Table is "mbr", "gpt" or "" for a bare filesystem (one partition).
 	Table      string
 	Partitions []Partition
+	// Tweak, when set, runs on the assembled image (a damaged partition
+	// table, say) before Build returns.
+	Tweak func(img string) error
 }
 
 // Build writes the disk image to out.
@@ -72,7 +79,10 @@ func Build(d Disk, out string) error {
 		if len(images) != 1 {
 			return fmt.Errorf("a bare filesystem image has exactly one partition, got %d", len(images))
 		}
-		return copyFile(images[0], out)
+		if err := copyFile(images[0], out); err != nil {
+			return err
+		}
+		return d.tweak(out)
 	}
 	// 1 MiB alignment, as every partitioning tool does today.
 	const align = 1 << 20
@@ -113,10 +123,44 @@ func Build(d Disk, out string) error {
 			return err
 		}
 	}
+	return d.tweak(out)
+}
+
+func (d Disk) tweak(img string) error {
+	if d.Tweak == nil {
+		return nil
+	}
+	if err := d.Tweak(img); err != nil {
+		return fmt.Errorf("tweak disk: %w", err)
+	}
 	return nil
 }
 
+// BuildFS writes one partition's filesystem image to img, as Build does
+// for each partition (Tweak included).
+func BuildFS(p Partition, img string) error {
+	tmp, err := os.MkdirTemp("", "guestdisk")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	return buildFS(p, filepath.Join(tmp, "root"), img)
+}
+
 func buildFS(p Partition, root, img string) error {
+	if err := makeFS(p, root, img); err != nil {
+		return err
+	}
+	if p.Tweak == nil {
+		return nil
+	}
+	if err := p.Tweak(img); err != nil {
+		return fmt.Errorf("tweak: %w", err)
+	}
+	return nil
+}
+
+func makeFS(p Partition, root, img string) error {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return err
 	}
@@ -175,7 +219,7 @@ func buildFS(p Partition, root, img string) error {
 			}
 		}
 		if p.Corrupt {
-			return patch(img, 1024+0x28, make([]byte, 4))
+			return Patch(img, 1024+0x28, make([]byte, 4))
 		}
 		return nil
 	case "raw":
@@ -222,6 +266,7 @@ func buildFS(p Partition, root, img string) error {
 		if p.Label != "" {
 			args = append(args, "-n", p.Label)
 		}
+		args = append(args, p.MkfsArgs...)
 		if err := run("mkfs.vfat", append(args, img)...); err != nil {
 			return err
 		}
@@ -331,8 +376,8 @@ func copyFile(src, dst string) error {
 	return os.WriteFile(dst, b, 0o644)
 }
 
-// patch overwrites bytes of a file in place.
-func patch(file string, off int64, b []byte) error {
+// Patch overwrites bytes of a file in place.
+func Patch(file string, off int64, b []byte) error {
 	f, err := os.OpenFile(file, os.O_WRONLY, 0)
 	if err != nil {
 		return err
