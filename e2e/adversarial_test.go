@@ -33,7 +33,7 @@ import (
 type advCase struct {
 	name string
 	tpm  tpmfront.Version
-	disk func(t *testing.T) guestdisk.Disk
+	disk func() guestdisk.Disk
 	// Outcome (a): the command line the stub must measure and the next
 	// kernel must receive, written here by hand from the config on the
 	// disk (it may be set by disk when it depends on what real tools
@@ -81,7 +81,7 @@ func advCases(p *Parts) []*advCase {
 	// not our reader, says which entry comes first and so which command
 	// line must boot. Built without metadata_csum, so Linux would read
 	// the patched block as well.
-	dup.disk = func(t *testing.T) guestdisk.Disk {
+	dup.disk = func() guestdisk.Disk {
 		return guestdisk.Disk{Partitions: []guestdisk.Partition{{
 			FS: "ext4", SizeMB: 64, MkfsArgs: []string{"-O", "^metadata_csum"},
 			Files: with(text("/boot/grub/grub.cfg", grubCfg("/boot/vmlinuz", "dup-cfg")), text("/boot/grub/grub.cfX", grubCfg("/boot/vmlinuz", "dup-cfX"))),
@@ -106,7 +106,7 @@ func advCases(p *Parts) []*advCase {
 			// Linux. Checksums are not a defence here anyway: the guest
 			// can recompute them.
 			name: "tpm20-ext4-inode-csum", tpm: tpmfront.Version20,
-			disk: func(t *testing.T) guestdisk.Disk {
+			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Partitions: []guestdisk.Partition{{
 					FS: "ext4", SizeMB: 64,
 					Files: with(text("/boot/grub/grub.cfg", grubCfg("/boot/vmlinuz", "csum")), text("/boot/grub/menu.lst", staleMenuLst)),
@@ -124,7 +124,7 @@ func advCases(p *Parts) []*advCase {
 			// through). GRUB 2.06 refuses the whole filesystem: casefold
 			// is an incompatible feature it does not know.
 			name: "tpm20-ext4-casefold", tpm: tpmfront.Version20,
-			disk: func(t *testing.T) guestdisk.Disk {
+			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{
 					FS: "ext4", SizeMB: 64, MkfsArgs: []string{"-O", "casefold"},
 					Files: with(text("/boot/grub/grub.cfg", grubCfg("/boot/VMLINUZ", "casefold"))),
@@ -142,7 +142,7 @@ func advCases(p *Parts) []*advCase {
 			// boots depends on its core image and insmods; Linux's
 			// mount and blkid disagree as well.
 			name: "tpm12-polyglot-ext4-fat", tpm: tpmfront.Version12,
-			disk: func(t *testing.T) guestdisk.Disk {
+			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Partitions: []guestdisk.Partition{{
 					FS: "vfat", SizeMB: 40, MkfsArgs: []string{"-F", "16", "-R", "32768"},
 					Files: with(text("/boot/grub/grub.cfg", grubCfg("/boot/vmlinuz", "fat-side"))),
@@ -161,7 +161,7 @@ func advCases(p *Parts) []*advCase {
 			// only the long name when a valid one is there, exactly as
 			// we do; Linux's vfat would open the alias.
 			name: "tpm20-fat-short-alias", tpm: tpmfront.Version20,
-			disk: func(t *testing.T) guestdisk.Disk {
+			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{
 					FS: "vfat", SizeMB: 32,
 					Files: []guestdisk.File{
@@ -184,7 +184,7 @@ func advCases(p *Parts) []*advCase {
 			// partition a loader was meant to read, and a guest that
 			// breaks its primary /boot must not get a leftover booted.
 			name: "tpm12-corrupt-p1-good-p2", tpm: tpmfront.Version12,
-			disk: func(t *testing.T) guestdisk.Disk {
+			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
 					{FS: "ext4", SizeMB: 16, Corrupt: true, Files: []guestdisk.File{text("/boot/grub/grub.cfg", grubCfg("/boot/vmlinuz-p1", "p1"))}},
 					{FS: "ext4", SizeMB: 64, Files: with(text("/boot/grub/grub.cfg", grubCfg("/boot/vmlinuz", "p2")))},
@@ -203,7 +203,7 @@ func advCases(p *Parts) []*advCase {
 			// root, ".." stops there), as GRUB 2.06's fshelp resolves
 			// them; GRUB allows 8 links in a row where we allow 40.
 			name: "tpm12-symlinks-inside-guest", tpm: tpmfront.Version12,
-			disk: func(t *testing.T) guestdisk.Disk {
+			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{
 					FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
 						file("/etc/kernels/vmlinuz-real", p.Kernel), file("/etc/kernels/target-real", p.Target),
@@ -225,7 +225,7 @@ func advCases(p *Parts) []*advCase {
 			// inode); GRUB 2.06 refuses the whole filesystem, since it
 			// does not know the inline_data feature.
 			name: "tpm20-ext4-inline-size", tpm: tpmfront.Version20,
-			disk: func(t *testing.T) guestdisk.Disk {
+			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Partitions: []guestdisk.Partition{{
 					FS: "ext4", SizeMB: 64, MkfsArgs: []string{"-O", "inline_data"},
 					Files: with(text("/boot/grub/grub.cfg", inlineCfg), text("/boot/grub/menu.lst", staleMenuLst)),
@@ -245,7 +245,7 @@ func advCases(p *Parts) []*advCase {
 			// primary is valid, unless booted with "gpt"), fdisk and
 			// parted take the backup.
 			name: "tpm12-gpt-bad-primary", tpm: tpmfront.Version12,
-			disk: func(t *testing.T) guestdisk.Disk {
+			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
 					{FS: "ext4", SizeMB: 64, Files: with(text("/boot/grub/grub.cfg", grubCfg("/boot/vmlinuz", "gpt")))},
 				}, Tweak: breakPrimaryGPT}
@@ -291,7 +291,7 @@ func TestAdversarial(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			t0 := time.Now()
-			disk, sum := buildDisk(t, c.disk(t))
+			disk, sum := buildDisk(t, c.disk())
 			t1 := time.Now()
 			res := boot(t, qemutest.Options{
 				Kernel: p.Kernel, Initrd: p.Stub, Append: StubAppend("quiet"),
