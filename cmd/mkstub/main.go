@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -133,84 +132,19 @@ func splitList(s string) []string {
 }
 
 func build(ctx context.Context, o images.StubOptions, kernel, outDir, vtpmBack, disk string, stdout io.Writer) error {
-	ir, ms, err := images.Stub(ctx, o)
+	sd, err := images.WriteStubDir(ctx, o, images.DirOptions{Kernel: kernel, Disk: disk, VTPMBackend: vtpmBack}, outDir)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return fmt.Errorf("output directory: %w", err)
-	}
-	kOut := filepath.Join(outDir, "vmlinuz")
-	if err := copyFile(kernel, kOut); err != nil {
-		return err
-	}
-	irOut := filepath.Join(outDir, "vtpmboot.cpio.gz")
-	if err := ir.WriteFile(irOut); err != nil {
-		return err
-	}
-	absK, _ := filepath.Abs(kOut)
-	absI, _ := filepath.Abs(irOut)
-	outs := []string{kOut, irOut}
-	for _, kind := range []string{"hvm"} {
-		cfg, err := images.XLConfig(kind, images.XLOptions{
-			Name: "guest-" + kind, Kernel: absK, Ramdisk: absI, Disk: disk, VTPMBackend: vtpmBack,
-		})
-		if err != nil {
-			return err
-		}
-		p := filepath.Join(outDir, kind+".cfg")
-		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", p, err)
-		}
-		outs = append(outs, p)
-	}
-	if ms != nil {
+	if ms := sd.Modules; ms != nil {
 		builtin := ""
 		if len(ms.Builtin) > 0 {
 			builtin = " (built in, skipped: " + strings.Join(ms.Builtin, " ") + ")"
 		}
 		fmt.Fprintf(stdout, "modules: %d for kernel %s%s\n", len(ms.Modules), ms.Release, builtin)
 	}
-	for _, p := range outs {
-		sum, size, err := sha256File(p)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%x  %s  (%d bytes)\n", sum, p, size)
+	for _, f := range sd.Files {
+		fmt.Fprintf(stdout, "%x  %s  (%d bytes)\n", f.SHA256, f.Path, f.Size)
 	}
 	return nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("kernel: %w", err)
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	return nil
-}
-
-func sha256File(p string) ([]byte, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return nil, 0, fmt.Errorf("hash %s: %w", p, err)
-	}
-	return h.Sum(nil), n, nil
 }
