@@ -9,8 +9,10 @@ import (
 
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
@@ -18,12 +20,13 @@ import (
 
 func newPage() []byte { return make([]byte, PageSize) }
 
-// submit lays cmd out as xen-tpmfront's vtpm_send does.
+// submit lays cmd out as xen-tpmfront's vtpm_send does, the state word
+// last and atomically: Serve looks at the page once before its first
+// wait, so in these tests it runs beside the frontend goroutine.
 func submit(page, cmd []byte, extra uint8) {
 	copy(page[headerSize+4*int(extra):], cmd)
-	binary.LittleEndian.PutUint32(page, uint32(len(cmd)))
-	page[5], page[6], page[7] = 0, 0, extra
-	page[4] = StateSubmit
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&page[0])), uint32(len(cmd)))
+	atomic.StoreUint32(word(page), uint32(extra)<<24|uint32(StateSubmit))
 }
 
 // tpmCmd is a TPM command with a consistent size field.
