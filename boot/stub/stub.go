@@ -52,6 +52,11 @@ type Platform interface {
 	// MemAvailable is the kernel's estimate of memory available for new
 	// allocations (/proc/meminfo MemAvailable), in bytes.
 	MemAvailable() (int64, error)
+	// XenBalloon reads the Xen balloon driver's account; ok is false
+	// where there is no driver (not Xen, or PVH/PV without one).
+	XenBalloon() (b Balloon, ok bool, err error)
+	// SetXenBalloonTarget asks the balloon driver to hold kb KiB.
+	SetXenBalloonTarget(kb int64) error
 	// PowerOff syncs and powers off; it returns only in tests.
 	PowerOff()
 }
@@ -86,6 +91,16 @@ type TPMs interface {
 	// An error means nothing was written and the console log is the only
 	// copy; it never stops the boot.
 	AppendFirmwareLog(v tpmfront.Version, ms []measure.Measurement) (string, error)
+}
+
+// Balloon is the Xen balloon driver's account
+// (/sys/devices/system/xen_memory/xen_memory0), in KiB.
+type Balloon struct {
+	// Current is what the guest holds now (info/current_kb).
+	Current int64
+	// Out is what it has handed back to Xen (info/low_kb + high_kb):
+	// guest-physical pages with nothing behind them.
+	Out int64
 }
 
 // Image is a kernel or initrd held in memory that nothing can change any
@@ -228,6 +243,10 @@ func (r *run) boot() error {
 	case "PVH":
 		return fatal("Xen PVH guest", errors.New(`kexec needs Xen soft reset, which xl supports only for type="hvm" (libxl refuses it for PVH and destroys the guest); use type="hvm" in the xl config`))
 	}
+	balloon, err := r.holdBalloon()
+	if err != nil {
+		return err
+	}
 	r.phase("init", t)
 
 	t = r.sys.Now()
@@ -276,6 +295,15 @@ func (r *run) boot() error {
 		defer initrd.Close()
 	}
 	r.phase("load", t)
+
+	// Before measuring: a boot that cannot run must not be measured.
+	if balloon {
+		t = r.sys.Now()
+		if err := r.waitBalloon(); err != nil {
+			return err
+		}
+		r.phase("balloon", t)
+	}
 
 	t = r.sys.Now()
 	if target != nil {

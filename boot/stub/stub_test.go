@@ -52,6 +52,28 @@ type fakeSystem struct {
 	memAvail                   int64 // 0: plenty
 	execed, poweredOff         bool
 	opened, closed             int
+	// balloon: nil, no balloon driver; balloonBack: Xen gives ballooned
+	// pages back this long after the target is raised (<0: never).
+	balloon       *Balloon
+	balloonBack   time.Duration
+	balloonTarget int64
+	balloonSetAt  time.Time
+}
+
+func (f *fakeSystem) XenBalloon() (Balloon, bool, error) {
+	if f.balloon == nil {
+		return Balloon{}, false, nil
+	}
+	if f.balloonTarget > 0 && f.balloonBack >= 0 && !f.now.Before(f.balloonSetAt.Add(f.balloonBack)) {
+		f.balloon.Current, f.balloon.Out = f.balloon.Current+f.balloon.Out, 0
+	}
+	return *f.balloon, true, nil
+}
+
+func (f *fakeSystem) SetXenBalloonTarget(kb int64) error {
+	f.calls = append(f.calls, fmt.Sprintf("balloon-target %d", kb))
+	f.balloonTarget, f.balloonSetAt = kb, f.now
+	return nil
 }
 
 func (f *fakeSystem) MountBase() error { return nil }
@@ -598,5 +620,67 @@ func TestConsoleEscapesGuestText(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `\nvtpmboot: BEGIN EVENTLOG\n`) {
 		t.Errorf("the forged markers are not shown escaped:\n%s", out.String())
+	}
+}
+
+// Under Xen HVM the stub raises the balloon target to all the guest had
+// before it loads a driver, and kexecs only once Xen has given every
+// ballooned page back (docs/xen.md, "kexec after the soft reset").
+func TestXenHVMTakesBalloonBack(t *testing.T) {
+	f := newFake(t, "")
+	f.xenType = "HVM"
+	f.balloon = &Balloon{Current: 516096, Out: 8192}
+	f.balloonBack = 2 * time.Second
+	var out bytes.Buffer
+	res := Run(f, &out)
+	if res.Err != nil || !f.execed {
+		t.Fatalf("err %v execed %v\n%s", res.Err, f.execed, out.String())
+	}
+	if len(f.calls) == 0 || f.calls[0] != "balloon-target 524288" {
+		t.Errorf("calls %v: want the target raised to 524288 KiB (516096 held + 8192 out) before anything else", f.calls)
+	}
+	if f.balloon.Out != 0 {
+		t.Errorf("kexec with %d KiB still ballooned out", f.balloon.Out)
+	}
+	for _, w := range []string{"xen balloon: 8192 KiB handed back to Xen", "phase balloon "} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("console lacks %q:\n%s", w, out.String())
+		}
+	}
+}
+
+// Xen that never gives the pages back: one FATAL line, nothing measured,
+// no kexec.
+func TestXenHVMBalloonStuckIsFatalBeforeMeasuring(t *testing.T) {
+	f := newFake(t, "vtpmboot.timeout=3")
+	f.xenType = "HVM"
+	f.balloon = &Balloon{Current: 516096, Out: 8192}
+	f.balloonBack = -1
+	tpm := f.tpm.(*tpmfront.Soft)
+	var out bytes.Buffer
+	Run(f, &out)
+	checkFatal(t, f, out.String(), "FATAL: Xen balloon driver: guest memory is still ballooned out to Xen")
+	if f.loadedCmdline != "" || f.execed {
+		t.Errorf("kexec staged or run with pages ballooned out")
+	}
+	for _, pcr := range []int{4, 5} {
+		if v, _ := tpm.ReadPCR(pcr, tpmfront.SHA256); !bytes.Equal(v, make([]byte, 32)) {
+			t.Errorf("PCR %d = %x: measured a boot that cannot run", pcr, v)
+		}
+	}
+}
+
+// No balloon driver (or not HVM): nothing is asked of it.
+func TestNoBalloonNoWait(t *testing.T) {
+	for _, typ := range []string{"", "HVM"} {
+		f := newFake(t, "")
+		f.xenType = typ
+		var out bytes.Buffer
+		if res := Run(f, &out); res.Err != nil {
+			t.Fatalf("%q: %v\n%s", typ, res.Err, out.String())
+		}
+		if strings.Contains(out.String(), "balloon") {
+			t.Errorf("%q: balloon on the console without a driver:\n%s", typ, out.String())
+		}
 	}
 }

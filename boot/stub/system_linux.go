@@ -277,3 +277,27 @@ func (m *Machine) AppendFirmwareLog(v tpmfront.Version, ms []measure.Measurement
 	}
 	return fmt.Sprintf("%v: %v", a, r), nil
 }
+
+// xenMemory is the balloon driver's sysfs directory (drivers/xen/xen-balloon.c).
+const xenMemory = "/sys/devices/system/xen_memory/xen_memory0"
+
+func (m *Machine) XenBalloon() (Balloon, bool, error) {
+	if _, err := os.Stat(xenMemory); err != nil {
+		return Balloon{}, false, nil
+	}
+	var v [3]int64
+	for i, name := range []string{"info/current_kb", "info/low_kb", "info/high_kb"} {
+		b, err := os.ReadFile(filepath.Join(xenMemory, name))
+		if err != nil {
+			return Balloon{}, false, err
+		}
+		if _, err := fmt.Sscan(string(b), &v[i]); err != nil {
+			return Balloon{}, false, fmt.Errorf("%s/%s: %q: %w", xenMemory, name, b, err)
+		}
+	}
+	return Balloon{Current: v[0], Out: v[1] + v[2]}, true, nil
+}
+
+func (m *Machine) SetXenBalloonTarget(kb int64) error {
+	return os.WriteFile(filepath.Join(xenMemory, "target_kb"), []byte(fmt.Sprintf("%d\n", kb)), 0)
+}
