@@ -19,9 +19,10 @@ import (
 
 // holdBalloon, first thing under Xen HVM, sets the balloon target to all
 // the guest had, so the driver stops giving pages away and starts taking
-// back what it gave. It reports whether there is a balloon to wait for.
-func (r *run) holdBalloon() (bool, error) {
-	if r.sys.XenGuestType() != "HVM" {
+// back what it gave. xenType is XenGuestType's answer. It reports whether
+// there is a balloon to wait for.
+func (r *run) holdBalloon(xenType string) (bool, error) {
+	if xenType != "HVM" {
 		return false, nil
 	}
 	b, ok, err := r.sys.XenBalloon()

@@ -237,13 +237,14 @@ func (r *run) boot() error {
 	r.printf("options: entry=%q disk=%q tpm=%s timeout=%v", opts.Entry, opts.Disk, opts.TPM, opts.Timeout)
 	// Before any disk is read or anything measured: neither guest type can
 	// kexec, so whatever the stub did here would be thrown away.
-	switch r.sys.XenGuestType() {
+	xenType := r.sys.XenGuestType()
+	switch xenType {
 	case "PV":
 		return fatal("Xen PV guest", errors.New(`kexec cannot work in a Xen PV guest; use type="hvm" in the xl config`))
 	case "PVH":
 		return fatal("Xen PVH guest", errors.New(`kexec needs Xen soft reset, which xl supports only for type="hvm" (libxl refuses it for PVH and destroys the guest); use type="hvm" in the xl config`))
 	}
-	balloon, err := r.holdBalloon()
+	balloon, err := r.holdBalloon(xenType)
 	if err != nil {
 		return err
 	}

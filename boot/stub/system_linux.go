@@ -282,8 +282,10 @@ func (m *Machine) AppendFirmwareLog(v tpmfront.Version, ms []measure.Measurement
 const xenMemory = "/sys/devices/system/xen_memory/xen_memory0"
 
 func (m *Machine) XenBalloon() (Balloon, bool, error) {
-	if _, err := os.Stat(xenMemory); err != nil {
+	if _, err := os.Stat(xenMemory); errors.Is(err, os.ErrNotExist) {
 		return Balloon{}, false, nil
+	} else if err != nil {
+		return Balloon{}, false, err
 	}
 	var v [3]int64
 	for i, name := range []string{"info/current_kb", "info/low_kb", "info/high_kb"} {
