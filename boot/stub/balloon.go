@@ -64,3 +64,37 @@ func (r *run) waitBalloon() error {
 		r.sys.Sleep(pollInterval)
 	}
 }
+
+// reloadIfBallooned runs after kexec_file_load chose the destinations:
+// the driver's first look at xenstore memory/target can come after
+// holdBalloon (its watch fires asynchronously, and on that first firing
+// it takes the target it was given as its baseline and still gives the
+// difference away), so pages may have gone out while the stub measured.
+// Then the loaded image may point into them: take them back and load the
+// same sealed images again, so nothing is re-read or re-measured. A
+// second miss is fatal: the measured kernel must not be lost in the soft
+// reset.
+func (r *run) reloadIfBallooned(load func() error) error {
+	for attempt := 0; ; attempt++ {
+		b, ok, err := r.sys.XenBalloon()
+		if err != nil {
+			return fatal("Xen balloon driver", err)
+		}
+		if !ok || b.Out == 0 {
+			return nil
+		}
+		if attempt > 0 {
+			return fatal("Xen balloon driver", fmt.Errorf("%w (%d KiB went out again after kexec was reloaded)", errBalloonOut, b.Out))
+		}
+		r.printf("xen balloon: %d KiB went out to Xen after the stub took it back; taking it back and loading kexec again", b.Out)
+		if err := r.sys.SetXenBalloonTarget(b.Current + b.Out); err != nil {
+			return fatal("Xen balloon driver", fmt.Errorf("set target to %d KiB: %w", b.Current+b.Out, err))
+		}
+		if err := r.waitBalloon(); err != nil {
+			return err
+		}
+		if err := load(); err != nil {
+			return err
+		}
+	}
+}

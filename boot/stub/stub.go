@@ -320,8 +320,19 @@ func (r *run) boot() error {
 	t = r.sys.Now()
 	// The images are in memory; nothing more is read from the guest's disks.
 	closeDisks()
-	if err := r.sys.KexecLoad(kernel, initrd, choice.Entry.Cmdline); err != nil {
-		return fatal("kexec "+discover.SourceName(choice.Entry.Kernel)+" on "+choice.Partition.Name, err)
+	load := func() error {
+		if err := r.sys.KexecLoad(kernel, initrd, choice.Entry.Cmdline); err != nil {
+			return fatal("kexec "+discover.SourceName(choice.Entry.Kernel)+" on "+choice.Partition.Name, err)
+		}
+		return nil
+	}
+	if err := load(); err != nil {
+		return err
+	}
+	if balloon {
+		if err := r.reloadIfBallooned(load); err != nil {
+			return err
+		}
 	}
 	r.phase("kexec", t)
 	fmt.Fprintf(r.out, "%stotal %dms\n", phasePrefix, r.sys.Now().Sub(r.start).Milliseconds())

@@ -58,6 +58,11 @@ type fakeSystem struct {
 	balloonBack   time.Duration
 	balloonTarget int64
 	balloonSetAt  time.Time
+	// balloonLate: KiB the driver gives away at the first kexec load, as
+	// when its first xenstore watch fires after the stub took the
+	// balloon back; loads counts KexecLoad calls.
+	balloonLate int64
+	loads       int
 }
 
 func (f *fakeSystem) XenBalloon() (Balloon, bool, error) {
@@ -148,6 +153,12 @@ func (f *fakeSystem) NewImage(name string, r io.Reader) (Image, error) {
 func (f *fakeSystem) KexecLoad(kernel, initrd Image, cmdline string) error {
 	if f.closed != f.opened {
 		return errors.New("kexec with guest disks still open")
+	}
+	f.loads++
+	if f.balloonLate > 0 {
+		f.balloon.Current -= f.balloonLate
+		f.balloon.Out += f.balloonLate
+		f.balloonTarget, f.balloonLate = 0, 0
 	}
 	f.loadedKernel = read(kernel)
 	f.loadedInitrd = read(initrd)
@@ -667,6 +678,61 @@ func TestXenHVMBalloonStuckIsFatalBeforeMeasuring(t *testing.T) {
 		if v, _ := tpm.ReadPCR(pcr, tpmfront.SHA256); !bytes.Equal(v, make([]byte, 32)) {
 			t.Errorf("PCR %d = %x: measured a boot that cannot run", pcr, v)
 		}
+	}
+}
+
+// The driver gives pages away after the stub took them back (its first
+// xenstore watch came late), after kexec chose its destinations: the
+// stub takes them back and loads the same images again before it boots.
+func TestXenHVMBalloonLateReloadsKexec(t *testing.T) {
+	f := newFake(t, "")
+	f.xenType = "HVM"
+	f.balloon = &Balloon{Current: 516096, Out: 8192}
+	f.balloonBack = time.Second
+	f.balloonLate = 8192
+	var out bytes.Buffer
+	res := Run(f, &out)
+	if res.Err != nil || !f.execed {
+		t.Fatalf("err %v execed %v\n%s", res.Err, f.execed, out.String())
+	}
+	if f.loads != 2 {
+		t.Errorf("%d kexec loads, want 2: one before the pages went out, one after they came back", f.loads)
+	}
+	if f.balloon.Out != 0 {
+		t.Errorf("kexec with %d KiB still ballooned out", f.balloon.Out)
+	}
+	if !strings.Contains(out.String(), "xen balloon: 8192 KiB went out to Xen after the stub took it back") {
+		t.Errorf("console does not say why kexec was loaded again:\n%s", out.String())
+	}
+	if string(f.loadedKernel) != string(f.fs["boot/vmlinuz"]) {
+		t.Errorf("the second load staged other kernel bytes")
+	}
+}
+
+// Pages that go out after the stub took them back and never return: one
+// FATAL line and no kexec, although the boot is measured by then.
+func TestXenHVMBalloonLateStuckIsFatal(t *testing.T) {
+	f := newFake(t, "vtpmboot.timeout=3")
+	f.xenType = "HVM"
+	f.balloon = &Balloon{Current: 516096, Out: 0}
+	// Xen gives nothing back once the late pages are out.
+	f.balloonBack = -1
+	f.balloonLate = 4096
+	var out bytes.Buffer
+	Run(f, &out)
+	if f.execed || !f.poweredOff {
+		t.Errorf("execed %v, powered off %v: want no kexec and power off", f.execed, f.poweredOff)
+	}
+	if n := strings.Count(out.String(), "FATAL"); n != 1 {
+		t.Errorf("%d FATAL lines, want 1", n)
+	}
+	for _, w := range []string{"FATAL: Xen balloon driver: guest memory is still ballooned out to Xen", "(4096 KiB still out after 3s"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("console lacks %q:\n%s", w, out.String())
+		}
+	}
+	if f.loads != 1 {
+		t.Errorf("%d kexec loads, want 1 (no reload while the pages are out)", f.loads)
 	}
 }
 

@@ -80,7 +80,11 @@ func collect(r *report.Report, fail func(string, ...any)) (notes []string) {
 	if len(vtpms) == 0 {
 		return notes
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	// The frontend connects after xl has re-added the vtpm device and
+	// vtpmback has mapped the new ring, each step a trip through nested
+	// emulation: generous, since a guest that never gets there is
+	// reported as such and the test waits for the domain anyway.
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		if _, err := os.Stat("/dev/tpm0"); err == nil || time.Now().After(deadline) {
 			break
