@@ -736,17 +736,33 @@ func TestXenHVMBalloonLateStuckIsFatal(t *testing.T) {
 	}
 }
 
-// No balloon driver (or not HVM): nothing is asked of it.
+// Not Xen HVM, or no balloon driver: nothing is asked of it and nothing
+// waited for. The first case has a driver with pages out, so a stub that
+// ignored the guest type would be caught touching it.
 func TestNoBalloonNoWait(t *testing.T) {
-	for _, typ := range []string{"", "HVM"} {
+	for _, c := range []struct {
+		typ     string
+		balloon *Balloon
+	}{
+		{"", &Balloon{Current: 516096, Out: 8192}},
+		{"HVM", nil},
+	} {
 		f := newFake(t, "")
-		f.xenType = typ
+		f.xenType, f.balloon, f.balloonBack = c.typ, c.balloon, -1
 		var out bytes.Buffer
-		if res := Run(f, &out); res.Err != nil {
-			t.Fatalf("%q: %v\n%s", typ, res.Err, out.String())
+		if res := Run(f, &out); res.Err != nil || !f.execed {
+			t.Fatalf("%q: err %v, execed %v\n%s", c.typ, res.Err, f.execed, out.String())
+		}
+		for _, call := range f.calls {
+			if strings.HasPrefix(call, "balloon") {
+				t.Errorf("%q: %s", c.typ, call)
+			}
 		}
 		if strings.Contains(out.String(), "balloon") {
-			t.Errorf("%q: balloon on the console without a driver:\n%s", typ, out.String())
+			t.Errorf("%q: balloon on the console:\n%s", c.typ, out.String())
+		}
+		if f.loads != 1 {
+			t.Errorf("%q: %d kexec loads, want 1", c.typ, f.loads)
 		}
 	}
 }
