@@ -32,15 +32,23 @@ func (r *run) holdBalloon(xenType string) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	// Current+Out is what the guest started with: asking for more would
-	// make the driver hot-add memory instead.
-	if err := r.sys.SetXenBalloonTarget(b.Current + b.Out); err != nil {
-		return false, fatal("Xen balloon driver", fmt.Errorf("set target to %d KiB: %w", b.Current+b.Out, err))
+	if err := r.takeBalloonBack(b); err != nil {
+		return false, err
 	}
 	if b.Out > 0 {
 		r.printf("xen balloon: %d KiB handed back to Xen; taking it back before kexec", b.Out)
 	}
 	return true, nil
+}
+
+// takeBalloonBack sets the driver's target to all the guest had.
+// Current+Out is what the guest started with: asking for more would make
+// the driver hot-add memory instead.
+func (r *run) takeBalloonBack(b Balloon) error {
+	if err := r.sys.SetXenBalloonTarget(b.Current + b.Out); err != nil {
+		return fatal("Xen balloon driver", fmt.Errorf("set target to %d KiB: %w", b.Current+b.Out, err))
+	}
+	return nil
 }
 
 // errBalloonOut is the refusal when Xen does not give the pages back.
@@ -87,8 +95,8 @@ func (r *run) reloadIfBallooned(load func() error) error {
 			return fatal("Xen balloon driver", fmt.Errorf("%w (%d KiB went out again after kexec was reloaded)", errBalloonOut, b.Out))
 		}
 		r.printf("xen balloon: %d KiB went out to Xen after the stub took it back; taking it back and loading kexec again", b.Out)
-		if err := r.sys.SetXenBalloonTarget(b.Current + b.Out); err != nil {
-			return fatal("Xen balloon driver", fmt.Errorf("set target to %d KiB: %w", b.Current+b.Out, err))
+		if err := r.takeBalloonBack(b); err != nil {
+			return err
 		}
 		if err := r.waitBalloon(); err != nil {
 			return err
