@@ -61,6 +61,6 @@ func BytesSource(name string, b []byte) Source {
 	return ReaderAtSource{Label: name, R: bytes.NewReader(b), Size: int64(len(b))}
 }
 
-// cacheKeyer is the optional identity a caching Hasher (boot/predict)
+// cacheKeyer is the optional identity a caching Hasher (host/predict)
 // keys file contents by.
 type cacheKeyer interface{ CacheKey() string }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vtpmboot/vtpmboot/config/xl"
+	"github.com/vtpmboot/vtpmboot/host/xl"
 	"github.com/vtpmboot/vtpmboot/images"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )

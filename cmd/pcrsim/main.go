@@ -1,6 +1,6 @@
 // Command pcrsim predicts the PCR values vtpmboot's stub will produce for a
 // boot entry, and verifies actual readings against a prediction. The logic
-// lives in boot/predict; this file is subcommands, flags and exit codes.
+// lives in host/predict; this file is subcommands, flags and exit codes.
 //
 // Exit codes: 0 success (verify: everything matched), 1 verify mismatch,
 // 2 usage or input error (one line on stderr naming the argument).

@@ -11,11 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/vtpmboot/vtpmboot/boot/predict"
-	"github.com/vtpmboot/vtpmboot/boot/predict/fleet"
-	"github.com/vtpmboot/vtpmboot/boot/predict/policy"
+	"github.com/vtpmboot/vtpmboot/host/pcrfile"
+	"github.com/vtpmboot/vtpmboot/host/predict"
+	"github.com/vtpmboot/vtpmboot/host/predict/fleet"
+	"github.com/vtpmboot/vtpmboot/host/predict/policy"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
-	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
 )
 
 const policyHelp = `usage: pcrsim policy (--kernel FILE [--initrd FILE]... --cmdline STRING

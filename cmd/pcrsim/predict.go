@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
-	"github.com/vtpmboot/vtpmboot/boot/predict"
-	"github.com/vtpmboot/vtpmboot/boot/predict/fleet"
+	"github.com/vtpmboot/vtpmboot/host/predict"
+	"github.com/vtpmboot/vtpmboot/host/predict/fleet"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 

@@ -12,9 +12,9 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/boot/predict"
+	"github.com/vtpmboot/vtpmboot/host/pcrfile"
+	"github.com/vtpmboot/vtpmboot/host/predict"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
-	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
 )
 
 const verifyHelp = `usage: pcrsim verify (--expected FILE | --kernel FILE [--initrd FILE]... --cmdline STRING

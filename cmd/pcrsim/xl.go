@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vtpmboot/vtpmboot/boot/predict"
-	"github.com/vtpmboot/vtpmboot/boot/predict/fleet"
+	"github.com/vtpmboot/vtpmboot/host/predict"
+	"github.com/vtpmboot/vtpmboot/host/predict/fleet"
 )
 
 // Exit status of --xl-config when at least one guest could not be

@@ -17,7 +17,7 @@ import (
 	"regexp"
 	"syscall"
 
-	"github.com/vtpmboot/vtpmboot/xen/tpmback"
+	"github.com/vtpmboot/vtpmboot/host/xen/tpmback"
 	"github.com/vtpmboot/vtpmboot/xen/xenstore"
 )
 

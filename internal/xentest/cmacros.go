@@ -15,7 +15,7 @@ import (
 // CMacros compiles and runs a C program that prints each expression
 // (a macro, a sizeof) as the C compiler evaluates it with header
 // included: the independent source for the ioctl numbers and layouts of
-// xen/evtchn and xen/gnttab (libxen-dev's headers, scripts/deps.sh).
+// host/xen/evtchn and host/xen/gnttab (libxen-dev's headers, scripts/deps.sh).
 func CMacros(t testing.TB, header string, exprs ...string) map[string]uint64 {
 	t.Helper()
 	testenv.NeedCommands(t, "cc")

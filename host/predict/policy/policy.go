@@ -20,9 +20,9 @@ import (
 	"strings"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/boot/predict"
+	"github.com/vtpmboot/vtpmboot/host/pcrfile"
+	"github.com/vtpmboot/vtpmboot/host/predict"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
-	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
 )
 
 // DefaultSelection is what the stub extends: PCR 4 (kernel) and PCR 5

@@ -8,7 +8,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/discover"
 	"github.com/vtpmboot/vtpmboot/boot/entry"
-	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
+	"github.com/vtpmboot/vtpmboot/host/pcrfile"
 )
 
 // EntryDoc is the chosen entry in JSON: the entry as its parser returned

@@ -280,7 +280,7 @@ func parseSysfs(b []byte) (Readings, error) {
 }
 
 // JSONDoc is pcrsim's JSON document. It lives here, next to its parser,
-// so the writer (boot/predict) and the reader cannot disagree on its shape.
+// so the writer (host/predict) and the reader cannot disagree on its shape.
 type JSONDoc struct {
 	// Contract is the measurement contract version that made the
 	// prediction (measure.ContractVersion); 0 in files from before it

@@ -15,8 +15,8 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/discover"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/host/pcrfile"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
-	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
 )
 
 // Options is what a prediction needs. Inputs come from wherever the caller

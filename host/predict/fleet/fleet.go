@@ -3,7 +3,7 @@
 // each guest's stub options come from its command line (extra=), its disks
 // are read in userspace in the order the stub scans them, discovery and
 // selection run through boot/discover and measurement through
-// boot/measure (via boot/predict), exactly as in the stub. Guests run in
+// boot/measure (via host/predict), exactly as in the stub. Guests run in
 // parallel on a bounded pool and share one caching hasher, so a kernel
 // shared by 500 guests is read and hashed once.
 package fleet
@@ -24,9 +24,9 @@ import (
 	"time"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/boot/predict"
 	"github.com/vtpmboot/vtpmboot/config"
-	"github.com/vtpmboot/vtpmboot/config/xl"
+	"github.com/vtpmboot/vtpmboot/host/predict"
+	"github.com/vtpmboot/vtpmboot/host/xl"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 

@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/host/pcrfile"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
-	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
 )
 
 // Options choose how a Set becomes policies.

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vtpmboot/vtpmboot/host/pcrfile"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
-	"github.com/vtpmboot/vtpmboot/tpmfront/pcrfile"
 )
 
 // The expected values here are written out from the specifications' byte

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vtpmboot/vtpmboot/xen/evtchn"
-	"github.com/vtpmboot/vtpmboot/xen/gnttab"
+	"github.com/vtpmboot/vtpmboot/host/xen/evtchn"
+	"github.com/vtpmboot/vtpmboot/host/xen/gnttab"
 )
 
 // XenChannel maps the frontend's page with gntdev and binds its event
