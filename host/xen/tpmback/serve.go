@@ -20,9 +20,15 @@ type TPM interface {
 // state changed and the frontend must be told. err describes a refused
 // request or a TPM failure; the page is consistent either way.
 func Handle(page []byte, tpm TPM) (notify bool, err error) {
-	switch State(page) {
+	if err := checkPage(page); err != nil {
+		return false, err
+	}
+	// The header is read once: the state that picks what to do is the
+	// state the request is checked against.
+	h := loadHeader(page)
+	switch h.state {
 	case StateSubmit:
-		req, err := ParseRequest(page)
+		req, err := parseRequest(page, h)
 		if err != nil {
 			Refuse(page)
 			return true, fmt.Errorf("refused: %w", err)
