@@ -30,12 +30,12 @@ func rsp(n int, b byte) []byte {
 
 // scripted serves one connection: for each command read, the script's
 // next answer (written after its delay, if any), or raw bytes.
-type step struct {
+type scriptStep struct {
 	answer []byte
 	after  <-chan struct{} // answer only once this is closed
 }
 
-func serveScript(t *testing.T, c net.Conn, script []step) {
+func serveScript(t *testing.T, c net.Conn, script []scriptStep) {
 	defer c.Close()
 	for _, s := range script {
 		var hdr [tpmHeaderSize]byte
@@ -57,7 +57,7 @@ func serveScript(t *testing.T, c net.Conn, script []step) {
 
 // scriptedConn is a Unix stream (buffered both ways, as swtpm's socket
 // is) whose far end plays script.
-func scriptedConn(t *testing.T, script []step) net.Conn {
+func scriptedConn(t *testing.T, script []scriptStep) net.Conn {
 	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
 	if err != nil {
 		t.Fatal(err)
@@ -85,13 +85,13 @@ func TestSocketTPMNeverOutOfStep(t *testing.T) {
 	late := make(chan struct{})
 	huge := make([]byte, tpmHeaderSize)
 	binary.BigEndian.PutUint32(huge[2:], maxResponse+1)
-	for name, first := range map[string]step{
+	for name, first := range map[string]scriptStep{
 		"timeout":   {answer: rsp(20, 0x11), after: late},
 		"oversized": {answer: append(huge, rsp(20, 0x11)...)},
 		"too short": {answer: append([]byte{0x80, 1, 0, 0, 0, 4, 0, 0, 0, 0}, rsp(20, 0x11)...)},
 	} {
 		t.Run(name, func(t *testing.T) {
-			s := &SocketTPM{C: scriptedConn(t, []step{first, {answer: rsp(20, 0x22)}}), Timeout: 200 * time.Millisecond}
+			s := &SocketTPM{C: scriptedConn(t, []scriptStep{first, {answer: rsp(20, 0x22)}}), Timeout: 200 * time.Millisecond}
 			if _, err := s.Transmit(tpmCmd(12)); err == nil {
 				t.Fatal("first command succeeded")
 			}
@@ -130,12 +130,12 @@ func TestSocketTPMRedial(t *testing.T) {
 		if err != nil {
 			return
 		}
-		go serveScript(t, c, []step{{answer: rsp(20, 0x11), after: late}})
+		go serveScript(t, c, []scriptStep{{answer: rsp(20, 0x11), after: late}})
 		c2, err := l.Accept()
 		if err != nil {
 			return
 		}
-		serveScript(t, c2, []step{{answer: rsp(20, 0x22)}})
+		serveScript(t, c2, []scriptStep{{answer: rsp(20, 0x22)}})
 	}()
 	c, err := net.Dial("unix", l.Addr().String())
 	if err != nil {
@@ -219,7 +219,7 @@ func TestSocketTPMSwtpmLate(t *testing.T) {
 				if redial {
 					s.Dial = func() (net.Conn, error) { return net.DialTimeout("unix", sw.ServerSock, 5*time.Second) }
 				}
-				// In step first: a PCR read answers as expected.
+				// In scriptStep first: a PCR read answers as expected.
 				if r, err := s.Transmit(c.pcrRead); err != nil || !bytes.HasSuffix(r, pcr0) || binary.BigEndian.Uint32(r[6:]) != 0 {
 					t.Fatalf("PCR read: %x, %v", r, err)
 				}
