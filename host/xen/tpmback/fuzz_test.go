@@ -237,21 +237,27 @@ func FuzzHandleChangingPage(f *testing.F) {
 		guestStore(page, 0, start[:min(len(start), PageSize)&^3])
 		tpm := &pageTPM{rspLen: int(rspLen) % (MaxPacket + 64)}
 		var stop atomic.Bool
-		done := make(chan struct{})
+		started, done := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(done)
 			// Each flip is 5 bytes: a word index (the header and the
-			// packet's first words, where checks look) and a value.
-			for n := 0; n < 1000 && !stop.Load(); n++ {
+			// packet's first words, where checks look) and a value. The
+			// flips go on from before Handle starts until after it ends,
+			// so the race detector sees them beside every access.
+			for n := 0; n < 100000 && (n == 0 || !stop.Load()); n++ {
 				for i := 0; i+5 <= len(flips); i += 5 {
 					w := int(flips[i]) % 64
 					atomic.StoreUint32(wordAt(page, 4*w), binary.LittleEndian.Uint32(flips[i+1:]))
+				}
+				if n == 0 {
+					close(started)
 				}
 				if len(flips) < 5 {
 					return
 				}
 			}
 		}()
+		<-started
 		notify, err := Handle(page, tpm)
 		stop.Store(true)
 		<-done
