@@ -1,6 +1,7 @@
 package tpmback
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -488,4 +489,41 @@ func TestRateLogWindows(t *testing.T) {
 		t.Errorf("lines %q", got)
 	}
 	r.stop()
+}
+
+// abortTPM answers once released; Close aborts a command in flight, as
+// closing an swtpm socket does.
+type abortTPM struct {
+	in, release, closed chan struct{}
+	once                sync.Once
+}
+
+func (a *abortTPM) Transmit(cmd []byte) ([]byte, error) {
+	a.in <- struct{}{}
+	select {
+	case <-a.release:
+		return append([]byte(nil), cmd...), nil
+	case <-a.closed:
+		return nil, errors.New("closed")
+	}
+}
+func (a *abortTPM) Close() error { a.once.Do(func() { close(a.closed) }); return nil }
+
+// TestCloseDrains: a backend stopping lets a command in flight finish
+// and answers it, rather than closing the TPM under it and leaving the
+// command on the page for the next backend to run a second time.
+func TestCloseDrains(t *testing.T) {
+	r := newRig(t, nil)
+	tpm := &abortTPM{in: make(chan struct{}), release: make(chan struct{}), closed: make(chan struct{})}
+	r.b.OpenTPM = func(string) (TPM, string, error) { return tpm, "abort", nil }
+	r.connectAll(t, 1)
+	m := r.chs[1]
+	submit(m.page, tpmCmd(12), 0)
+	m.toBack <- struct{}{}
+	<-tpm.in
+	go func() { time.Sleep(50 * time.Millisecond); close(tpm.release) }()
+	within(t, "Close", r.b.Close)
+	if State(m.page) != StateFinish {
+		t.Errorf("after Close the page is in state %d, want Finish (%d): the command was cut off", State(m.page), StateFinish)
+	}
 }

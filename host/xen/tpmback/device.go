@@ -347,7 +347,11 @@ func (b *Backend) step(d *device, beState int) {
 	case (beState == xbInitWait || beState == xbConnected) && (feState == xbInitialised || feState == xbConnected) && d.conn == nil:
 		// Connected with no connection: the frontend is still using the
 		// page a backend that stopped (a restart of vtpmback) served.
-		// Map it again and go on.
+		// Map it again and go on. The grant is still the frontend's to
+		// give, and its event channel can be bound again: when the old
+		// backend's binding closed, Xen's evtchn_close
+		// (xen/common/event_channel.c) put the frontend's port back to
+		// ECS_UNBOUND with our domain as its remote.
 		b.connect(d, beState == xbConnected)
 	}
 }
