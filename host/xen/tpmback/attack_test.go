@@ -527,3 +527,38 @@ func TestCloseDrains(t *testing.T) {
 		t.Errorf("after Close the page is in state %d, want Finish (%d): the command was cut off", State(m.page), StateFinish)
 	}
 }
+
+// TestSharedUUIDRefused: two running domains whose configs name the same
+// vTPM; the second is refused with one line (and its error node), and
+// gets the vTPM once the first has let go of it.
+func TestSharedUUIDRefused(t *testing.T) {
+	r := newRig(t, nil)
+	addGuest(r.s, 1)
+	addGuest(r.s, 2)
+	r.s.Write(beOf(2)+"/uuid", uuidOf(1))
+	step(r.b)
+	initGuest(r.s, 1)
+	r.event(feOf(1) + "/state")
+	initGuest(r.s, 2)
+	r.event(feOf(2) + "/state")
+	if r.state(1) != "4" || r.state(2) != "5" || len(r.open) != 1 {
+		t.Fatalf("states %q %q, opened %v", r.state(1), r.state(2), r.open)
+	}
+	want := fmt.Sprintf("vTPM %s is in use by domain 1", uuidOf(1))
+	if !strings.Contains(r.s.data[beOf(2)+"/error"], want) || countLines(r, want) != 1 {
+		t.Errorf("error node %q, log %q; want one line saying %q", r.s.data[beOf(2)+"/error"], r.logs, want)
+	}
+	// Domain 1 goes; domain 2's frontend starts over and connects.
+	r.s.Write(beOf(1)+"/online", "0")
+	r.event(beOf(1) + "/online")
+	r.s.Write(feOf(2)+"/state", "6")
+	r.event(feOf(2) + "/state")
+	r.s.Write(feOf(2)+"/state", "1")
+	r.event(feOf(2) + "/state")
+	initGuest(r.s, 2)
+	r.event(feOf(2) + "/state")
+	if r.state(2) != "4" || len(r.open) != 2 || r.open[1] != uuidOf(1) {
+		t.Errorf("after domain 1 went: state %q, opened %v", r.state(2), r.open)
+	}
+	r.b.Close()
+}

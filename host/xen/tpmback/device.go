@@ -76,6 +76,8 @@ type device struct {
 	// looked at again when it ends, not before.
 	busy bool
 	gone bool // removed from the store while busy
+	// uuid is the vTPM the device is connected to, or connecting to.
+	uuid string
 	// refused rate-limits Serve's lines (refused requests, TPM errors),
 	// events the rest; a guest can cause both as fast as it likes.
 	refused, events *rateLog
@@ -389,7 +391,18 @@ func (b *Backend) connect(d *device, again bool) {
 		return
 	}
 	uuid = strings.TrimSpace(uuid)
+	// One vTPM, one domain: a second domain naming a uuid in use (a
+	// copied config, or a toolstack mistake) would share the first's
+	// PCRs. The same domain may come back (a soft reset keeps the
+	// domid); another one only once the first has let go.
+	for _, o := range b.devices {
+		if o != d && o.uuid == uuid && o.feID != d.feID && (o.conn != nil || o.busy) {
+			fail(fmt.Errorf("vTPM %s is in use by domain %d", uuid, o.feID))
+			return
+		}
+	}
 	feID := d.feID
+	d.uuid = uuid
 	d.busy = true
 	b.jobs.Add(1)
 	go func() {
@@ -404,6 +417,9 @@ func (b *Backend) connect(d *device, again bool) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		d.busy = false
+		if err != nil || b.stopping || d.gone {
+			d.uuid = ""
+		}
 		if err == nil && (b.stopping || d.gone) {
 			ch.Close()
 			tpm.Close()
@@ -469,6 +485,7 @@ func (b *Backend) teardown(d *device, why string, drain bool) {
 		}
 		d.events.printf("disconnected (%s)", why)
 		d.busy = false
+		d.uuid = ""
 		switch {
 		case b.stopping:
 		case d.gone:
