@@ -1,6 +1,7 @@
 package tpmback
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -561,4 +562,46 @@ func TestSharedUUIDRefused(t *testing.T) {
 		t.Errorf("after domain 1 went: state %q, opened %v", r.state(2), r.open)
 	}
 	r.b.Close()
+}
+
+// Run looks at every device once at start (a device already waiting is
+// connected without any event), then follows events.
+func TestRun(t *testing.T) {
+	r := newRig(t, nil)
+	addGuest(r.s, 1)
+	initGuest(r.s, 1)
+	r.s.Write(beOf(1)+"/state", "2") // InitWait from before: a restart mid-handshake
+	events := make(chan xenstore.WatchEvent)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.b.Run(ctx, events) }()
+	wait := func(dom int, st string) {
+		within(t, fmt.Sprintf("domain %d state %s", dom, st), func() {
+			for r.state(dom) != st {
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	wait(1, "4")
+	addGuest(r.s, 2)
+	events <- xenstore.WatchEvent{Path: beOf(2), Token: RootToken}
+	wait(2, "2")
+	initGuest(r.s, 2)
+	events <- xenstore.WatchEvent{Path: feOf(2) + "/state", Token: FrontendToken}
+	wait(2, "4")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !r.s.watches[root] {
+		t.Error("Run did not watch the backend root")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, c := range r.chs {
+		if !c.released {
+			t.Errorf("domain %d's page mapped after Run returned", id)
+		}
+	}
+	close(events)
 }

@@ -1,6 +1,7 @@
 package tpmback
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path"
@@ -96,6 +97,33 @@ const FrontendToken = "vtpmback-frontend"
 // drainTimeout bounds how long Close lets a command in flight finish
 // before it closes the TPM under it.
 const drainTimeout = 10 * time.Second
+
+// RootToken tags the watch Run sets on Root.
+const RootToken = "vtpmback-root"
+
+// Run serves until ctx is done or events is closed (the store's
+// connection ended): it watches Root, looks at every device once, then
+// hands each event to HandleEvent. It closes the backend before it
+// returns. events is the store client's (xenstore.Client.Events), which
+// coalesces and bounds them.
+func (b *Backend) Run(ctx context.Context, events <-chan xenstore.WatchEvent) error {
+	defer b.Close()
+	if err := b.Store.Watch(b.Root, RootToken); err != nil {
+		return fmt.Errorf("watch %s: %w", b.Root, err)
+	}
+	b.Step()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("xenstore connection closed")
+			}
+			b.HandleEvent(ev)
+		}
+	}
+}
 
 func (b *Backend) init() {
 	if b.devices == nil {
