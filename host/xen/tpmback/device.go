@@ -381,7 +381,12 @@ func (b *Backend) step(d *device, beState int) {
 		// give, and its event channel can be bound again: when the old
 		// backend's binding closed, Xen's evtchn_close
 		// (xen/common/event_channel.c) put the frontend's port back to
-		// ECS_UNBOUND with our domain as its remote.
+		// ECS_UNBOUND with our domain as its remote. Serve handles the
+		// page before it waits, so a command submitted while no backend
+		// ran is answered. One the old backend had sent to the TPM but
+		// not answered when it died (a crash; Close lets commands
+		// finish) is run a second time: tpmif carries no sequence
+		// number that would tell.
 		b.connect(d, beState == xbConnected)
 	}
 }
