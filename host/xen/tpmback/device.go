@@ -188,15 +188,20 @@ func (b *Backend) HandleEvent(ev xenstore.WatchEvent) {
 		case len(parts) == 1:
 			b.reconcileDomain(parts[0], nil)
 		case parts[0] != "" && parts[1] != "":
-			b.refresh(path.Join(b.Root, parts[0], parts[1]))
+			b.refresh(b.Root + "/" + parts[0] + "/" + parts[1])
 		}
 		return
 	}
 	// The frontend path is /local/domain/<id>/device/vtpm/<n>; the event
 	// is on its state or below.
-	for p := ev.Path; strings.Count(p, "/") > 1; p = path.Dir(p) {
-		if d := b.byFE[strings.TrimSuffix(p, "/state")]; d != nil && strings.HasSuffix(p, "/state") {
-			b.refresh(d.be)
+	for p := ev.Path; len(p) > 0; p = p[:strings.LastIndexByte(p, '/')] {
+		if fe, ok := strings.CutSuffix(p, "/state"); ok {
+			if d := b.byFE[fe]; d != nil {
+				b.refresh(d.be)
+				return
+			}
+		}
+		if !strings.Contains(p, "/") {
 			return
 		}
 	}
@@ -206,13 +211,13 @@ func (b *Backend) HandleEvent(ev xenstore.WatchEvent) {
 // Root and forgets those no longer there. seen, if not nil, collects the
 // devices found.
 func (b *Backend) reconcileDomain(dom string, seen map[string]bool) {
-	dir := path.Join(b.Root, dom)
+	dir := b.Root + "/" + dom
 	ids, err := b.Store.Directory(dir)
 	if err != nil && !errors.Is(err, xenstore.ErrNotExist) {
 		b.Logf("list %s: %v", dir, err)
 		if seen != nil { // keep them: a hiccup is not a removal
 			for be := range b.devices {
-				if path.Dir(be) == dir {
+				if strings.HasPrefix(be, dir+"/") {
 					seen[be] = true
 				}
 			}
@@ -221,12 +226,15 @@ func (b *Backend) reconcileDomain(dom string, seen map[string]bool) {
 	}
 	here := map[string]bool{}
 	for _, id := range ids {
-		be := path.Join(dir, id)
+		be := dir + "/" + id
 		here[be] = true
 		if seen != nil {
 			seen[be] = true
 		}
 		b.refresh(be)
+	}
+	if seen != nil {
+		return // stepAll forgets what no domain listed, once
 	}
 	for _, d := range b.sorted() {
 		if path.Dir(d.be) == dir && !here[d.be] {

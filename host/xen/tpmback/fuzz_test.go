@@ -282,3 +282,28 @@ func FuzzHandleChangingPage(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEventPath: HandleEvent takes any path without panic, and a path
+// that is neither under Root nor in a frontend's state subtree costs no
+// request at all.
+func FuzzEventPath(f *testing.F) {
+	for _, p := range []string{feOf(1) + "/state", feOf(1) + "/state/a/b", root, root + "/1", root + "/1/0/state",
+		root + "//", "/", "", "state", "/state", feOf(9) + "/state", root + "x", "/local/domain/1/device/vtpm/0/state/../state"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		var cs *countStore
+		r := newRig(t, func(m *memStore) Store { cs = &countStore{memStore: m}; return cs })
+		addGuest(r.s, 1)
+		initGuest(r.s, 1)
+		step(r.b)
+		cs.n.Store(0)
+		r.b.HandleEvent(xenstore.WatchEvent{Path: p, Token: FrontendToken})
+		r.b.jobs.Wait()
+		mine := strings.HasPrefix(p, root) || strings.HasPrefix(p, feOf(1)+"/state")
+		if n := cs.n.Load(); !mine && n != 0 {
+			t.Fatalf("event on %q cost %d requests", p, n)
+		}
+		r.b.Close()
+	})
+}
