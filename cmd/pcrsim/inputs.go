@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/vtpmboot/vtpmboot/host/predict"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // inputFlags are the flags that say what to predict, shared by predict and
@@ -35,7 +35,7 @@ type inputFlags struct {
 	// /proc/cmdline is what booted); defaultBanks replaces DefaultAlgs
 	// when --bank is not given (--current: the TPM's banks).
 	cmdlineOverride *string
-	defaultBanks    []tpmfront.Alg
+	defaultBanks    []pcrbank.Alg
 
 	// Set by options() for --root/--disk: the guest (open until close())
 	// and what discovery chose on it.
@@ -144,11 +144,11 @@ func (f *inputFlags) any() bool {
 }
 
 // bankList returns the banks named by --bank, or nil when it was not given.
-func (f *inputFlags) bankList() ([]tpmfront.Alg, error) {
+func (f *inputFlags) bankList() ([]pcrbank.Alg, error) {
 	if !f.set("bank") {
 		return nil, nil
 	}
-	algs, err := tpmfront.ParseAlgList(f.banks)
+	algs, err := pcrbank.ParseAlgList(f.banks)
 	if err != nil {
 		return nil, &argError{arg: "--bank", err: err}
 	}

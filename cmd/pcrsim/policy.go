@@ -15,7 +15,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/host/predict"
 	"github.com/vtpmboot/vtpmboot/host/predict/fleet"
 	"github.com/vtpmboot/vtpmboot/host/predict/policy"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 const policyHelp = `usage: pcrsim policy (--kernel FILE [--initrd FILE]... --cmdline STRING
@@ -97,7 +97,7 @@ func cmdPolicy(name string, args []string, e env) (int, error) {
 	if err != nil {
 		return 0, &argError{arg: "--pcrs", err: err}
 	}
-	alg, err := tpmfront.ParseAlg(*policyAlg)
+	alg, err := pcrbank.ParseAlg(*policyAlg)
 	if err != nil {
 		return 0, &argError{arg: "--policy-alg", err: err}
 	}
@@ -133,7 +133,7 @@ func cmdPolicy(name string, args []string, e env) (int, error) {
 		}
 		return 0, &argError{arg: sourceArg(&in, expected), err: err}
 	}
-	bank := tpmfront.Alg(0)
+	bank := pcrbank.Alg(0)
 	if *format != "text" && *format != "json" && *format != "pcrlock" {
 		if bank, err = pickPolicyBank(*policyBank, set.Banks); err != nil {
 			return 0, err
@@ -237,9 +237,9 @@ func orArg(err error) error {
 // pickPolicyBank is the one bank of the single-bank formats: the named
 // one, else sha256 (what systemd and Keylime default to), else the only
 // bank predicted.
-func pickPolicyBank(name string, banks []tpmfront.Alg) (tpmfront.Alg, error) {
+func pickPolicyBank(name string, banks []pcrbank.Alg) (pcrbank.Alg, error) {
 	if name != "" {
-		a, err := tpmfront.ParseAlg(name)
+		a, err := pcrbank.ParseAlg(name)
 		if err != nil {
 			return 0, &argError{arg: "--policy-bank", err: err}
 		}
@@ -251,7 +251,7 @@ func pickPolicyBank(name string, banks []tpmfront.Alg) (tpmfront.Alg, error) {
 		return 0, argErr("--policy-bank", "bank %v is not predicted (banks %v)", a, banks)
 	}
 	for _, b := range banks {
-		if b == tpmfront.SHA256 {
+		if b == pcrbank.SHA256 {
 			return b, nil
 		}
 	}
@@ -485,7 +485,7 @@ func readPredictions(paths []string, in *inputFlags) ([]policy.Prediction, int, 
 	return out, exitOK, nil
 }
 
-func keepBanks(p policy.Prediction, keep []tpmfront.Alg) (policy.Prediction, error) {
+func keepBanks(p policy.Prediction, keep []pcrbank.Alg) (policy.Prediction, error) {
 	final, init := pcrfile.Readings{}, pcrfile.Readings{}
 	for _, a := range keep {
 		if p.Final[a] == nil {
@@ -496,7 +496,7 @@ func keepBanks(p policy.Prediction, keep []tpmfront.Alg) (policy.Prediction, err
 			init[a] = p.Init[a]
 		}
 	}
-	p.Final, p.Init, p.Banks = final, init, append([]tpmfront.Alg(nil), keep...)
+	p.Final, p.Init, p.Banks = final, init, append([]pcrbank.Alg(nil), keep...)
 	return p, nil
 }
 

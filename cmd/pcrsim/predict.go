@@ -11,7 +11,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/host/predict"
 	"github.com/vtpmboot/vtpmboot/host/predict/fleet"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 const predictHelp = `usage: pcrsim predict --kernel FILE [--initrd FILE]... --cmdline STRING
@@ -165,22 +165,22 @@ func cmdPredict(name string, args []string, e env) (int, error) {
 // events, a TPM 2.0 crypto-agile ones even when sha1 is its only bank.
 // The banks alone cannot tell the two apart, so a sha1-only prediction
 // needs --tpm (or an explicit --log-format).
-func pickLogFormat(name, tpm string, banks []tpmfront.Alg) (eventlog.Format, error) {
-	onlySHA1 := len(banks) == 1 && banks[0] == tpmfront.SHA1
+func pickLogFormat(name, tpm string, banks []pcrbank.Alg) (eventlog.Format, error) {
+	onlySHA1 := len(banks) == 1 && banks[0] == pcrbank.SHA1
 	var f eventlog.Format
 	switch tpm {
 	case "1.2":
 		if !onlySHA1 {
 			return 0, argErr("--tpm", "a TPM 1.2 has only the sha1 bank; add --bank sha1")
 		}
-		f = eventlog.FormatFor(tpmfront.Version12)
+		f = eventlog.FormatFor(pcrbank.Version12)
 	case "2.0":
-		f = eventlog.FormatFor(tpmfront.Version20)
+		f = eventlog.FormatFor(pcrbank.Version20)
 	case "":
 		if onlySHA1 && name == "" {
 			return 0, argErr("--tpm", "with --bank sha1 alone, say which TPM the log is for: --tpm 1.2 (a SHA-1 log, as the stub writes for Xen's vtpm-stubdom) or --tpm 2.0 (crypto-agile)")
 		}
-		f = eventlog.FormatFor(tpmfront.Version20)
+		f = eventlog.FormatFor(pcrbank.Version20)
 	default:
 		return 0, argErr("--tpm", "unknown TPM %q (want 1.2 or 2.0)", tpm)
 	}
@@ -264,7 +264,7 @@ func startValues(name string, in *inputFlags, o *predict.Options, path string, e
 	}
 	banks := o.Banks
 	if banks == nil {
-		banks = tpmfront.DefaultAlgs
+		banks = pcrbank.DefaultAlgs
 	}
 	if o.Init, err = predict.StartFromLog(l, banks); err != nil {
 		return argErr("--eventlog", "%s: starting values: %v", path, err)

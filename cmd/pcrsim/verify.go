@@ -14,6 +14,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/host/pcrfile"
 	"github.com/vtpmboot/vtpmboot/host/predict"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
@@ -232,7 +233,7 @@ func cmdVerify(name string, args []string, e env) (int, error) {
 		if log != nil && !in.set("pcr-init") {
 			banks := o.Banks
 			if banks == nil {
-				banks = tpmfront.DefaultAlgs
+				banks = pcrbank.DefaultAlgs
 			}
 			if o.Init, err = predict.StartFromLog(log, banks); err != nil {
 				return 0, argErr("--eventlog", "%s: starting values: %v", logName, err)
@@ -302,7 +303,7 @@ func allPCRs(l *eventlog.Log) []int {
 		}
 	}
 	var out []int
-	for i := range tpmfront.NumPCRs {
+	for i := range pcrbank.NumPCRs {
 		if seen[i] {
 			out = append(out, i)
 		}
@@ -321,9 +322,9 @@ func jsonPlan(b []byte) []measure.Measurement {
 	}
 	var out []measure.Measurement
 	for _, ev := range doc.Events {
-		d := tpmfront.Digests{}
+		d := pcrbank.Digests{}
 		for name, h := range ev.Digests {
-			a, err := tpmfront.ParseAlg(name)
+			a, err := pcrbank.ParseAlg(name)
 			v, err2 := hex.DecodeString(h)
 			if err != nil || err2 != nil || len(v) != a.Size() {
 				return nil

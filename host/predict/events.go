@@ -10,7 +10,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/host/pcrfile"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // FirmwareLogPath is where Linux exposes the firmware's event log (with
@@ -43,7 +43,7 @@ func ReadLog(path string) (*eventlog.Log, error) {
 // StartFromLog replays the firmware's part of l (the events before the
 // stub's, eventlog.SplitStub) and returns PCR 4 and 5 of every bank in
 // banks as starting values for a prediction.
-func StartFromLog(l *eventlog.Log, banks []tpmfront.Alg) ([]PCRInit, error) {
+func StartFromLog(l *eventlog.Log, banks []pcrbank.Alg) ([]PCRInit, error) {
 	fw := l.Prefix(l.SplitStub())
 	vals, err := fw.Values(banks)
 	if err != nil {
@@ -59,7 +59,7 @@ func StartFromLog(l *eventlog.Log, banks []tpmfront.Alg) ([]PCRInit, error) {
 }
 
 // ReadTarget reads pcrs of every bank of t.
-func ReadTarget(t tpmfront.Target, pcrs []int) (pcrfile.Readings, error) {
+func ReadTarget(t pcrbank.Target, pcrs []int) (pcrfile.Readings, error) {
 	banks, err := t.Banks()
 	if err != nil {
 		return nil, fmt.Errorf("list PCR banks: %w", err)
