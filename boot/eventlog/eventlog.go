@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
@@ -242,11 +243,20 @@ func writeSHA1Event(buf *bytes.Buffer, pcr, typ uint32, digest, data []byte) {
 func le32(b *bytes.Buffer, v uint32) { b.Write(binary.LittleEndian.AppendUint32(nil, v)) }
 func le16(b *bytes.Buffer, v uint16) { b.Write(binary.LittleEndian.AppendUint16(nil, v)) }
 
-// ReadFile parses the log in path; errors name the file.
+// ReadFile parses the log in path, refusing one larger than MaxLogSize
+// before reading it whole; errors name the file.
 func ReadFile(path string) (*Log, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("read event log: %w", err)
+		return nil, err
+	}
+	defer f.Close()
+	b, err := entry.ReadLimited(f, MaxLogSize)
+	if errors.Is(err, entry.ErrTooLarge) {
+		return nil, fmt.Errorf("%s: larger than %d bytes, not an event log", path, MaxLogSize)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	l, err := Parse(b)
 	if err != nil {

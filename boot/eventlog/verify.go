@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
@@ -136,17 +137,12 @@ func (l *Log) Append(next *Log) (*Log, error) {
 	return out, nil
 }
 
-// StubEventPrefix starts the data of every event the stub writes
-// (docs/measurements.md: "vtpmboot kernel: ...", "vtpmboot cmdline: ...",
-// "vtpmboot initrd: ...").
-const StubEventPrefix = "vtpmboot "
-
 // IsStubEvent reports whether e has the shape of one of the stub's events:
-// EV_IPL in PCR 4 or 5 with data starting "vtpmboot ". The shape is no
+// EV_IPL in PCR 4 or 5 with data starting measure.EventPrefix. The shape is no
 // proof of origin (anything can write such an event); only a replay that
 // matches the TPM says the events are what was extended.
 func IsStubEvent(e Event) bool {
-	return e.Type == EVIPL && (e.PCR == 4 || e.PCR == 5) && bytes.HasPrefix(e.Data, []byte(StubEventPrefix))
+	return e.Type == EVIPL && (e.PCR == 4 || e.PCR == 5) && bytes.HasPrefix(e.Data, []byte(measure.EventPrefix))
 }
 
 // SplitStub returns the index of the first of the stub's events in l, or

@@ -76,12 +76,19 @@ type Measurement struct {
 // Event-log texts. They are part of the contract: pcrsim writes the same
 // log the stub prints, so changing them changes no PCR but does change
 // every log a verifier has stored.
+// Every event is EventPrefix, the kind, ": " and the source:
+// "vtpmboot kernel: /boot/vmlinuz" (EventData). eventlog recognises the
+// stub's events by EventPrefix and pcrsim rebuilds a plan's events from
+// its JSON with EventData, so this is the one place the text is spelled.
 const (
-	eventPrefixKernel  = "vtpmboot kernel: "
-	eventPrefixCmdline = "vtpmboot cmdline: "
-	eventPrefixInitrd  = "vtpmboot initrd: "
-	noInitrdName       = "(none)"
+	EventPrefix  = "vtpmboot "
+	noInitrdName = "(none)"
 )
+
+// EventData is the event-log text of a measurement of kind k of source.
+func EventData(k Kind, source string) []byte {
+	return []byte(EventPrefix + string(k) + ": " + source)
+}
 
 // Plan hashes the inputs in every bank and returns the three measurements
 // of the contract in order. A nil hasher means StreamHasher{}.
@@ -112,11 +119,11 @@ func Plan(algs []pcrbank.Alg, in Inputs, h Hasher) ([]Measurement, error) {
 	}
 	return []Measurement{
 		{PCR: PCRKernel, Kind: KindKernel, Source: in.Kernel.Name(), Digests: kd,
-			EventData: []byte(eventPrefixKernel + in.Kernel.Name())},
+			EventData: EventData(KindKernel, in.Kernel.Name())},
 		{PCR: PCRCmdline, Kind: KindCmdline, Source: in.Cmdline, Digests: HashBytes(algs, []byte(in.Cmdline)),
-			EventData: []byte(eventPrefixCmdline + in.Cmdline)},
+			EventData: EventData(KindCmdline, in.Cmdline)},
 		{PCR: PCRInitrd, Kind: KindInitrd, Source: initrdName, Digests: id,
-			EventData: []byte(eventPrefixInitrd + initrdName)},
+			EventData: EventData(KindInitrd, initrdName)},
 	}, nil
 }
 
