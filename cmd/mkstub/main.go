@@ -87,10 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if (*modules == "") == !*noMods {
 		return usageErr("give exactly one of --modules DIR and --no-modules")
 	}
-	if st, err := os.Stat(*kernel); err != nil {
-		return usageErr("kernel: %v", err)
-	} else if !st.Mode().IsRegular() {
-		return usageErr("kernel %s: not a regular file", *kernel)
+	if err := checkKernel(*kernel); err != nil {
+		return usageErr("%v", err)
 	}
 	o := images.StubOptions{Init: images.GoBuild{Package: *initPkg, Dir: *srcDir}, ModulesDir: *modules}
 	if *modules != "" {
@@ -99,19 +97,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		o.Modules = splitList(*modList)
 	}
-	for _, a := range extra {
-		host, arch, ok := strings.Cut(a, ":")
-		if !ok || host == "" || arch == "" {
-			return usageErr("--add %q: want HOSTPATH:ARCHIVEPATH", a)
-		}
-		st, err := os.Stat(host)
-		if err != nil {
-			return usageErr("--add: %v", err)
-		}
-		if !st.Mode().IsRegular() {
-			return usageErr("--add %s: not a regular file", host)
-		}
-		o.Extra = append(o.Extra, images.File{Path: arch, Source: host, Mode: st.Mode().Perm()})
+	var err error
+	if o.Extra, err = extraFiles(extra); err != nil {
+		return usageErr("%v", err)
 	}
 
 	if err := build(ctx, o, *kernel, *outDir, *vtpmBack, *disk, stdout); err != nil {
@@ -119,6 +107,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitBuild
 	}
 	return exitOK
+}
+
+func checkKernel(path string) error {
+	if st, err := os.Stat(path); err != nil {
+		return fmt.Errorf("kernel: %v", err)
+	} else if !st.Mode().IsRegular() {
+		return fmt.Errorf("kernel %s: not a regular file", path)
+	}
+	return nil
+}
+
+// extraFiles resolves the --add HOSTPATH:ARCHIVEPATH values.
+func extraFiles(extra []string) ([]images.File, error) {
+	var out []images.File
+	for _, a := range extra {
+		host, arch, ok := strings.Cut(a, ":")
+		if !ok || host == "" || arch == "" {
+			return nil, fmt.Errorf("--add %q: want HOSTPATH:ARCHIVEPATH", a)
+		}
+		st, err := os.Stat(host)
+		if err != nil {
+			return nil, fmt.Errorf("--add: %v", err)
+		}
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("--add %s: not a regular file", host)
+		}
+		out = append(out, images.File{Path: arch, Source: host, Mode: st.Mode().Perm()})
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {
