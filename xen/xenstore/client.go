@@ -31,13 +31,101 @@ type Client struct {
 	events chan WatchEvent
 	done   chan struct{}
 
-	// Watch events wait in queue, so the reader never blocks on a slow
-	// consumer: a consumer that calls Read while events pile up would
-	// otherwise wait for a reply stuck behind them.
-	qmu    sync.Mutex
-	queue  []WatchEvent
-	qready chan struct{} // signalled when queue grows
-	qend   bool
+	q eventQueue
+}
+
+// MaxQueuedEvents bounds the watch events waiting for the consumer. A
+// domain can fire a watch as fast as it can write its own nodes, and can
+// make every event's path different (children of a watched node), so
+// neither a FIFO nor a set of paths is bounded by itself. Past this many
+// distinct events the rest are dropped and the consumer is sent one
+// Overflow event instead. Paths are at most 3072 bytes
+// (XENSTORE_ABS_PATH_MAX), so a full queue holds at most a few MiB.
+const MaxQueuedEvents = 1024
+
+// eventQueue holds watch events not yet delivered, oldest first, each
+// (path, token) at most once: an event says "look at this path again",
+// and a second one before the consumer has looked says nothing new. So
+// a domain writing one node in a loop costs one queued event, and the
+// consumer, which reads the node when the event comes, sees its last
+// value. The reader never blocks on a slow consumer: a consumer that
+// calls Read while events pile up would otherwise wait for a reply
+// stuck behind them.
+type eventQueue struct {
+	mu       sync.Mutex
+	order    []WatchEvent
+	pending  map[WatchEvent]bool
+	overflow bool // events were dropped: the consumer must look at everything
+	end      bool
+	ready    chan struct{} // signalled when there is something to take
+}
+
+func (q *eventQueue) put(ev WatchEvent) {
+	q.mu.Lock()
+	switch {
+	case q.pending[ev]:
+	case len(q.order) >= MaxQueuedEvents:
+		q.overflow = true
+	default:
+		if q.pending == nil {
+			q.pending = map[WatchEvent]bool{}
+		}
+		q.pending[ev] = true
+		q.order = append(q.order, ev)
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *eventQueue) close() {
+	q.mu.Lock()
+	q.end = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *eventQueue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the next event to deliver, waiting for one; ok is false
+// once the connection has ended and nothing is left. An overflow is
+// delivered first: the sooner the consumer looks at everything, the
+// sooner what was dropped is seen.
+func (q *eventQueue) take() (ev WatchEvent, ok bool) {
+	for {
+		q.mu.Lock()
+		switch {
+		case q.overflow:
+			q.overflow = false
+			q.mu.Unlock()
+			return WatchEvent{Overflow: true}, true
+		case len(q.order) > 0:
+			ev = q.order[0]
+			q.order = q.order[1:]
+			if len(q.order) == 0 {
+				q.order = nil // let the array go
+			}
+			delete(q.pending, ev)
+			q.mu.Unlock()
+			return ev, true
+		case q.end:
+			q.mu.Unlock()
+			return WatchEvent{}, false
+		}
+		q.mu.Unlock()
+		<-q.ready
+	}
+}
+
+// queued says how many events wait (for tests).
+func (q *eventQueue) queued() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.order)
 }
 
 // Open connects to the local store: the socket if it exists, else the
@@ -59,47 +147,28 @@ func Open() (*Client, error) {
 
 // New runs the protocol over rw, which the Client owns.
 func New(rw io.ReadWriteCloser) *Client {
-	c := &Client{rw: rw, wait: map[uint32]chan Msg{}, events: make(chan WatchEvent), done: make(chan struct{}), qready: make(chan struct{}, 1)}
+	c := &Client{rw: rw, wait: map[uint32]chan Msg{}, events: make(chan WatchEvent), done: make(chan struct{})}
+	c.q.ready = make(chan struct{}, 1)
 	go c.read()
 	go c.pump()
 	return c
 }
 
-func (c *Client) enqueue(ev WatchEvent, end bool) {
-	c.qmu.Lock()
-	if end {
-		c.qend = true
-	} else {
-		c.queue = append(c.queue, ev)
-	}
-	c.qmu.Unlock()
-	select {
-	case c.qready <- struct{}{}:
-	default:
-	}
-}
-
 func (c *Client) pump() {
 	defer close(c.events)
 	for {
-		c.qmu.Lock()
-		q, end := c.queue, c.qend
-		c.queue = nil
-		c.qmu.Unlock()
-		for _, ev := range q {
-			c.events <- ev
-		}
-		if end && len(q) == 0 {
+		ev, ok := c.q.take()
+		if !ok {
 			return
 		}
-		if len(q) == 0 {
-			<-c.qready
-		}
+		c.events <- ev
 	}
 }
 
-// Events delivers watch events in order; it is closed when the
-// connection ends and the queue is drained.
+// Events delivers watch events, oldest first, each (path, token) once
+// however often it fired since it was last delivered, and an event with
+// Overflow set when some were dropped (see MaxQueuedEvents). It is
+// closed when the connection ends and the queue is drained.
 func (c *Client) Events() <-chan WatchEvent { return c.events }
 
 // Close ends the connection; pending requests fail.
@@ -111,7 +180,7 @@ func (c *Client) Close() error {
 
 func (c *Client) read() {
 	defer close(c.done)
-	defer c.enqueue(WatchEvent{}, true)
+	defer c.q.close()
 	for {
 		m, err := ReadMsg(c.rw)
 		if err != nil {
@@ -126,7 +195,7 @@ func (c *Client) read() {
 		}
 		if m.Type == typeWatchEvent {
 			if ev, err := parseWatchEvent(m.Payload); err == nil {
-				c.enqueue(ev, false)
+				c.q.put(ev)
 			}
 			continue
 		}

@@ -95,6 +95,10 @@ func splitStrings(p []byte) []string {
 // itself, right after the watch is set), Token is the watch's.
 type WatchEvent struct {
 	Path, Token string
+	// Overflow is set on an event that stands for events the client
+	// dropped (Path and Token are empty): whatever the watches cover may
+	// have changed.
+	Overflow bool
 }
 
 func parseWatchEvent(p []byte) (WatchEvent, error) {

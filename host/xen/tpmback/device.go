@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vtpmboot/vtpmboot/xen/xenstore"
 )
@@ -33,9 +34,17 @@ type Store interface {
 }
 
 // Backend serves every vtpm device under Root (the backend domain's
-// /local/domain/<id>/backend/vtpm). It is level-triggered: on any watch
-// event, Step looks at every device's xenbus states and does what they
-// call for, so a missed or merged event costs nothing.
+// /local/domain/<id>/backend/vtpm). It is level-triggered: a device is
+// looked at as a whole (its xenbus states, not what the event said
+// changed), so a missed or merged event costs nothing as long as the
+// device is looked at again afterwards.
+//
+// What one guest does must cost the others nothing: an event on a
+// frontend's state looks at that device only (a guest writing its own
+// state in a loop costs a few reads per write, however many guests run),
+// connecting and disconnecting run outside the lock (a TPM that does not
+// answer, or an OpenTPM that takes long, holds up that device only), and
+// each device's log lines are rate-limited.
 type Backend struct {
 	Store Store
 	Root  string
@@ -44,10 +53,18 @@ type Backend struct {
 	// OpenTPM gives the TPM for a device, by the uuid xl wrote (vtpm=
 	// uuid=), and says what it is for the log.
 	OpenTPM func(uuid string) (TPM, string, error)
-	Logf    func(format string, args ...any)
+	// Logf must be safe to call from several goroutines.
+	Logf func(format string, args ...any)
+	// LogEvery is the window of each device's log limit: at most
+	// logBurst lines of a kind per window, then one line that counts the
+	// rest (0: a minute).
+	LogEvery time.Duration
 
-	mu      sync.Mutex
-	devices map[string]*device // by backend path
+	mu       sync.Mutex
+	devices  map[string]*device // by backend path
+	byFE     map[string]*device // by frontend path
+	stopping bool
+	jobs     sync.WaitGroup // connects and teardowns in flight
 }
 
 type device struct {
@@ -55,6 +72,13 @@ type device struct {
 	feID    uint32
 	watched bool // fe/state watch set
 	conn    *conn
+	// busy: a connect or a teardown runs outside the lock; the device is
+	// looked at again when it ends, not before.
+	busy bool
+	gone bool // removed from the store while busy
+	// refused rate-limits Serve's lines (refused requests, TPM errors),
+	// events the rest; a guest can cause both as fast as it likes.
+	refused, events *rateLog
 }
 
 // conn is a connected device: a goroutine in Serve.
@@ -67,74 +91,220 @@ type conn struct {
 // FrontendToken tags the watches Backend sets on frontends' state.
 const FrontendToken = "vtpmback-frontend"
 
-// Step reconciles every device with the store; call it after each watch
-// event (and once at start, after watching Root).
+// drainTimeout bounds how long Close lets a command in flight finish
+// before it closes the TPM under it.
+const drainTimeout = 10 * time.Second
+
+func (b *Backend) init() {
+	if b.devices == nil {
+		b.devices = map[string]*device{}
+		b.byFE = map[string]*device{}
+	}
+}
+
+// Step reconciles every device with the store: at start, after watching
+// Root, and whenever events may have been lost (an Overflow event).
+// After any other event call HandleEvent, which looks at the device the
+// event names only.
 func (b *Backend) Step() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.devices == nil {
-		b.devices = map[string]*device{}
+	b.init()
+	if !b.stopping {
+		b.stepAll()
 	}
-	seen := map[string]bool{}
+}
+
+func (b *Backend) stepAll() {
 	domids, err := b.Store.Directory(b.Root)
 	if err != nil && !errors.Is(err, xenstore.ErrNotExist) {
 		// Not "no devices": a store hiccup must not disconnect guests.
 		b.Logf("list %s: %v", b.Root, err)
 		return
 	}
+	seen := map[string]bool{}
 	for _, dom := range domids {
-		devids, _ := b.Store.Directory(path.Join(b.Root, dom))
-		for _, id := range devids {
-			be := path.Join(b.Root, dom, id)
-			seen[be] = true
-			d := b.devices[be]
-			if d == nil {
-				d = &device{be: be}
-				b.devices[be] = d
-			}
-			b.step(d)
-		}
+		b.reconcileDomain(dom, seen)
 	}
-	// A device whose backend directory is gone (xl removed it after
-	// Closed): nothing may stay mapped.
-	var gone []string
-	for be := range b.devices {
-		if !seen[be] {
-			gone = append(gone, be)
+	for _, d := range b.sorted() {
+		if !seen[d.be] {
+			b.forget(d)
 		}
-	}
-	sort.Strings(gone)
-	for _, be := range gone {
-		d := b.devices[be]
-		b.disconnect(d, "removed")
-		if d.watched {
-			b.Store.Unwatch(d.fe+"/state", FrontendToken)
-		}
-		delete(b.devices, be)
 	}
 }
 
-func (b *Backend) readInt(p string) (int, bool) {
-	v, err := b.Store.Read(p)
-	if err != nil {
-		return 0, false
+// HandleEvent does what a watch event calls for. Under Root, an event
+// on a domain's or Root's own node reconciles the device list there
+// (the toolstack adds and removes devices), any deeper one looks at the
+// device it is in. On a frontend's state node (or below: the guest owns
+// that subtree and may create nodes there), it looks at that device.
+// Anything else is not ours and is ignored.
+func (b *Backend) HandleEvent(ev xenstore.WatchEvent) {
+	if ev.Overflow {
+		b.Step()
+		return
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	return n, err == nil
-}
-
-func (b *Backend) step(d *device) {
-	beState, ok := b.readInt(d.be + "/state")
-	if !ok {
-		return // being written; the next event finishes it
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.init()
+	if b.stopping {
+		return
 	}
-	if d.fe == "" {
-		fe, err := b.Store.Read(d.be + "/frontend")
-		id, ok := b.readInt(d.be + "/frontend-id")
-		if err != nil || !ok || id < 0 || !strings.HasPrefix(fe, "/local/domain/") {
+	if rest, ok := strings.CutPrefix(ev.Path, b.Root); ok && (rest == "" || rest[0] == '/') {
+		parts := strings.SplitN(strings.TrimPrefix(rest, "/"), "/", 3)
+		switch {
+		case rest == "":
+			b.stepAll()
+		case len(parts) == 1:
+			b.reconcileDomain(parts[0], nil)
+		case parts[0] != "" && parts[1] != "":
+			b.refresh(path.Join(b.Root, parts[0], parts[1]))
+		}
+		return
+	}
+	// The frontend path is /local/domain/<id>/device/vtpm/<n>; the event
+	// is on its state or below.
+	for p := ev.Path; strings.Count(p, "/") > 1; p = path.Dir(p) {
+		if d := b.byFE[strings.TrimSuffix(p, "/state")]; d != nil && strings.HasSuffix(p, "/state") {
+			b.refresh(d.be)
 			return
 		}
-		d.fe, d.feID = fe, uint32(id)
+	}
+}
+
+// reconcileDomain looks at every device of one frontend domain under
+// Root and forgets those no longer there. seen, if not nil, collects the
+// devices found.
+func (b *Backend) reconcileDomain(dom string, seen map[string]bool) {
+	dir := path.Join(b.Root, dom)
+	ids, err := b.Store.Directory(dir)
+	if err != nil && !errors.Is(err, xenstore.ErrNotExist) {
+		b.Logf("list %s: %v", dir, err)
+		if seen != nil { // keep them: a hiccup is not a removal
+			for be := range b.devices {
+				if path.Dir(be) == dir {
+					seen[be] = true
+				}
+			}
+		}
+		return
+	}
+	here := map[string]bool{}
+	for _, id := range ids {
+		be := path.Join(dir, id)
+		here[be] = true
+		if seen != nil {
+			seen[be] = true
+		}
+		b.refresh(be)
+	}
+	for _, d := range b.sorted() {
+		if path.Dir(d.be) == dir && !here[d.be] {
+			b.forget(d)
+		}
+	}
+}
+
+func (b *Backend) sorted() []*device {
+	var ds []*device
+	for _, d := range b.devices {
+		ds = append(ds, d)
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i].be < ds[j].be })
+	return ds
+}
+
+// refresh looks at the device at be: new, changed or gone.
+func (b *Backend) refresh(be string) {
+	d := b.devices[be]
+	if d != nil && d.busy {
+		return // looked at when the job ends
+	}
+	beState, err := b.readUint32(be + "/state")
+	if err != nil {
+		if errors.Is(err, xenstore.ErrNotExist) {
+			if _, err := b.Store.Directory(be); errors.Is(err, xenstore.ErrNotExist) {
+				if d != nil {
+					b.forget(d)
+				}
+				return
+			}
+		}
+		return // being written; the next event finishes it
+	}
+	if d == nil {
+		every := b.LogEvery
+		if every <= 0 {
+			every = time.Minute
+		}
+		d = &device{be: be,
+			refused: newRateLog(b.Logf, be, "requests refused", every),
+			events:  newRateLog(b.Logf, be, "state changes", every)}
+		b.devices[be] = d
+	}
+	b.step(d, int(beState))
+}
+
+// forget lets go of a device the toolstack removed: nothing may stay
+// mapped.
+func (b *Backend) forget(d *device) {
+	if d.conn != nil {
+		b.teardown(d, "removed", false)
+	}
+	if d.busy {
+		d.gone = true
+		return
+	}
+	if d.watched {
+		b.Store.Unwatch(d.fe+"/state", FrontendToken)
+		d.watched = false
+	}
+	if b.byFE[d.fe] == d {
+		delete(b.byFE, d.fe)
+	}
+	delete(b.devices, d.be)
+	d.refused.stop()
+	d.events.stop()
+}
+
+// readUint32 reads a decimal number as xenbus_printf("%u") and libxl
+// write them: digits only, at most 2^32-1. Anything else, a sign, a
+// space or a value that would be truncated, is an error.
+func (b *Backend) readUint32(p string) (uint32, error) {
+	v, err := b.Store.Read(p)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%s is %q, not a 32-bit unsigned number", p, v)
+	}
+	return uint32(n), nil
+}
+
+func (b *Backend) step(d *device, beState int) {
+	if d.fe == "" {
+		// Both come from the backend directory, which only the toolstack
+		// writes: the guest names neither its domain nor its TPM.
+		fe, err := b.Store.Read(d.be + "/frontend")
+		if err != nil {
+			return // being written
+		}
+		id, err := b.readUint32(d.be + "/frontend-id")
+		if err != nil {
+			if !errors.Is(err, xenstore.ErrNotExist) {
+				d.events.printf("refused: %v", err)
+			}
+			return
+		}
+		if !strings.HasPrefix(fe, fmt.Sprintf("/local/domain/%d/", id)) {
+			d.events.printf("refused: frontend %q is not in domain %d's tree", fe, id)
+			return
+		}
+		d.fe, d.feID = fe, id
+		if b.byFE[fe] == nil {
+			b.byFE[fe] = d
+		}
 	}
 	if !d.watched {
 		if err := b.Store.Watch(d.fe+"/state", FrontendToken); err != nil {
@@ -143,38 +313,42 @@ func (b *Backend) step(d *device) {
 			d.watched = true
 		}
 	}
-	online, _ := b.readInt(d.be + "/online")
-	feState, ok := b.readInt(d.fe + "/state")
-	if !ok {
+	online, _ := b.readUint32(d.be + "/online")
+	fs, err := b.readUint32(d.fe + "/state")
+	feState := int(fs)
+	if err != nil {
 		feState = xbUnknown
 	}
 	switch {
 	case online == 0 && beState != xbInitialising || feState == xbClosing || feState == xbClosed && beState != xbClosed:
 		// The toolstack takes the device away (online=0, as xl does at
 		// destroy and soft reset), or the frontend closes (its kernel
-		// shuts down or kexecs): let go of its memory and say Closed.
-		b.disconnect(d, fmt.Sprintf("frontend state %d, online %d", feState, online))
+		// shuts down or kexecs): let go of its memory, then say Closed.
+		if d.conn != nil {
+			b.teardown(d, fmt.Sprintf("frontend state %d, online %d", feState, online), false)
+			return
+		}
 		if beState != xbClosed {
 			b.setState(d, xbClosed)
 		}
 	case beState == xbInitialising, beState == xbClosed && online == 1 && (feState == xbInitialising || feState == xbUnknown):
 		// A new device, or a frontend starting over after Closed (a new
 		// kernel probing again): offer protocol v2 and wait.
-		b.disconnect(d, "reconnect")
+		if d.conn != nil {
+			b.teardown(d, "reconnect", false)
+			return
+		}
 		if err := b.Store.Write(d.be+"/feature-protocol-v2", "1"); err != nil {
 			b.Logf("%s: %v", d.be, err)
 			return
 		}
 		b.setState(d, xbInitWait)
-		b.Logf("%s: waiting for domain %d's frontend", d.be, d.feID)
-	case beState == xbInitWait && (feState == xbInitialised || feState == xbConnected) && d.conn == nil:
-		if err := b.connect(d); err != nil {
-			b.Logf("%s: connect: %v", d.be, err)
-			b.Store.Write(d.be+"/error", err.Error())
-			b.setState(d, xbClosing)
-			return
-		}
-		b.setState(d, xbConnected)
+		d.events.printf("waiting for domain %d's frontend", d.feID)
+	case (beState == xbInitWait || beState == xbConnected) && (feState == xbInitialised || feState == xbConnected) && d.conn == nil:
+		// Connected with no connection: the frontend is still using the
+		// page a backend that stopped (a restart of vtpmback) served.
+		// Map it again and go on.
+		b.connect(d, beState == xbConnected)
 	}
 }
 
@@ -184,64 +358,150 @@ func (b *Backend) setState(d *device, s int) {
 	}
 }
 
-func (b *Backend) connect(d *device) error {
-	ref, ok1 := b.readInt(d.fe + "/ring-ref")
-	port, ok2 := b.readInt(d.fe + "/event-channel")
-	if !ok1 || !ok2 || ref < 0 || port < 0 {
-		return fmt.Errorf("frontend %s has no valid ring-ref and event-channel", d.fe)
+// connect reads what the frontend published and starts a job that opens
+// the TPM and maps the page: either can take long (a TPM being set up,
+// a dial), and must not hold up other devices.
+func (b *Backend) connect(d *device, again bool) {
+	fail := func(err error) {
+		d.events.printf("connect: %v", err)
+		b.Store.Write(d.be+"/error", err.Error())
+		b.setState(d, xbClosing)
 	}
-	if v, _ := b.readInt(d.fe + "/feature-protocol-v2"); v != 1 {
-		return fmt.Errorf("frontend %s does not speak protocol v2", d.fe)
-	}
-	uuid, err := b.Store.Read(d.be + "/uuid")
-	if err != nil {
-		return fmt.Errorf("read uuid: %w", err)
-	}
-	tpm, what, err := b.OpenTPM(strings.TrimSpace(uuid))
-	if err != nil {
-		return err
-	}
-	ch, err := b.Connect(d.feID, uint32(ref), uint32(port))
-	if err != nil {
-		tpm.Close()
-		return err
-	}
-	c := &conn{ch: ch, tpm: tpm, done: make(chan struct{})}
-	d.conn = c
-	b.Logf("%s: connected domain %d (ring-ref %d, event channel %d) to %s", d.be, d.feID, ref, port, what)
-	go func() {
-		defer close(c.done)
-		logf := func(f string, a ...any) { b.Logf("%s: %s", d.be, fmt.Sprintf(f, a...)) }
-		if err := Serve(ch, tpm, logf); err != nil {
-			logf("serve: %v", err)
-		}
-	}()
-	return nil
-}
-
-// disconnect stops serving: the channel first (ends Serve's wait), the
-// TPM (ends a command in flight), then, once Serve has returned, the
-// page.
-func (b *Backend) disconnect(d *device, why string) {
-	c := d.conn
-	if c == nil {
+	ref, err1 := b.readUint32(d.fe + "/ring-ref")
+	port, err2 := b.readUint32(d.fe + "/event-channel")
+	if err := errors.Join(err1, err2); err != nil {
+		fail(fmt.Errorf("frontend %s has no valid ring-ref and event-channel: %w", d.fe, err))
 		return
 	}
-	d.conn = nil
-	c.ch.Interrupt()
-	c.tpm.Close()
-	<-c.done
-	if err := c.ch.Close(); err != nil {
-		b.Logf("%s: %v", d.be, err)
+	if v, err := b.Store.Read(d.fe + "/feature-protocol-v2"); err != nil || v != "1" {
+		fail(fmt.Errorf("frontend %s does not speak protocol v2", d.fe))
+		return
 	}
-	b.Logf("%s: disconnected (%s)", d.be, why)
+	// The TPM is the one the toolstack named: the backend directory is
+	// not the guest's to write.
+	uuid, err := b.Store.Read(d.be + "/uuid")
+	if err != nil {
+		fail(fmt.Errorf("read uuid: %w", err))
+		return
+	}
+	uuid = strings.TrimSpace(uuid)
+	feID := d.feID
+	d.busy = true
+	b.jobs.Add(1)
+	go func() {
+		defer b.jobs.Done()
+		tpm, what, err := b.OpenTPM(uuid)
+		var ch Channel
+		if err == nil {
+			if ch, err = b.Connect(feID, ref, port); err != nil {
+				tpm.Close()
+			}
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		d.busy = false
+		if err == nil && (b.stopping || d.gone) {
+			ch.Close()
+			tpm.Close()
+			err = errors.New("device removed while connecting")
+		}
+		switch {
+		case b.stopping:
+			return
+		case d.gone:
+			b.forget(d)
+			return
+		case err != nil:
+			fail(err)
+			return
+		}
+		c := &conn{ch: ch, tpm: tpm, done: make(chan struct{})}
+		d.conn = c
+		how := "connected"
+		if again {
+			how = "connected again (it was Connected before this backend started)"
+		}
+		d.events.printf("%s domain %d (ring-ref %d, event channel %d) to %s", how, feID, ref, port, what)
+		go func() {
+			defer close(c.done)
+			if err := Serve(ch, tpm, d.refused.printf); err != nil {
+				d.events.printf("serve: %v", err)
+			}
+		}()
+		if !again {
+			b.setState(d, xbConnected)
+		}
+		// The frontend may have moved on while we connected.
+		b.refresh(d.be)
+	}()
 }
 
-// Close disconnects every device.
+// teardown stops serving, in a job: the channel first (ends Serve's
+// wait), the TPM (ends a command in flight; with drain, only if it has
+// not finished within drainTimeout), then, once Serve has returned, the
+// page. The device is looked at again when it is done, so the Closed
+// the toolstack waits for is said only once nothing is mapped.
+func (b *Backend) teardown(d *device, why string, drain bool) {
+	c := d.conn
+	d.conn = nil
+	d.busy = true
+	b.jobs.Add(1)
+	go func() {
+		defer b.jobs.Done()
+		c.ch.Interrupt()
+		if drain {
+			select {
+			case <-c.done:
+			case <-time.After(drainTimeout):
+			}
+		}
+		c.tpm.Close()
+		<-c.done
+		err := c.ch.Close()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if err != nil {
+			b.Logf("%s: %v", d.be, err)
+		}
+		d.events.printf("disconnected (%s)", why)
+		d.busy = false
+		switch {
+		case b.stopping:
+		case d.gone:
+			b.forget(d)
+		default:
+			b.refresh(d.be)
+		}
+	}()
+}
+
+// Close stops serving every device, leaving the store as it is: the
+// guests' frontends stay Connected, and a backend started later serves
+// them again. A command in flight may finish first (up to drainTimeout),
+// so its answer reaches the guest rather than being run twice.
 func (b *Backend) Close() {
+	b.mu.Lock()
+	b.init()
+	b.stopping = true
+	for _, d := range b.sorted() {
+		if d.conn != nil {
+			b.teardown(d, "backend stopping", true)
+		}
+	}
+	b.mu.Unlock()
+	done := make(chan struct{})
+	go func() { b.jobs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainTimeout + 5*time.Second):
+		// A TPM whose Close does not end its command: give up on it
+		// rather than never stopping (the process is about to exit).
+		b.Logf("stopping: some devices' serve loops did not end; their pages stay mapped")
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, d := range b.devices {
-		b.disconnect(d, "backend stopping")
+		d.refused.stop()
+		d.events.stop()
 	}
 }

@@ -101,7 +101,6 @@ func TestBackendLifecycle(t *testing.T) {
 	var chans []*memChannel
 	var connects []string
 	var opened []string
-	var logs []string
 	b := &Backend{
 		Store: s, Root: "/local/domain/0/backend/vtpm",
 		Connect: func(id, ref, port uint32) (Channel, error) {
@@ -111,22 +110,22 @@ func TestBackendLifecycle(t *testing.T) {
 			return c, nil
 		},
 		OpenTPM: func(uuid string) (TPM, string, error) { opened = append(opened, uuid); return &echoTPM{}, "echo", nil },
-		Logf:    func(f string, a ...any) { logs = append(logs, f) },
+		Logf:    t.Logf,
 	}
 	state := func() string { v, _ := s.Read(be + "/state"); return v }
 
-	b.Step() // nothing there yet
+	step(b) // nothing there yet
 	addDevice(s)
-	b.Step()
+	step(b)
 	if state() != "2" || s.data[be+"/feature-protocol-v2"] != "1" || !s.watches[fe+"/state"] {
 		t.Fatalf("after add: state %q, data %v, watches %v", state(), s.data, s.watches)
 	}
 	frontendInit(s, "8", "5")
-	b.Step()
+	step(b)
 	if state() != "4" || len(connects) != 1 || connects[0] != "7/8/5" || opened[0] != "00000000-7e57-4000-8000-000000000001" {
 		t.Fatalf("connect: state %q connects %v opened %v", state(), connects, opened)
 	}
-	b.Step() // nothing changes: no second connect
+	step(b) // nothing changes: no second connect
 	if len(connects) != 1 {
 		t.Fatalf("connected twice: %v", connects)
 	}
@@ -138,41 +137,41 @@ func TestBackendLifecycle(t *testing.T) {
 	}
 	// kexec: the stub's kernel shuts the frontend down.
 	s.Write(fe+"/state", "5")
-	b.Step()
+	step(b)
 	if state() != "6" || !chans[0].released {
 		t.Fatalf("frontend closing: state %q released %v", state(), chans[0].released)
 	}
 	// Soft reset: xl takes the device away, then adds it again.
 	s.Write(be+"/online", "0")
 	s.Write(be+"/state", "5")
-	b.Step()
+	step(b)
 	if state() != "6" {
 		t.Fatalf("toolstack removal: state %q", state())
 	}
 	s.rmTree(be)
 	s.rmTree(fe)
-	b.Step()
+	step(b)
 	if len(b.devices) != 0 || s.watches[fe+"/state"] {
 		t.Fatalf("removed device still tracked: %v %v", b.devices, s.watches)
 	}
 	addDevice(s)
-	b.Step()
+	step(b)
 	frontendInit(s, "9", "6")
-	b.Step()
+	step(b)
 	if state() != "4" || len(connects) != 2 || connects[1] != "7/9/6" || len(opened) != 2 {
 		t.Fatalf("after soft reset: state %q connects %v", state(), connects)
 	}
 	// The frontend closes and starts over in place (Closed, then
 	// Initialising): back to InitWait, then connected again.
 	s.Write(fe+"/state", "6")
-	b.Step()
+	step(b)
 	s.Write(fe+"/state", "1")
-	b.Step()
+	step(b)
 	if state() != "2" {
 		t.Fatalf("reconnect: state %q", state())
 	}
 	frontendInit(s, "10", "7")
-	b.Step()
+	step(b)
 	if state() != "4" || len(connects) != 3 {
 		t.Fatalf("reconnected: state %q connects %v", state(), connects)
 	}
@@ -205,16 +204,23 @@ func TestBackendConnectFailures(t *testing.T) {
 			},
 			Logf: func(string, ...any) {}}
 		addDevice(s)
-		b.Step()
+		step(b)
 		frontendInit(s, "8", "5")
 		if tc.mod != nil {
 			tc.mod(s)
 		}
-		b.Step()
+		step(b)
 		if st := s.data[be+"/state"]; st != "5" || !strings.Contains(s.data[be+"/error"], tc.want) {
 			t.Errorf("%s: state %q error %q", name, st, s.data[be+"/error"])
 		}
 	}
+}
+
+// step is one Step and whatever jobs (connects, teardowns) it started,
+// to the end.
+func step(b *Backend) {
+	b.Step()
+	b.jobs.Wait()
 }
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -20,9 +21,15 @@ type TPM interface {
 // state changed and the frontend must be told. err describes a refused
 // request or a TPM failure; the page is consistent either way.
 func Handle(page []byte, tpm TPM) (notify bool, err error) {
-	switch State(page) {
+	if err := checkPage(page); err != nil {
+		return false, err
+	}
+	// The header is read once: the state that picks what to do is the
+	// state the request is checked against.
+	h := loadHeader(page)
+	switch h.state {
 	case StateSubmit:
-		req, err := ParseRequest(page)
+		req, err := parseRequest(page, h)
 		if err != nil {
 			Refuse(page)
 			return true, fmt.Errorf("refused: %w", err)
@@ -47,12 +54,38 @@ func Handle(page []byte, tpm TPM) (notify bool, err error) {
 const maxResponse = 1 << 16
 
 // SocketTPM is a TPM on a stream: an swtpm --server socket.
+//
+// A stream carries no request ids: the only thing that pairs a response
+// with its command is that it is the next one on the stream. After a
+// command fails half-way (a timeout, a response too large to read, a
+// short read), the stream may still hold that command's answer, or the
+// rest of it, and the next command would read it as its own. So a
+// failed connection is never used again: Transmit closes it and, without
+// Dial, fails every later command saying why.
 type SocketTPM struct {
 	C net.Conn
 	// Timeout bounds one command (0: none). swtpm answers in
 	// milliseconds; a TPM 2.0 key generation can take seconds.
 	Timeout time.Duration
+	// Dial, if set, opens a new connection to the same TPM after a
+	// failed command (swtpm accepts the next client once the old one
+	// is closed, and answers a command only on the connection it came
+	// on). Only the TPM's owner can know the socket still leads to the
+	// same TPM, not a new one started in its place; DialSocket leaves it
+	// nil.
+	Dial func() (net.Conn, error)
+
+	mu     sync.Mutex // guards C against Close during a redial
+	broken error      // why C was given up; nil while it is in step
+	closed bool
 }
+
+// ErrAbandoned is a command refused because an earlier one failed on the
+// same connection and no new one could be made.
+var ErrAbandoned = errors.New("TPM connection abandoned after a failed command (its answer could still arrive and be taken for the next command's)")
+
+// errTPMClosed is a command after Close.
+var errTPMClosed = errors.New("TPM connection closed")
 
 // DialSocket connects to an swtpm server socket (unix path).
 func DialSocket(path string) (*SocketTPM, error) {
@@ -63,32 +96,91 @@ func DialSocket(path string) (*SocketTPM, error) {
 	return &SocketTPM{C: c, Timeout: 2 * time.Minute}, nil
 }
 
+// conn gives the connection to use: the current one if it is in step, a
+// new one from Dial if not.
+func (s *SocketTPM) conn() (net.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errTPMClosed
+	}
+	if s.broken == nil {
+		return s.C, nil
+	}
+	if s.Dial == nil {
+		return nil, fmt.Errorf("%w: %v", ErrAbandoned, s.broken)
+	}
+	c, err := s.Dial()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v; new connection: %v", ErrAbandoned, s.broken, err)
+	}
+	s.C, s.broken = c, nil
+	return c, nil
+}
+
+// abandon closes c, which failed with why, for good.
+func (s *SocketTPM) abandon(c net.Conn, why error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.Close()
+	if s.C == c {
+		s.broken = why
+	}
+}
+
 // Transmit sends cmd and reads one response, framed by its size field.
 func (s *SocketTPM) Transmit(cmd []byte) ([]byte, error) {
-	if s.Timeout > 0 {
-		s.C.SetDeadline(time.Now().Add(s.Timeout))
-	}
-	if _, err := s.C.Write(cmd); err != nil {
+	c, err := s.conn()
+	if err != nil {
 		return nil, err
 	}
+	rsp, err := roundTrip(c, cmd, s.Timeout)
+	if err != nil {
+		s.abandon(c, err)
+		return nil, err
+	}
+	return rsp, nil
+}
+
+func roundTrip(c net.Conn, cmd []byte, timeout time.Duration) ([]byte, error) {
+	if timeout > 0 {
+		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+			return nil, fmt.Errorf("set deadline: %w", err)
+		}
+	}
+	if _, err := c.Write(cmd); err != nil {
+		return nil, fmt.Errorf("send command: %w", err)
+	}
 	var hdr [tpmHeaderSize]byte
-	if _, err := io.ReadFull(s.C, hdr[:]); err != nil {
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
 		return nil, fmt.Errorf("read response header: %w", err)
 	}
 	n := binary.BigEndian.Uint32(hdr[2:6])
 	if n < tpmHeaderSize || n > maxResponse {
-		return nil, fmt.Errorf("response size %d", n)
+		return nil, fmt.Errorf("response size %d (want %d to %d)", n, tpmHeaderSize, maxResponse)
 	}
 	rsp := make([]byte, n)
 	copy(rsp, hdr[:])
-	if _, err := io.ReadFull(s.C, rsp[tpmHeaderSize:]); err != nil {
+	if _, err := io.ReadFull(c, rsp[tpmHeaderSize:]); err != nil {
 		return nil, fmt.Errorf("read response: %w", err)
 	}
 	return rsp, nil
 }
 
-// Close closes the socket; swtpm then accepts the next client.
-func (s *SocketTPM) Close() error { return s.C.Close() }
+// Close closes the socket; swtpm then accepts the next client. A
+// Transmit in flight fails; later ones fail at once.
+func (s *SocketTPM) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.broken != nil {
+		return nil // abandon closed it
+	}
+	return s.C.Close()
+}
 
 // Channel is the frontend's shared page and event channel, mapped and
 // bound.
