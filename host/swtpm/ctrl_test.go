@@ -265,4 +265,3 @@ func TestStartupVersions(t *testing.T) {
 		}
 	})
 }
-
