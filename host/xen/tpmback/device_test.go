@@ -110,8 +110,11 @@ func TestBackendLifecycle(t *testing.T) {
 			chans = append(chans, c)
 			return c, nil
 		},
-		OpenTPM: func(_ uint32, _, uuid string) (TPM, string, error) { opened = append(opened, uuid); return &echoTPM{}, "echo", nil },
-		Logf:    func(f string, a ...any) { logs = append(logs, f) },
+		OpenTPM: func(_ uint32, _, uuid string) (TPM, string, error) {
+			opened = append(opened, uuid)
+			return &echoTPM{}, "echo", nil
+		},
+		Logf: func(f string, a ...any) { logs = append(logs, f) },
 	}
 	state := func() string { v, _ := s.Read(be + "/state"); return v }
 
