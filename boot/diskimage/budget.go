@@ -36,7 +36,7 @@ import (
 // CPU, so it is charged hitCost bytes: an unbounded loop over cached
 // blocks is bounded too.
 const (
-	MetadataBudget = 256 << 20
+	MetadataBudget = 1 << 30
 	DataBudget     = 4 << 30
 	hitCost        = 256
 )
