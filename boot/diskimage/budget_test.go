@@ -305,3 +305,25 @@ menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --clas
 	initrd	/boot/initrd.img-6.1.0-test
 }
 `
+
+// The fuzz harness sees the amplification class: the aliased seed, run
+// through FuzzSparseExt's body, is stopped by its budget (64 times the
+// input's size) with the budget error, and every byte it read was charged.
+// Without the budget its reads exceed that bound and checkWork fails the
+// input (checked by making budget.charge return nil).
+func TestFuzzBudgetSeesAliasing(t *testing.T) {
+	seed := aliasedSeed(t)
+	img := fuzzSparseExt(t, seed)
+	if img == nil {
+		t.Fatal("the aliased seed did not open")
+	}
+	meta, _ := img.WorkUsed()
+	if meta < img.b.metaLimit {
+		t.Errorf("the aliased seed cost %d bytes of metadata, under its fuzz budget %d: the seed does not exercise the class", meta, img.b.metaLimit)
+	}
+	_, err := fs.Stat(img.Partitions()[0].FS, "k")
+	if !errors.Is(err, ErrBudget) {
+		t.Errorf("stat after the fuzz budget: %v", err)
+	}
+	t.Logf("seed of %d bytes, image of %d MiB: budget %d KiB spent", len(seed), sparseExtSize>>20, img.b.metaLimit>>10)
+}
