@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(qemu-system-x86 swtpm swtpm-tools tpm2-tools e2fsprogs dosfstools mtools fdisk openssl cpio xz-utils zstd kmod time libxen-dev xfsprogs busybox-static qemu-utils btrfs-progs
   grub-pc-bin syslinux syslinux-common grub-legacy binutils)  # e2e/loader: the real loaders and the observer's assembler
+# GRUB 0.97's shell is i386: qemu-user-static runs it where the kernel refuses
+# i386 executables; grub-emu is GRUB 2.06 in userspace, the script oracle.
+pkgs+=(qemu-user-static grub-emu)
 # The Xen suite (e2e/xen): its dom0 runs this machine's root, so Xen's
 # userspace is installed here; the hypervisor is only unpacked (fetch-xen.sh).
 pkgs+=(xen-utils-4.17 qemu-system-xen)
