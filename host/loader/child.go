@@ -25,11 +25,16 @@ const ChildFlag = "--vtpmboot-loader-picker"
 // half of that, so the loader still answers with a reason of its own.
 // Memory: the picker streams files and holds one chunk, but a filesystem's
 // metadata (XFS extent lists, GRUB scripts) lives in memory while it is
-// parsed; 1 GiB of address space is several times what the largest test
-// disk needs and keeps a hostile disk from taking dom0's memory.
+// parsed. RLIMIT_DATA bounds what it can actually use (writable private
+// mappings: Go's heap), 1 GiB, several times what the largest test disk
+// needs. RLIMIT_AS is only a backstop: Go reserves address space it never
+// touches (VmPeak 1.5 GB for a 16 MB disk, measured), so an address-space
+// bound tight enough to matter kills healthy pickers ("runtime: out of
+// memory" at 1 GiB).
 var (
 	PickTimeout       = 60 * time.Second
-	pickAddressSpace  = uint64(1 << 30)
+	pickAddressSpace  = uint64(8 << 30)
+	pickData          = uint64(1 << 30)
 	pickCPUSeconds    = uint64(60)
 	pickMemoryLimit   = int64(512 << 20)
 	pickMaxOpenFiles  = uint64(16)
@@ -70,6 +75,7 @@ func restrictSelf() error {
 		v   uint64
 	}{
 		{unix.RLIMIT_AS, pickAddressSpace},
+		{unix.RLIMIT_DATA, pickData},
 		{unix.RLIMIT_CPU, pickCPUSeconds},
 		{unix.RLIMIT_NOFILE, pickMaxOpenFiles},
 		{unix.RLIMIT_FSIZE, 0},
@@ -130,7 +136,7 @@ func runPicker(exe string, disk *os.File, uid int, req pickRequest, consume func
 	if cerr != nil {
 		if errors.Is(cerr, errPicker) {
 			if msg := strings.TrimSpace(stderr.String()); msg != "" {
-				return nil, fmt.Errorf("%w (%s: %s)", cerr, werr, lastLine(msg))
+				return nil, fmt.Errorf("%w (%s: %s)", cerr, werr, firstLine(msg))
 			}
 			if werr != nil {
 				return nil, fmt.Errorf("%w (%v)", cerr, werr)
@@ -141,9 +147,11 @@ func runPicker(exe string, disk *os.File, uid int, req pickRequest, consume func
 	return p, nil
 }
 
-func lastLine(s string) string {
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
+// firstLine is what a crashed Go program says first ("fatal error: ...",
+// "panic: ...").
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
 	}
 	return s
 }
