@@ -9,9 +9,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/internal/contract"
@@ -417,3 +419,57 @@ func TestLoaderOptional(t *testing.T) {
 }
 
 var _ = crypto.SHA256
+
+// freeUID finds a uid no user has, in the range libxl's restricted mode
+// uses when xen-qemuuser-range-base exists (Debian creates no such user,
+// so a uid without a passwd entry is what the test can rely on).
+func freeUID(t *testing.T) int {
+	t.Helper()
+	for uid := 131072 + os.Getpid()%1000; uid < 140000; uid++ {
+		if _, err := user.LookupId(fmt.Sprint(uid)); err != nil {
+			return uid
+		}
+	}
+	t.Fatal("no free uid")
+	return 0
+}
+
+// TestLoaderRestricted runs libxl's restricted mode (--runas=UID --quiet)
+// as root with a uid no user has: the picker reports that uid and no
+// capabilities, it reads a disk only root may open (through the parent's
+// read-only fd), and the measurement is the unrestricted one's.
+func TestLoaderRestricted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("restricted mode needs root, as libxl runs it (setuid to the --runas uid)")
+	}
+	g := guests()[0]
+	img := buildDisk(t, g.disk)
+	if err := os.Chmod(img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The uid must reach the image's directory neither by path: its
+	// parents are 0700 test directories.
+	in := swtpmtest.Start(t, tpmfront.Version20)
+	uid := freeUID(t)
+	x := newXL(t, 11)
+	r := x.run(t, x.argv("", uid, []string{"--vtpm-uuid=" + uuid, "--vtpm-socket-dir=" + socketDir(t, in, uuid), "--state-dir="}, img))
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	if want := fmt.Sprintf("disk read by uid %d, capabilities 0000000000000000", uid); !strings.Contains(r.stdout, want) {
+		t.Errorf("stdout lacks %q: %s", want, r.stdout)
+	}
+	out := parseSimple0(t, r.output)
+	if out["args"] != g.cmdline {
+		t.Errorf("args %q, want %q", out["args"], g.cmdline)
+	}
+	checkPCRs(t, in, contract.Boot{Kernel: g.kernel, Initrds: g.initrds, Cmdline: g.cmdline})
+
+	// The picker cannot open the image by its path as that uid: only the
+	// parent's fd reaches it.
+	cmd := exec.Command("head", "-c1", img)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(b)), "permission denied") {
+		t.Errorf("as uid %d, opening %s by path: %v: %s; want permission denied", uid, img, err, b)
+	}
+}

@@ -38,6 +38,11 @@ type pickHeader struct {
 	Kernel, Initrd string
 	Cmdline        string
 	Reason         string
+	// UID and CapEff are the picker's own credentials as the kernel
+	// reports them (/proc/self/status), for the log and the parent's
+	// check that restricted mode took effect.
+	UID    int
+	CapEff string
 }
 
 // Frames: the header (JSON) and each blob are sent as chunks of a u32
@@ -57,6 +62,7 @@ func pick(disk *os.File, req pickRequest, w io.Writer) error {
 	if err != nil {
 		hdr = pickHeader{Error: err.Error()}
 	}
+	hdr.UID, hdr.CapEff = os.Getuid(), capEff()
 	b, err2 := json.Marshal(hdr)
 	if err2 != nil {
 		return err2
@@ -106,6 +112,20 @@ func choose(disk *os.File, req pickRequest) (pickHeader, measure.Inputs, error) 
 		h.Initrd = measure.InitrdImage(in.Initrds).Name()
 	}
 	return h, in, nil
+}
+
+// capEff is the CapEff line of /proc/self/status ("" if unreadable).
+func capEff() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func sendSource(w io.Writer, s measure.Source) error {

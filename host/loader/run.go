@@ -116,6 +116,11 @@ func Run(a *Args, env Env) (*Result, error) {
 	}
 	res.Picked = p
 	disk.Close()
+	if a.RunAs >= 0 && (p.UID != a.RunAs || p.CapEff != "0000000000000000") {
+		cleanup(p)
+		return nil, refuse("restricted mode", fmt.Errorf("the disk reader ran as uid %d with capabilities %q, not as uid %d with none", p.UID, p.CapEff, a.RunAs))
+	}
+	say("disk read by uid %d, capabilities %s", p.UID, p.CapEff)
 	ok := false
 	defer func() {
 		if !ok {
