@@ -223,3 +223,23 @@ func ParseOptions(args []string) (config.StubOptions, []string, error) {
 	}
 	return o, w, nil
 }
+
+// ArgsFor parses what libxl would pass the loader for an xl config:
+// --args= with xl's command line (cmdline=, or root= and extra=) when it
+// is non-empty (make_bootloader_args skips an empty one), the config's
+// bootloader_args, and the boot disk. pcrsim predicts loader guests from
+// the result, so it reads the arguments with the loader's own parser.
+func ArgsFor(cmdline string, bootloaderArgs []string, disk string) (*Args, error) {
+	var argv []string
+	if cmdline != "" {
+		argv = append(argv, "--args="+cmdline)
+	}
+	argv = append(argv, "--output=/nonexistent/bootloader.0.out", "--output-format=simple0", "--output-directory=/nonexistent")
+	argv = append(argv, bootloaderArgs...)
+	return ParseArgs(append(argv, disk))
+}
+
+// IsLoader reports whether an xl bootloader= setting runs this loader.
+func IsLoader(bootloader string) bool {
+	return filepath.Base(bootloader) == "vtpmboot-loader"
+}
