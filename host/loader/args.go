@@ -90,6 +90,9 @@ func ParseArgs(argv []string) (*Args, error) {
 	var positional []string
 	seen := map[string]bool{}
 	for _, arg := range argv {
+		if arg == "" {
+			return nil, usage("an empty argument (an empty bootloader_args item?)")
+		}
 		if !strings.HasPrefix(arg, "--") {
 			if strings.HasPrefix(arg, config.Prefix) {
 				opts = append(opts, arg)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
 // The picker is the part of the loader that parses the guest's disk: it
@@ -189,15 +190,20 @@ func readBlob(r io.Reader, w io.Writer, limit int64) (int64, error) {
 }
 
 // picked is what the parent has after reading the picker's answer: the
-// files it wrote, which only root can write.
+// files it wrote, which only root can write, and the digests of exactly
+// the bytes it wrote to them.
 type picked struct {
 	pickHeader
 	KernelPath, InitrdPath string // InitrdPath "" when there is none
+	// KernelDigests and InitrdDigests are in every bank receive was
+	// given (none: nil).
+	KernelDigests, InitrdDigests tpmfront.Digests
 }
 
 // receive reads the picker's answer and writes the kernel and the initrd
-// image into dir as new files (O_EXCL, O_NOFOLLOW, mode 0600).
-func receive(r io.Reader, dir string) (*picked, error) {
+// image into dir as new files (O_EXCL, O_NOFOLLOW, mode 0600), hashing
+// every byte in every bank of banks as it is written.
+func receive(r io.Reader, dir string, banks []tpmfront.Alg) (*picked, error) {
 	var hb strings.Builder
 	if _, err := readBlob(r, &hb, maxHeader); err != nil {
 		return nil, err
@@ -218,11 +224,11 @@ func receive(r io.Reader, dir string) (*picked, error) {
 		return nil, fmt.Errorf("%w: no kernel name", errPicker)
 	}
 	var err error
-	if p.KernelPath, err = writeFile(r, dir, "kernel", entry.MaxKernelSize); err != nil {
+	if p.KernelPath, p.KernelDigests, err = writeFile(r, dir, "kernel", entry.MaxKernelSize, banks); err != nil {
 		return nil, err
 	}
 	if p.Initrd != "" {
-		if p.InitrdPath, err = writeFile(r, dir, "ramdisk", entry.MaxInitrdTotalSize); err != nil {
+		if p.InitrdPath, p.InitrdDigests, err = writeFile(r, dir, "ramdisk", entry.MaxInitrdTotalSize, banks); err != nil {
 			os.Remove(p.KernelPath)
 			return nil, err
 		}
@@ -230,25 +236,27 @@ func receive(r io.Reader, dir string) (*picked, error) {
 	return &p, nil
 }
 
-func writeFile(r io.Reader, dir, name string, limit int64) (string, error) {
+func writeFile(r io.Reader, dir, name string, limit int64, banks []tpmfront.Alg) (string, tpmfront.Digests, error) {
 	path := dir + "/" + name
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("create %s: %w", path, err)
+		return "", nil, fmt.Errorf("create %s: %w", path, err)
 	}
 	bw := bufio.NewWriterSize(f, chunkSize)
-	_, err = readBlob(r, bw, limit)
+	hs := newMultiHash(banks)
+	_, err = readBlob(r, io.MultiWriter(bw, hs), limit)
 	if err == nil {
 		err = bw.Flush()
 	}
+	d := hs.Sum()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(path)
-		return "", fmt.Errorf("write %s: %w", path, err)
+		return "", nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	return path, nil
+	return path, d, nil
 }
 
 // Source of a written file under the guest's name for it: the event log
