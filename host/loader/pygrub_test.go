@@ -19,7 +19,7 @@ const Pygrub = "/usr/lib/xen-4.17/bin/pygrub"
 
 // runPygrub runs pygrub as libxl runs a bootloader (unrestricted) and
 // returns its parsed answer, or its exit error and output.
-func runPygrub(t *testing.T, extra, disk string) (map[string]string, error, string) {
+func runPygrub(t *testing.T, extra, disk string) (map[string]string, string, error) {
 	t.Helper()
 	x := newXL(t, 5)
 	os.Chmod(x.outdir, 0o700)
@@ -31,11 +31,11 @@ func runPygrub(t *testing.T, extra, disk string) (map[string]string, error, stri
 	cmd.Env = append(os.Environ(), "TERM=dumb")
 	b, err := cmd.CombinedOutput()
 	if err != nil {
-		return nil, err, string(b)
+		return nil, string(b), err
 	}
 	out, _ := os.ReadFile(x.out)
 	// pygrub ends its answer with an empty item; libxl skips it.
-	return parseSimple0(t, append(bytes.TrimRight(out, "\x00"), 0)), nil, string(b)
+	return parseSimple0(t, append(bytes.TrimRight(out, "\x00"), 0)), string(b), nil
 }
 
 // TestAgainstPygrub boots the same disks with pygrub and the loader and
@@ -80,7 +80,7 @@ func TestAgainstPygrub(t *testing.T) {
 				t.Fatalf("loader: exit %d: %s", r.code, r.stderr)
 			}
 			ours := parseSimple0(t, r.output)
-			theirs, err, log := runPygrub(t, c.extra, img)
+			theirs, log, err := runPygrub(t, c.extra, img)
 			if c.pygrubFails != "" {
 				if err == nil || !strings.Contains(log, c.pygrubFails) {
 					t.Fatalf("pygrub: %v, %q; want it to fail with %q", err, log, c.pygrubFails)
