@@ -25,6 +25,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/config"
+	"github.com/vtpmboot/vtpmboot/host/loader"
 	"github.com/vtpmboot/vtpmboot/host/predict"
 	"github.com/vtpmboot/vtpmboot/host/xl"
 	"github.com/vtpmboot/vtpmboot/pcrbank"
@@ -290,6 +291,11 @@ func predictOne(j Job, o Options, h measure.Hasher, m *memo) Result {
 		return fail(j.err)
 	}
 	c := j.cfg
+	if bl, err := c.Bootloader(); err != nil {
+		return fail(err)
+	} else if loader.IsLoader(bl) {
+		return predictLoader(c, name, o, h)
+	}
 	disks, so, notes, err := stubView(c)
 	if err != nil {
 		return fail(err)
