@@ -22,6 +22,7 @@ import (
 )
 
 const usage = `usage: vtpmback --socket-dir DIR [--domid N]
+       vtpmback --version
 
 Serves the vTPM of every Xen guest whose xl config says
   vtpm = [ "backend=Domain-0,uuid=UUID" ]
@@ -35,6 +36,9 @@ and the TPM's PCRs must survive that). Run it in the backend domain
 Exit status: 0 on SIGINT/SIGTERM, 1 on a failure, 2 on bad usage.
 `
 
+// version is set at build time (-ldflags -X main.version=..., the Makefile).
+var version string
+
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 func run(args []string, stderr io.Writer) int {
@@ -42,6 +46,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	dir := fs.String("socket-dir", "", "directory of the swtpm sockets, `DIR`/UUID.sock")
 	domid := fs.Int("domid", 0, "this (backend) domain's id")
+	showVer := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usage)
@@ -49,6 +54,14 @@ func run(args []string, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "vtpmback: %v\n%s", err, usage)
 		return 2
+	}
+	if *showVer {
+		v := version
+		if v == "" {
+			v = "(devel)"
+		}
+		fmt.Fprintf(os.Stdout, "vtpmback %s\n", v)
+		return 0
 	}
 	if *dir == "" || fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "vtpmback: --socket-dir is required and nothing else\n%s", usage)
