@@ -4,7 +4,7 @@ GO      ?= go
 GOFLAGS ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-xen test-short deps vet staticcheck fmt-check bench demo fuzz clean install uninstall deb FORCE
+.PHONY: all build test test-xen test-short deps vet staticcheck fmt-check bench demo fuzz clean install uninstall deb commands FORCE
 
 # Pinned so that a new release's checks cannot turn a green tree red.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -102,10 +102,11 @@ out/vtpmboot-init: FORCE
 	$(INIT_ENV) $(GO) build -trimpath -buildvcs=false -ldflags='-s -w -buildid=' -o $@ ./cmd/vtpmboot
 FORCE:
 
-install: out/vtpmboot-init
-	mkdir -p out
+commands: out/vtpmboot-init
 	for c in $(COMMANDS) $(SBIN_COMMANDS); do \
 	  GOTOOLCHAIN=local $(GO) build -trimpath -ldflags='-s -w -buildid= -X main.version=$(VERSION)' -o out/$$c ./cmd/$$c || exit 1; done
+
+install: commands
 	for c in $(COMMANDS); do \
 	  install -D -m 0755 out/$$c $(DESTDIR)$(BINDIR)/$$c && \
 	  install -D -m 0644 packaging/man/$$c.1 $(DESTDIR)$(MANDIR)/man1/$$c.1 && \
