@@ -94,8 +94,7 @@ SBIN_COMMANDS = vtpmback
 UNITS = packaging/hooks/vtpmboot-predict.service packaging/hooks/vtpmboot-predict.path
 # The stub's /init exactly as images.GoBuild builds it (images/build.go:
 # buildEnv and Binary's flags), so that mkstub with the installed /init and
-# mkstub in the source tree give the same initramfs (cmd/mkstub
-# TestMakeInitMatchesGoBuild).
+# mkstub in the source tree give the same initramfs (e2e/deb compares them).
 INIT_ENV = CGO_ENABLED=0 GOOS=linux GOARCH=amd64 GOAMD64=v1 GOFLAGS= GOEXPERIMENT= GOTOOLCHAIN=local
 out/vtpmboot-init: FORCE
 	mkdir -p out
