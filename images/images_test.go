@@ -295,7 +295,7 @@ func TestStubReproducible(t *testing.T) {
 	// library costs minutes on this shared machine.
 	copyDir := filepath.Join(t.TempDir(), "elsewhere", "src")
 	copyTree(t, copyDir, "go.mod", "go.sum", "internal/target", "pcrbank", "boot/entry", "boot/measure", "boot/eventlog", "boot/acpilog", "boot/modload")
-	o.Init.Dir = copyDir
+	o.Init = GoBuild{Package: targetInit, Dir: copyDir}
 	b, _ := buildGz(t, o)
 	ha, hb := sha256.Sum256(a), sha256.Sum256(b)
 	if ha != hb {

@@ -64,7 +64,14 @@ type options struct {
 	domid                                               int
 }
 
+// version is set at build time (-ldflags -X main.version=..., the
+// Makefile and debian/rules); otherwise the module's build info names it.
+var version string
+
 func versionLine() string {
+	if version != "" {
+		return "vtpmback " + version
+	}
 	v := "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
