@@ -21,14 +21,17 @@ for c in mkfs.ext4 openssl /usr/bin/time go; do
   command -v "$c" >/dev/null || { echo "bench/xl: $c missing (run make deps)" >&2; exit 2; }
 done
 
-dir=.cache/bench/xl-${IMAGES}x${KMB}+${IMB}
+dir=.cache/bench/xl2-${IMAGES}x${KMB}+${IMB} # xl2: kernels from mkkernel
+mkkernel=.cache/bench/mkkernel
+mkdir -p .cache/bench
+CGO_ENABLED=0 go build -trimpath -o "$mkkernel" ./bench/mkkernel
 mkdir -p "$dir/img" "$dir/src"
 for i in $(seq 0 $((IMAGES - 1))); do
   img=$dir/img/guest$i.img
   [ -f "$img" ] && continue
   root=$dir/src/root$i
   mkdir -p "$root/boot/grub"
-  head -c $((KMB << 20)) /dev/urandom >"$root/boot/vmlinuz"
+  "$mkkernel" -bytes $((KMB << 20)) -seed "$i" -o "$root/boot/vmlinuz"
   head -c $((IMB << 20)) /dev/urandom >"$root/boot/initrd.img"
   printf "set timeout=5\nmenuentry 'Linux %d' {\n\tlinux /boot/vmlinuz root=/dev/xvda ro console=hvc0\n\tinitrd /boot/initrd.img\n}\n" "$i" >"$root/boot/grub/grub.cfg"
   mkfs.ext4 -q -F -d "$root" "$img.tmp" $((KMB + IMB + 16))M && mv "$img.tmp" "$img"
@@ -37,7 +40,7 @@ cfgs=$dir/xl-$GUESTS
 if [ ! -d "$cfgs" ]; then
   mkdir -p "$cfgs.tmp"
   for g in $(seq 0 $((GUESTS - 1))); do
-    printf 'name = "guest%03d"\ntype = "pvh"\nkernel = "/usr/lib/vtpmboot/vmlinuz"\nextra = "console=hvc0"\ndisk = [ "format=raw, vdev=xvda, access=ro, target=%s" ]\n' \
+    printf 'name = "guest%03d"\ntype = "hvm"\nkernel = "/usr/lib/vtpmboot/vmlinuz"\nextra = "console=hvc0"\ndisk = [ "format=raw, vdev=xvda, access=ro, target=%s" ]\n' \
       "$g" "$PWD/$dir/img/guest$((g % IMAGES)).img" >"$cfgs.tmp/guest$g.cfg"
   done
   mv "$cfgs.tmp" "$cfgs"

@@ -20,7 +20,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // advCase is one hostile guest disk, booted through the real stub. Exactly
@@ -32,7 +32,7 @@ import (
 // table.
 type advCase struct {
 	name string
-	tpm  tpmfront.Version
+	tpm  pcrbank.Version
 	disk func() guestdisk.Disk
 	// Outcome (a): the command line the stub must measure and the next
 	// kernel must receive, written here by hand from the config on the
@@ -72,7 +72,7 @@ func advCases(p *Parts) []*advCase {
 	cmdline := func(tag string) string {
 		return "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.case=" + tag
 	}
-	dup := &advCase{name: "tpm20-ext4-duplicate-dirents", tpm: tpmfront.Version20, kernel: p.Kernel, initrds: []string{p.Target}}
+	dup := &advCase{name: "tpm20-ext4-duplicate-dirents", tpm: pcrbank.Version20, kernel: p.Kernel, initrds: []string{p.Target}}
 	// (8) Two directory entries named grub.cfg in one block (made by
 	// renaming grub.cfX in place; e2fsck would report "duplicate entry").
 	// Outcome (a): every reader takes the first entry in block order, and
@@ -105,7 +105,7 @@ func advCases(p *Parts) []*advCase {
 			// inode (EFSBADCRC), and neither the stub nor pcrsim asks
 			// Linux. Checksums are not a defence here anyway: the guest
 			// can recompute them.
-			name: "tpm20-ext4-inode-csum", tpm: tpmfront.Version20,
+			name: "tpm20-ext4-inode-csum", tpm: pcrbank.Version20,
 			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Partitions: []guestdisk.Partition{{
 					FS: "ext4", SizeMB: 64,
@@ -123,7 +123,7 @@ func advCases(p *Parts) []*advCase {
 			// so (never "does not exist", which would let a search fall
 			// through). GRUB 2.06 refuses the whole filesystem: casefold
 			// is an incompatible feature it does not know.
-			name: "tpm20-ext4-casefold", tpm: tpmfront.Version20,
+			name: "tpm20-ext4-casefold", tpm: pcrbank.Version20,
 			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{
 					FS: "ext4", SizeMB: 64, MkfsArgs: []string{"-O", "casefold"},
@@ -141,7 +141,7 @@ func advCases(p *Parts) []*advCase {
 			// is first in its list (the last one loaded), so what it
 			// boots depends on its core image and insmods; Linux's
 			// mount and blkid disagree as well.
-			name: "tpm12-polyglot-ext4-fat", tpm: tpmfront.Version12,
+			name: "tpm12-polyglot-ext4-fat", tpm: pcrbank.Version12,
 			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Partitions: []guestdisk.Partition{{
 					FS: "vfat", SizeMB: 40, MkfsArgs: []string{"-F", "16", "-R", "32768"},
@@ -160,7 +160,7 @@ func advCases(p *Parts) []*advCase {
 			// Outcome (b): "does not exist". GRUB 2.06's fat.c compares
 			// only the long name when a valid one is there, exactly as
 			// we do; Linux's vfat would open the alias.
-			name: "tpm20-fat-short-alias", tpm: tpmfront.Version20,
+			name: "tpm20-fat-short-alias", tpm: pcrbank.Version20,
 			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{
 					FS: "vfat", SizeMB: 32,
@@ -183,7 +183,7 @@ func advCases(p *Parts) []*advCase {
 			// partition 2 would boot; vtpmboot cannot know which
 			// partition a loader was meant to read, and a guest that
 			// breaks its primary /boot must not get a leftover booted.
-			name: "tpm12-corrupt-p1-good-p2", tpm: tpmfront.Version12,
+			name: "tpm12-corrupt-p1-good-p2", tpm: pcrbank.Version12,
 			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
 					{FS: "ext4", SizeMB: 16, Corrupt: true, Files: []guestdisk.File{text("/boot/grub/grub.cfg", grubCfg("/boot/vmlinuz-p1", "p1"))}},
@@ -202,7 +202,7 @@ func advCases(p *Parts) []*advCase {
 			// the guest filesystem (absolute targets restart at its
 			// root, ".." stops there), as GRUB 2.06's fshelp resolves
 			// them; GRUB allows 8 links in a row where we allow 40.
-			name: "tpm12-symlinks-inside-guest", tpm: tpmfront.Version12,
+			name: "tpm12-symlinks-inside-guest", tpm: pcrbank.Version12,
 			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{
 					FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
@@ -224,7 +224,7 @@ func advCases(p *Parts) []*advCase {
 			// missing bytes as zeros (and e2fsck 1.47 accepts the
 			// inode); GRUB 2.06 refuses the whole filesystem, since it
 			// does not know the inline_data feature.
-			name: "tpm20-ext4-inline-size", tpm: tpmfront.Version20,
+			name: "tpm20-ext4-inline-size", tpm: pcrbank.Version20,
 			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Partitions: []guestdisk.Partition{{
 					FS: "ext4", SizeMB: 64, MkfsArgs: []string{"-O", "inline_data"},
@@ -244,7 +244,7 @@ func advCases(p *Parts) []*advCase {
 			// ignores the whole table (it reads the backup only when the
 			// primary is valid, unless booted with "gpt"), fdisk and
 			// parted take the backup.
-			name: "tpm12-gpt-bad-primary", tpm: tpmfront.Version12,
+			name: "tpm12-gpt-bad-primary", tpm: pcrbank.Version12,
 			disk: func() guestdisk.Disk {
 				return guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
 					{FS: "ext4", SizeMB: 64, Files: with(text("/boot/grub/grub.cfg", grubCfg("/boot/vmlinuz", "gpt")))},
@@ -356,12 +356,12 @@ func checkAgree(t *testing.T, p *Parts, c *advCase, disk string, res *qemutest.R
 			t.Fatalf("extend %d is %s into PCR %d, want %s into PCR %d", i+1, steps[i].Kind, steps[i].PCR, w.kind, w.pcr)
 		}
 	}
-	var banks []tpmfront.Alg
+	var banks []pcrbank.Alg
 	for a := range steps[0].Digest {
 		banks = append(banks, a)
 	}
-	tpmfront.SortAlgs(banks)
-	if c.tpm == tpmfront.Version12 && (len(banks) != 1 || banks[0] != tpmfront.SHA1) || c.tpm == tpmfront.Version20 && len(banks) < 2 {
+	pcrbank.SortAlgs(banks)
+	if c.tpm == pcrbank.Version12 && (len(banks) != 1 || banks[0] != pcrbank.SHA1) || c.tpm == pcrbank.Version20 && len(banks) < 2 {
 		t.Fatalf("TPM %v: stub measured banks %v", c.tpm, banks)
 	}
 	// pcrsim's prediction from the same image, bank by bank.

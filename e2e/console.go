@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Lines splits serial console output into lines without "\r".
@@ -86,8 +86,8 @@ func KernelTime(console, after, substr string) (float64, bool) {
 type Step struct {
 	PCR           int
 	Kind          string
-	Digest        map[tpmfront.Alg][]byte
-	Before, After map[tpmfront.Alg][]byte
+	Digest        map[pcrbank.Alg][]byte
+	Before, After map[pcrbank.Alg][]byte
 }
 
 var (
@@ -98,11 +98,11 @@ var (
 // Trace parses the stub's measurement trace from the console.
 func Trace(console string) ([]Step, error) {
 	var steps []Step
-	var bank tpmfront.Alg
+	var bank pcrbank.Alg
 	for n, l := range Lines(console) {
 		if m := stepRE.FindStringSubmatch(l); m != nil {
 			pcr, _ := strconv.Atoi(m[1])
-			steps = append(steps, Step{PCR: pcr, Kind: m[2], Digest: map[tpmfront.Alg][]byte{}, Before: map[tpmfront.Alg][]byte{}, After: map[tpmfront.Alg][]byte{}})
+			steps = append(steps, Step{PCR: pcr, Kind: m[2], Digest: map[pcrbank.Alg][]byte{}, Before: map[pcrbank.Alg][]byte{}, After: map[pcrbank.Alg][]byte{}})
 			continue
 		}
 		m := valueRE.FindStringSubmatch(l)
@@ -111,7 +111,7 @@ func Trace(console string) ([]Step, error) {
 		}
 		s := &steps[len(steps)-1]
 		if m[1] != "" {
-			a, err := tpmfront.ParseAlg(m[1])
+			a, err := pcrbank.ParseAlg(m[1])
 			if err != nil {
 				return nil, fmt.Errorf("console line %d: %w", n+1, err)
 			}
@@ -121,7 +121,7 @@ func Trace(console string) ([]Step, error) {
 		if err != nil || len(v) != bank.Size() {
 			return nil, fmt.Errorf("console line %d: bad %v value %q", n+1, bank, m[3])
 		}
-		map[string]map[tpmfront.Alg][]byte{"digest": s.Digest, "before": s.Before, "after": s.After}[m[2]][bank] = v
+		map[string]map[pcrbank.Alg][]byte{"digest": s.Digest, "before": s.Before, "after": s.After}[m[2]][bank] = v
 	}
 	return steps, nil
 }

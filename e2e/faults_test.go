@@ -7,7 +7,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // TestFaults boots the stub into each failure it must stop at, one boot
@@ -31,7 +31,7 @@ func TestFaults(t *testing.T) {
 
 	for _, c := range []struct {
 		name string
-		tpm  tpmfront.Version
+		tpm  pcrbank.Version
 		disk guestdisk.Disk
 		opts []string
 		kill string
@@ -54,22 +54,22 @@ func TestFaults(t *testing.T) {
 			// banks; the next TPM command is the measure phase's, a
 			// second or more later (mount, choose, load, hashing), so a
 			// slow host cannot let it through before the kill.
-			name: "tpm12-killed-after-open", tpm: tpmfront.Version12, disk: good, kill: "vtpmboot: phase tpm ",
+			name: "tpm12-killed-after-open", tpm: pcrbank.Version12, disk: good, kill: "vtpmboot: phase tpm ",
 			fatal: []string{"FATAL: TPM extend 1 of 3", "PCR 4"},
 		},
 		{
-			name: "tpm20-no-config", tpm: tpmfront.Version20,
+			name: "tpm20-no-config", tpm: pcrbank.Version20,
 			disk:  simple(file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target), text("/etc/fstab", "# no boot loader config on this disk\n")),
 			fatal: []string{"FATAL: choose boot entry: no boot configuration found: looked for /boot/grub/grub.cfg", "/loader/entries", "/boot/extlinux/extlinux.conf", "/boot/grub/menu.lst"},
 		},
 		{
-			name: "tpm12-missing-kernel", tpm: tpmfront.Version12,
+			name: "tpm12-missing-kernel", tpm: pcrbank.Version12,
 			disk: simple(text("/boot/grub/grub.cfg", "set default=0\nset timeout=5\nmenuentry 'Debian GNU/Linux, with Linux 6.1.0-99-amd64' {\n\tlinux /boot/vmlinuz-6.1.0-99-amd64 root=/dev/vda1 ro\n\tinitrd /boot/target.img\n}\n"),
 				file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target)),
 			fatal: []string{"FATAL: choose boot entry:", `"Debian GNU/Linux, with Linux 6.1.0-99-amd64"`, "/boot/grub/grub.cfg", "vmlinuz-6.1.0-99-amd64"},
 		},
 		{
-			name: "tpm20-kernel-not-bzimage", tpm: tpmfront.Version20,
+			name: "tpm20-kernel-not-bzimage", tpm: pcrbank.Version20,
 			disk: simple(text("/boot/grub/grub.cfg", goodCfg), guestdisk.File{Path: "/boot/vmlinuz", Data: junk}, file("/boot/target.img", p.Target)),
 			// Refused before anything is measured: kexec_file_load
 			// would refuse it (kexec.CheckKernel), so PCRs describing it
@@ -82,7 +82,7 @@ func TestFaults(t *testing.T) {
 			// (cmdline_size 2047, less the NUL and 30 bytes for
 			// elfcorehdr=): refused before measuring. The 2016-byte
 			// line boots in TestMatrix.
-			name: "tpm20-cmdline-2017", tpm: tpmfront.Version20,
+			name: "tpm20-cmdline-2017", tpm: pcrbank.Version20,
 			disk:       simple(text("/boot/grub/grub.cfg", cmdlineOfLength(2017)), file("/boot/vmlinuz", p.Kernel), file("/boot/target.img", p.Target)),
 			fatal:      []string{"FATAL: choose boot entry:", "the command line is 2017 bytes; this kernel takes at most 2016"},
 			unmeasured: true,
@@ -92,7 +92,7 @@ func TestFaults(t *testing.T) {
 			// would need about twice the files, and running out as PID 1
 			// is a kernel panic with no message, so the stub must refuse
 			// before reading.
-			name: "tpm20-initrd-too-large", tpm: tpmfront.Version20, mem: 256,
+			name: "tpm20-initrd-too-large", tpm: pcrbank.Version20, mem: 256,
 			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{{FS: "ext4", SizeMB: 200, Files: []guestdisk.File{
 				text("/boot/grub/grub.cfg", goodCfg), file("/boot/vmlinuz", p.Kernel), {Path: "/boot/target.img", Data: make([]byte, 160<<20)},
 			}}}},
@@ -129,7 +129,7 @@ func TestFaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the target did not run: %v\n%s", err, res.Tail(4000))
 			}
-			if r.Version != tpmfront.VersionSoftware {
+			if r.Version != pcrbank.VersionSoftware {
 				t.Errorf("target found a TPM %v", r.Version)
 			}
 			if want := "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 panic=-1 quiet e2e.case=fault\n"; r.Cmdline != want {

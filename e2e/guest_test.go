@@ -17,7 +17,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 var (
@@ -80,11 +80,11 @@ func TestGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []tpmfront.Version{tpmfront.Version12, tpmfront.Version20} {
+	for _, v := range []pcrbank.Version{pcrbank.Version12, pcrbank.Version20} {
 		t.Run(v.String(), func(t *testing.T) {
 			t.Parallel()
 			banks := "sha1"
-			if v == tpmfront.Version20 {
+			if v == pcrbank.Version20 {
 				banks = "sha1,sha256,sha384,sha512"
 			}
 			text := func(path, s string) guestdisk.File { return guestdisk.File{Path: path, Data: []byte(s)} }
@@ -177,7 +177,7 @@ menuentry 'Debian GNU/Linux (e2e guest)' {
 	}
 }
 
-func guestBoot(t *testing.T, p *Parts, disk, state string, v tpmfront.Version) *qemutest.TargetReport {
+func guestBoot(t *testing.T, p *Parts, disk, state string, v pcrbank.Version) *qemutest.TargetReport {
 	t.Helper()
 	res := boot(t, qemutest.Options{
 		Kernel: p.Kernel, Initrd: p.Stub, Append: StubAppend("quiet"),

@@ -21,7 +21,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // The parts are built once for the whole package and removed by TestMain.
@@ -134,7 +134,7 @@ func checkDiskUnchanged(t *testing.T, p string, before [32]byte) {
 
 // pcrsimPredict runs the pcrsim binary on the disk image, as an operator
 // would, and returns its "banks" (final PCR 4 and 5 per bank).
-func pcrsimPredict(t *testing.T, pcrsim, disk string, banks []tpmfront.Alg, init func(tpmfront.Alg, int) []byte) PCRs {
+func pcrsimPredict(t *testing.T, pcrsim, disk string, banks []pcrbank.Alg, init func(pcrbank.Alg, int) []byte) PCRs {
 	t.Helper()
 	var names []string
 	args := []string{"predict", "--disk", disk, "--format", "json"}
@@ -160,7 +160,7 @@ func pcrsimPredict(t *testing.T, pcrsim, disk string, banks []tpmfront.Alg, init
 	}
 	got := PCRs{}
 	for name, pcrs := range doc.Banks {
-		a, err := tpmfront.ParseAlg(name)
+		a, err := pcrbank.ParseAlg(name)
 		if err != nil {
 			t.Fatalf("pcrsim bank %q: %v", name, err)
 		}
@@ -182,7 +182,7 @@ func pcrsimPredict(t *testing.T, pcrsim, disk string, banks []tpmfront.Alg, init
 // expectPCRs is the contract oracle's value (internal/contract, crypto/sha*
 // only) for the files the test put on the disk and the command line it
 // wrote by hand.
-func expectPCRs(t *testing.T, a tpmfront.Alg, init4, init5 []byte, kernel string, initrds []string, cmdline string) (pcr4, pcr5 []byte) {
+func expectPCRs(t *testing.T, a pcrbank.Alg, init4, init5 []byte, kernel string, initrds []string, cmdline string) (pcr4, pcr5 []byte) {
 	t.Helper()
 	read := func(p string) []byte {
 		b, err := os.ReadFile(p)

@@ -8,14 +8,14 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // matrixCase is one boot of the matrix: a guest disk in one configuration
 // format, booted by the stub under one TPM version.
 type matrixCase struct {
 	name string
-	tpm  tpmfront.Version
+	tpm  pcrbank.Version
 	disk guestdisk.Disk
 	// kernel and initrds are the host files the chosen entry names, in
 	// order; cmdline is the command line the entry must produce, written
@@ -40,7 +40,7 @@ func matrixCases(p *Parts) []matrixCase {
 			// disk), an argument with a space and one with quotes (GRUB
 			// re-quotes both); two initrds, the second needed for /init.
 			// The partition's ext4 journal is dirty.
-			name: "tpm20-grub2-gpt-2initrds", tpm: tpmfront.Version20,
+			name: "tpm20-grub2-gpt-2initrds", tpm: pcrbank.Version20,
 			disk: guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
 				{FS: "ext4", SizeMB: 16, Label: "data", Files: []guestdisk.File{text("/README", "no boot config here\n")}},
 				{FS: "ext4", SizeMB: 64, Label: "boot", DirtyJournal: true, Files: []guestdisk.File{
@@ -66,7 +66,7 @@ menuentry 'vtpmboot e2e: GRUB 2, two initrds' --class debian --id e2e {
 		{
 			// GRUB 2 as grub-mkconfig writes it: a function, a submenu
 			// and default "1>0"; one initrd. Dirty journal.
-			name: "tpm12-grub2-mbr-1initrd", tpm: tpmfront.Version12,
+			name: "tpm12-grub2-mbr-1initrd", tpm: pcrbank.Version12,
 			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
 				{FS: "ext4", SizeMB: 64, Label: "root", DirtyJournal: true, Files: []guestdisk.File{
 					text("/boot/grub/grub.cfg", `set timeout=5
@@ -104,7 +104,7 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			// of blanks and the trailing blank are kept, the file name
 			// (with its device) and the blanks after it are dropped, no
 			// BOOT_IMAGE.
-			name: "tpm20-legacy-mbr-1initrd", tpm: tpmfront.Version20,
+			name: "tpm20-legacy-mbr-1initrd", tpm: pcrbank.Version20,
 			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
 				{FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
 					text("/boot/grub/menu.lst", "# menu.lst - e2e\ndefault\t\t1\ntimeout\t\t5\nhiddenmenu\n\n"+
@@ -120,7 +120,7 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			// GRUB legacy on partition 2 of a GPT disk whose partition 1
 			// is FAT; "default saved" read from boot/grub/default in the
 			// grub-set-default --once format "prev:once".
-			name: "tpm12-legacy-gpt-vfat-1initrd", tpm: tpmfront.Version12,
+			name: "tpm12-legacy-gpt-vfat-1initrd", tpm: pcrbank.Version12,
 			disk: guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
 				{FS: "vfat", SizeMB: 16, Label: "EFI", Files: []guestdisk.File{text("/EFI/README.TXT", "not a boot config\n")}},
 				{FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
@@ -139,7 +139,7 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			// default (rpm vercmp: 56 > 9, where a string sort says
 			// otherwise), all options lines joined with one space, inner
 			// blanks kept, no BOOT_IMAGE; two initrd lines.
-			name: "tpm20-bls-bare-2initrds", tpm: tpmfront.Version20,
+			name: "tpm20-bls-bare-2initrds", tpm: pcrbank.Version20,
 			disk: guestdisk.Disk{Partitions: []guestdisk.Partition{
 				{FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
 					text("/loader/entries/vtpmboot-6.1.0-9-amd64.conf", "title vtpmboot old\nversion 6.1.0-9-amd64\nlinux /vmlinuz-6.1.0-9-amd64\noptions console=ttyS0\n"),
@@ -155,7 +155,7 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			// BLS entries through grub.cfg's blscfg (Fedora): BOOT_IMAGE
 			// with ($root), $kernelopts expanded from the GRUB
 			// environment, newest entry first, both initrd lines.
-			name: "tpm12-blscfg-mbr-2initrds", tpm: tpmfront.Version12,
+			name: "tpm12-blscfg-mbr-2initrds", tpm: pcrbank.Version12,
 			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
 				{FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
 					text("/boot/grub/grub.cfg", "set timeout=5\nset kernelopts=\"console=ttyS0 panic=-1 quiet\"\ninsmod blscfg\nblscfg\n"),
@@ -172,7 +172,7 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			// The longest command line Debian's kernel takes through
 			// kexec, 2016 bytes (kexec.CheckCmdline; one more is refused
 			// in TestFaults), measured and booted whole.
-			name: "tpm20-grub2-cmdline-2016", tpm: tpmfront.Version20,
+			name: "tpm20-grub2-cmdline-2016", tpm: pcrbank.Version20,
 			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
 				{FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
 					text("/boot/grub/grub.cfg", cmdlineOfLength(2016)),
@@ -192,7 +192,7 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			// entry (kernelxfs.BLSLogOnly, a missing kernel): replayed, it
 			// would become the default; read as ro,norecovery reads it,
 			// it does not exist.
-			name: "tpm20-rhel-xfs-gpt-dirtylog", tpm: tpmfront.Version20,
+			name: "tpm20-rhel-xfs-gpt-dirtylog", tpm: pcrbank.Version20,
 			disk: guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
 				{FS: "raw", SizeMB: 1},
 				{FS: "xfs", SizeMB: 300, Label: "boot", Files: []guestdisk.File{
@@ -213,7 +213,7 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			// RHEL 8 on XFS under TPM 1.2: /boot is MBR partition 1,
 			// grubenv's saved_entry names the older of two entries, whose
 			// options are grubenv's $kernelopts; the log is dirty.
-			name: "tpm12-rhel-xfs-mbr-dirtylog", tpm: tpmfront.Version12,
+			name: "tpm12-rhel-xfs-mbr-dirtylog", tpm: pcrbank.Version12,
 			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
 				{FS: "xfs", SizeMB: 300, Label: "boot", Files: []guestdisk.File{
 					text("/grub2/grub.cfg", rhelGrubCfg("hd0,msdos1")),
@@ -236,7 +236,7 @@ submenu 'Advanced options for Debian GNU/Linux' --id 'gnulinux-advanced-6f1d' {
 			// filesystem driver): it proves itself by its own "Kernel
 			// command line:" and root-mount panic, and the PCRs come from
 			// the stub's TPM read-back (see docs/e2e.md).
-			name: "tpm20-syslinux-mbr-noinitrd", tpm: tpmfront.Version20,
+			name: "tpm20-syslinux-mbr-noinitrd", tpm: pcrbank.Version20,
 			disk: guestdisk.Disk{Table: "mbr", Partitions: []guestdisk.Partition{
 				{FS: "ext4", SizeMB: 64, Files: []guestdisk.File{
 					text("/boot/extlinux/extlinux.conf", "DEFAULT e2e\nPROMPT 0\nTIMEOUT 50\n\nLABEL other\n  KERNEL /boot/vmlinuz-missing\n\n"+
@@ -270,7 +270,7 @@ type baseline struct {
 func TestMatrix(t *testing.T) {
 	t.Parallel()
 	p := needParts(t)
-	bases := map[tpmfront.Version]*baseline{tpmfront.Version12: {}, tpmfront.Version20: {}}
+	bases := map[pcrbank.Version]*baseline{pcrbank.Version12: {}, pcrbank.Version20: {}}
 	for _, c := range matrixCases(p) {
 		c := c
 		hasTarget := len(c.initrds) > 0
@@ -325,7 +325,7 @@ func checkTarget(t *testing.T, p *Parts, c matrixCase, disk string, res *qemutes
 		t.Fatalf("target sees TPM %v, booted with %v", r.Version, c.tpm)
 	}
 	banks := PCRs(r.PCRs).Banks()
-	if c.tpm == tpmfront.Version12 && (len(banks) != 1 || banks[0] != tpmfront.SHA1) {
+	if c.tpm == pcrbank.Version12 && (len(banks) != 1 || banks[0] != pcrbank.SHA1) {
 		t.Errorf("TPM 1.2 target reports banks %v", banks)
 	}
 	// (b) The booted kernel's event log is the firmware's followed by the
@@ -449,12 +449,12 @@ func checkNoInitrd(t *testing.T, p *Parts, c matrixCase, disk string, res *qemut
 	if len(steps) != 3 || steps[0].PCR != 4 || steps[1].PCR != 5 || steps[2].PCR != 5 || steps[2].Kind != "initrd" {
 		t.Fatalf("stub trace has %d steps: %+v", len(steps), steps)
 	}
-	var banks []tpmfront.Alg
+	var banks []pcrbank.Alg
 	for a := range steps[0].After {
 		banks = append(banks, a)
 	}
-	tpmfront.SortAlgs(banks)
-	if c.tpm == tpmfront.Version20 && len(banks) < 2 {
+	pcrbank.SortAlgs(banks)
+	if c.tpm == pcrbank.Version20 && len(banks) < 2 {
 		t.Errorf("stub saw banks %v", banks)
 	}
 

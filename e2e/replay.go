@@ -17,34 +17,34 @@ import (
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-eventlog/tcg"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // PCRs maps bank → PCR index → value.
-type PCRs map[tpmfront.Alg]map[int][]byte
+type PCRs map[pcrbank.Alg]map[int][]byte
 
 // Get returns the value of PCR i in bank a, or nil.
-func (p PCRs) Get(a tpmfront.Alg, i int) []byte {
+func (p PCRs) Get(a pcrbank.Alg, i int) []byte {
 	if p[a] == nil {
 		return nil
 	}
 	return p[a][i]
 }
 
-func (p PCRs) set(a tpmfront.Alg, i int, v []byte) {
+func (p PCRs) set(a pcrbank.Alg, i int, v []byte) {
 	if p[a] == nil {
 		p[a] = map[int][]byte{}
 	}
 	p[a][i] = v
 }
 
-// Banks lists the banks present, in tpmfront order.
-func (p PCRs) Banks() []tpmfront.Alg {
-	var out []tpmfront.Alg
+// Banks lists the banks present, in pcrbank order.
+func (p PCRs) Banks() []pcrbank.Alg {
+	var out []pcrbank.Alg
 	for a := range p {
 		out = append(out, a)
 	}
-	tpmfront.SortAlgs(out)
+	pcrbank.SortAlgs(out)
 	return out
 }
 
@@ -57,12 +57,12 @@ type Replay struct {
 	// without events is absent (it is still all zeros).
 	PCRs PCRs
 	// By says which tools computed each bank ("go-eventlog+tpm2_eventlog").
-	By map[tpmfront.Alg]string
+	By map[pcrbank.Alg]string
 }
 
 // Value is PCR i in bank a after the firmware: the replayed value, or
 // zeros when the log has no event for it.
-func (r *Replay) Value(a tpmfront.Alg, i int) []byte {
+func (r *Replay) Value(a pcrbank.Alg, i int) []byte {
 	if v := r.PCRs.Get(a, i); v != nil {
 		return v
 	}
@@ -84,8 +84,8 @@ func ReplayFirmware(log []byte) (*Replay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tpm2_eventlog: %w", err)
 	}
-	r := &Replay{PCRs: PCRs{}, By: map[tpmfront.Alg]string{}}
-	for _, a := range tpmfront.AllAlgs {
+	r := &Replay{PCRs: PCRs{}, By: map[pcrbank.Alg]string{}}
+	for _, a := range pcrbank.AllAlgs {
 		gv, tv := g[a], t[a]
 		switch {
 		case gv != nil && tv != nil:
@@ -114,8 +114,8 @@ func ReplayFirmware(log []byte) (*Replay, error) {
 	return r, nil
 }
 
-func samePCRs(a tpmfront.Alg, x, y map[int][]byte) error {
-	for i := 0; i < tpmfront.NumPCRs; i++ {
+func samePCRs(a pcrbank.Alg, x, y map[int][]byte) error {
+	for i := 0; i < pcrbank.NumPCRs; i++ {
 		if !bytes.Equal(x[i], y[i]) {
 			return fmt.Errorf("%v PCR %d: %x vs %x", a, i, x[i], y[i])
 		}
@@ -123,21 +123,21 @@ func samePCRs(a tpmfront.Alg, x, y map[int][]byte) error {
 	return nil
 }
 
-var goEventlogAlgs = map[register.HashAlg]tpmfront.Alg{
-	register.HashSHA1:   tpmfront.SHA1,
-	register.HashSHA256: tpmfront.SHA256,
-	register.HashSHA384: tpmfront.SHA384,
+var goEventlogAlgs = map[register.HashAlg]pcrbank.Alg{
+	register.HashSHA1:   pcrbank.SHA1,
+	register.HashSHA256: pcrbank.SHA256,
+	register.HashSHA384: pcrbank.SHA384,
 }
 
 // ReplayOnto parses log with go-eventlog and extends its events' digests
 // onto start (nil: all zeros), for every bank go-eventlog reads that the
 // log carries. It replays the stub's own log too (the test then checks it
 // lands on the values the target read).
-func ReplayOnto(log []byte, start func(a tpmfront.Alg, pcr int) []byte) (PCRs, error) {
+func ReplayOnto(log []byte, start func(a pcrbank.Alg, pcr int) []byte) (PCRs, error) {
 	return replayGoEventlog(log, start)
 }
 
-func replayGoEventlog(log []byte, start func(tpmfront.Alg, int) []byte) (PCRs, error) {
+func replayGoEventlog(log []byte, start func(pcrbank.Alg, int) []byte) (PCRs, error) {
 	el, err := tcg.ParseEventLog(log, tcg.ParseOpts{AllowPadding: true})
 	if err != nil {
 		return nil, err
@@ -214,7 +214,7 @@ func parseTPM2EventlogPCRs(yaml []byte) (PCRs, error) {
 	sc := bufio.NewScanner(bytes.NewReader(yaml))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	in := false
-	var bank tpmfront.Alg
+	var bank pcrbank.Alg
 	haveBank := false
 	for sc.Scan() {
 		line := sc.Text()
@@ -234,7 +234,7 @@ func parseTPM2EventlogPCRs(yaml []byte) (PCRs, error) {
 		}
 		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
 		if val == "" {
-			a, err := tpmfront.ParseAlg(key)
+			a, err := pcrbank.ParseAlg(key)
 			haveBank = err == nil
 			bank = a
 			continue
@@ -268,9 +268,9 @@ func parseTPM2EventlogPCRs(yaml []byte) (PCRs, error) {
 // events (after its Spec ID header, for a crypto-agile log) must be
 // exactly the tail of booted, byte for byte. The split is by bytes, not by
 // any parser of ours.
-func SplitAppended(booted, stubLog []byte, v tpmfront.Version) (firmware []byte, err error) {
+func SplitAppended(booted, stubLog []byte, v pcrbank.Version) (firmware []byte, err error) {
 	events := stubLog
-	if v == tpmfront.Version20 {
+	if v == pcrbank.Version20 {
 		if len(stubLog) < 32 {
 			return nil, fmt.Errorf("stub log of %d bytes has no Spec ID header", len(stubLog))
 		}

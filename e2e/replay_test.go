@@ -9,7 +9,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // TestReplayFirmwareCaptured checks the independent replay on consoles
@@ -45,7 +45,7 @@ func TestReplayFirmwareCaptured(t *testing.T) {
 				}
 			}
 			// Both tools must have checked the banks go-eventlog knows.
-			if a := tpmfront.SHA1; rp.By[a] != "go-eventlog+tpm2_eventlog" {
+			if a := pcrbank.SHA1; rp.By[a] != "go-eventlog+tpm2_eventlog" {
 				t.Errorf("sha1 replayed by %q only", rp.By[a])
 			}
 			// A corrupted digest must change the replay, or the comparison
@@ -62,7 +62,7 @@ func TestReplayFirmwareCaptured(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if bytes.Equal(rp2.Value(tpmfront.SHA1, 7), rp.Value(tpmfront.SHA1, 7)) {
+			if bytes.Equal(rp2.Value(pcrbank.SHA1, 7), rp.Value(pcrbank.SHA1, 7)) {
 				t.Error("a changed event digest did not change the replayed PCR 7")
 			}
 		})
@@ -75,7 +75,7 @@ func TestParseTPM2EventlogPCRs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := p.Get(tpmfront.SHA1, 4); len(v) != 20 || v[0] != 0xab {
+	if v := p.Get(pcrbank.SHA1, 4); len(v) != 20 || v[0] != 0xab {
 		t.Errorf("sha1 PCR 4 = %x", v)
 	}
 	if _, err := parseTPM2EventlogPCRs([]byte("events:\n")); err == nil {

@@ -21,7 +21,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // TestSeal is predict → seal → boot → unseal (docs/sealing.md), under TPM
@@ -46,21 +46,21 @@ func TestSeal(t *testing.T) {
 	p := needParts(t)
 	testenv.NeedCommands(t, "swtpm_setup", "tpm2_createprimary", "tpm2_create", "tpm2_load", "tpm2_evictcontrol",
 		"tpm2_createpolicy", "tpm2_shutdown", "tpm2_flushcontext")
-	for _, v := range []tpmfront.Version{tpmfront.Version20, tpmfront.Version12} {
+	for _, v := range []pcrbank.Version{pcrbank.Version20, pcrbank.Version12} {
 		v := v
-		t.Run(map[tpmfront.Version]string{tpmfront.Version20: "tpm20", tpmfront.Version12: "tpm12"}[v], func(t *testing.T) {
+		t.Run(map[pcrbank.Version]string{pcrbank.Version20: "tpm20", pcrbank.Version12: "tpm12"}[v], func(t *testing.T) {
 			t.Parallel()
 			sealCase(t, p, v)
 		})
 	}
 }
 
-func sealCase(t *testing.T, p *Parts, v tpmfront.Version) {
-	bank := tpmfront.SHA256
-	if v == tpmfront.Version12 {
-		bank = tpmfront.SHA1
+func sealCase(t *testing.T, p *Parts, v pcrbank.Version) {
+	bank := pcrbank.SHA256
+	if v == pcrbank.Version12 {
+		bank = pcrbank.SHA1
 	}
-	tag := map[tpmfront.Version]string{tpmfront.Version20: "20", tpmfront.Version12: "12"}[v]
+	tag := map[pcrbank.Version]string{pcrbank.Version20: "20", pcrbank.Version12: "12"}[v]
 	// no_timer_check: on a host loaded far past its cores, the kexec'd
 	// kernel's IO-APIC timer check can fail under TCG and panic ("IO-APIC
 	// + timer doesn't work"), which says nothing about sealing.
@@ -90,7 +90,7 @@ func sealCase(t *testing.T, p *Parts, v tpmfront.Version) {
 	// One TPM state for everything, as the guest has one vTPM: TPM 1.2
 	// needs an owner for TPM_Seal's SRK.
 	base := t.TempDir()
-	if v == tpmfront.Version12 {
+	if v == pcrbank.Version12 {
 		own12(t, base)
 	}
 
@@ -113,7 +113,7 @@ func sealCase(t *testing.T, p *Parts, v tpmfront.Version) {
 	policyArgs := []string{"policy", "--disk", good, "--bank", bank.String(),
 		"--pcr-init", fmt.Sprintf("4:%v=%x", bank, init4), "--pcr-init", fmt.Sprintf("5:%v=%x", bank, init5)}
 	sealed := copyState(t, base)
-	if v == tpmfront.Version20 {
+	if v == pcrbank.Version20 {
 		seal20(t, p, sealed, policyArgs, want4, want5, secret)
 	} else {
 		seal12(t, p, sealed, policyArgs, want4, want5, secret)
@@ -150,9 +150,9 @@ func sealCase(t *testing.T, p *Parts, v tpmfront.Version) {
 			if !bytes.Equal(r.PCRs[bank][4], bad4) || !bytes.Equal(r.PCRs[bank][5], want5) {
 				t.Errorf("tampered boot %v PCR 4/5 %x %x, want %x (the tampered kernel) %x", bank, r.PCRs[bank][4], r.PCRs[bank][5], bad4, want5)
 			}
-			refusal := map[tpmfront.Version]string{
-				tpmfront.Version20: "TPM_RC_POLICY_FAIL",
-				tpmfront.Version12: "the named PCR value does not match the current PCR value", // TPM_WRONGPCRVAL
+			refusal := map[pcrbank.Version]string{
+				pcrbank.Version20: "TPM_RC_POLICY_FAIL",
+				pcrbank.Version12: "the named PCR value does not match the current PCR value", // TPM_WRONGPCRVAL
 			}[v]
 			got, unsealed := r.Extra[report.ExtraUnsealed]
 			if unsealed || !strings.Contains(r.Extra[report.ExtraUnsealError], refusal) {
@@ -168,7 +168,7 @@ func sealCase(t *testing.T, p *Parts, v tpmfront.Version) {
 // tpm2_eventlog: the log the booted kernel shows is SeaBIOS's followed by
 // the stub's three events (appended to the ACPI log area), which are split
 // off first.
-func sealBoot(t *testing.T, p *Parts, disk, state string, v tpmfront.Version) (*qemutest.TargetReport, *Replay) {
+func sealBoot(t *testing.T, p *Parts, disk, state string, v pcrbank.Version) (*qemutest.TargetReport, *Replay) {
 	t.Helper()
 	res := boot(t, qemutest.Options{Kernel: p.Kernel, Initrd: p.Stub, Append: StubAppend("quiet"),
 		Disks: []qemutest.Disk{{Path: disk}}, TPM: v, TPMStateDir: state})
@@ -208,7 +208,7 @@ func seal20(t *testing.T, p *Parts, state string, policyArgs []string, want4, wa
 		t.Fatal(err)
 	}
 	os.WriteFile(pol, out, 0o644)
-	tpm := swtpmtest.StartTCPWithState(t, tpmfront.Version20, state)
+	tpm := swtpmtest.StartTCPWithState(t, pcrbank.Version20, state)
 	tcti := tpm.TCTI()
 	tool := func(args ...string) {
 		t.Helper()
@@ -278,7 +278,7 @@ func seal12(t *testing.T, p *Parts, state string, policyArgs []string, want4, wa
 	v4, _ := hex.DecodeString(c.Values["4"])
 	v5, _ := hex.DecodeString(c.Values["5"])
 
-	tpm := swtpmtest.StartWithState(t, tpmfront.Version12, state)
+	tpm := swtpmtest.StartWithState(t, pcrbank.Version12, state)
 	rw, err := tpm12.OpenTPM(tpm.ServerSock)
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +333,7 @@ func own12(t *testing.T, state string) {
 	if out, err := exec.Command("swtpm_setup", "--tpm-state", state, "--createek", "--overwrite").CombinedOutput(); err != nil {
 		t.Fatalf("swtpm_setup: %v\n%s", err, out)
 	}
-	tpm := swtpmtest.StartWithState(t, tpmfront.Version12, state)
+	tpm := swtpmtest.StartWithState(t, pcrbank.Version12, state)
 	rw, err := tpm12.OpenTPM(tpm.ServerSock)
 	if err != nil {
 		t.Fatal(err)

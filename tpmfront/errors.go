@@ -3,6 +3,7 @@ package tpmfront
 import (
 	"errors"
 	"fmt"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -11,13 +12,13 @@ import (
 // connection itself is fine; callers can errors.As for it to tell a TPM
 // that said no from one that went away.
 type TPMError struct {
-	Version Version // Version12 or Version20
-	Command string  // e.g. "TPM_ORD_Extend", "TPM2_PCR_Extend"
-	Code    uint32  // the response code exactly as the TPM sent it
+	Version pcrbank.Version // pcrbank.Version12 or pcrbank.Version20
+	Command string          // e.g. "TPM_ORD_Extend", "TPM2_PCR_Extend"
+	Code    uint32          // the response code exactly as the TPM sent it
 }
 
 func (e *TPMError) Error() string {
-	if e.Version == Version12 {
+	if e.Version == pcrbank.Version12 {
 		return fmt.Sprintf("TPM 1.2 error 0x%x (%s) in %s", e.Code, tpm12CodeName(e.Code), e.Command)
 	}
 	// go-tpm's table decodes format-1 codes (which handle/parameter is

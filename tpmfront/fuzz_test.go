@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"io"
 	"os"
 	"path/filepath"
@@ -90,7 +91,7 @@ func FuzzTarget(f *testing.F) {
 		if err != nil || len(banks) == 0 {
 			t.Fatalf("opened Target has banks %v, %v", banks, err)
 		}
-		d := Digests{}
+		d := pcrbank.Digests{}
 		for _, a := range banks {
 			if !a.Valid() {
 				t.Fatalf("opened Target has bank %v it cannot compute", a)
@@ -164,7 +165,7 @@ func pcrCap(sel map[uint16][]byte, order ...uint16) []byte {
 	return b
 }
 
-func openScripted(t *testing.T, responses ...[]byte) (Target, error) {
+func openScripted(t *testing.T, responses ...[]byte) (pcrbank.Target, error) {
 	t.Helper()
 	return OpenReadWriter(&scripted{r: bytes.NewReader(bytes.Join(responses, nil))})
 }
@@ -185,7 +186,7 @@ func TestUnknownBankRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := tg.Banks(); len(b) != 1 || b[0] != SHA256 {
+	if b, _ := tg.Banks(); len(b) != 1 || b[0] != pcrbank.SHA256 {
 		t.Errorf("Banks() = %v, want [sha256]", b)
 	}
 	// No bank at all.

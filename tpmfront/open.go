@@ -3,6 +3,7 @@ package tpmfront
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"io"
 	"net"
 	"os"
@@ -20,7 +21,7 @@ import (
 // TPM 1.2 or 2.0 is detected; a TPM 2.0's banks are read and checked here,
 // so a TPM the stub cannot measure into fully is refused before anything
 // is extended.
-func Open(spec string) (Target, error) {
+func Open(spec string) (pcrbank.Target, error) {
 	switch {
 	case spec == "" || spec == "auto":
 		path, err := autoDevice()
@@ -41,7 +42,7 @@ func Open(spec string) (Target, error) {
 // Dial connects to a TPM on a socket (swtpm's server socket). Every command
 // must complete within timeout (0: no limit), so a TPM that stops
 // answering gives an error instead of a hang.
-func Dial(network, addr string, timeout time.Duration) (Target, error) {
+func Dial(network, addr string, timeout time.Duration) (pcrbank.Target, error) {
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.Dial(network, addr)
 	if err != nil {
@@ -56,7 +57,7 @@ func Dial(network, addr string, timeout time.Duration) (Target, error) {
 
 // OpenDevice opens a TPM character device such as /dev/tpm0 or
 // /dev/tpmrm0. A Unix socket path is dialled instead, as go-tpm does.
-func OpenDevice(path string) (Target, error) {
+func OpenDevice(path string) (pcrbank.Target, error) {
 	if st, err := os.Stat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
 		return Dial("unix", path, DefaultTimeout)
 	}
@@ -74,12 +75,12 @@ func OpenDevice(path string) (Target, error) {
 // OpenReadWriter talks to a TPM over rw, detecting its version. The Target
 // owns rw and closes it. If rw has SetDeadline (a net.Conn), commands time
 // out after DefaultTimeout.
-func OpenReadWriter(rw io.ReadWriteCloser) (Target, error) {
+func OpenReadWriter(rw io.ReadWriteCloser) (pcrbank.Target, error) {
 	return open(rw, DefaultTimeout, 0)
 }
 
 // open wraps rw; known is the version if the OS already told us (0: probe).
-func open(rw io.ReadWriteCloser, timeout time.Duration, known Version) (Target, error) {
+func open(rw io.ReadWriteCloser, timeout time.Duration, known pcrbank.Version) (pcrbank.Target, error) {
 	c := newConn(rw, timeout)
 	v := known
 	if v == 0 {
@@ -90,9 +91,9 @@ func open(rw io.ReadWriteCloser, timeout time.Duration, known Version) (Target, 
 		}
 	}
 	switch v {
-	case Version12:
+	case pcrbank.Version12:
 		return &tpm12{c: c}, nil
-	case Version20:
+	case pcrbank.Version20:
 		t := &tpm20{c: c}
 		if err := t.loadBanks(); err != nil {
 			c.Close()
@@ -116,16 +117,16 @@ var probeCmd = []byte{
 	0, 0, 0, 1, // count
 }
 
-func probe(c *conn) (Version, error) {
+func probe(c *conn) (pcrbank.Version, error) {
 	rsp, err := c.Send(probeCmd)
 	if err != nil {
 		return 0, fmt.Errorf("probe TPM version: %w", err)
 	}
 	switch tag := binary.BigEndian.Uint16(rsp); tag {
 	case tag20NoSessions, tag20Sessions:
-		return Version20, nil
+		return pcrbank.Version20, nil
 	case tag12RspCommand, tag12RspAuth1, tag12RspAuth2:
-		return Version12, nil
+		return pcrbank.Version12, nil
 	default:
 		return 0, fmt.Errorf("probe TPM version: response tag 0x%04x is neither TPM 1.2 nor 2.0", tag)
 	}

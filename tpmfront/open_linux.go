@@ -3,6 +3,7 @@ package tpmfront
 import (
 	"errors"
 	"fmt"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,7 +35,7 @@ func openDeviceFile(path string) (*os.File, error) {
 
 // deviceVersion reads /sys/class/tpm/tpmN/tpm_version_major for /dev/tpmN
 // or /dev/tpmrmN: Version20 or 0, and then the TPM is probed.
-func deviceVersion(path string) Version {
+func deviceVersion(path string) pcrbank.Version {
 	base := filepath.Base(path)
 	n, ok := strings.CutPrefix(base, "tpmrm")
 	if !ok {
@@ -50,7 +51,7 @@ func deviceVersion(path string) Version {
 	// (its ops never set TPM_CHIP_FLAG_TPM2), whatever the backend runs,
 	// so a "1" from it may be a TPM 2.0, which the probe tells apart.
 	if strings.TrimSpace(string(b)) == "2" {
-		return Version20
+		return pcrbank.Version20
 	}
 	return 0
 }

@@ -4,6 +4,7 @@ package tpmfront
 
 import (
 	"errors"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"os"
 )
 
@@ -13,4 +14,4 @@ func autoDevice() (string, error) {
 
 func openDeviceFile(path string) (*os.File, error) { return os.OpenFile(path, os.O_RDWR, 0) }
 
-func deviceVersion(string) Version { return 0 }
+func deviceVersion(string) pcrbank.Version { return 0 }

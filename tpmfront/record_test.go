@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
@@ -56,8 +57,8 @@ func TestRecordedSessions(t *testing.T) {
 			if err := tg.Extend(30, d); err == nil {
 				t.Fatal("Extend(30) succeeded")
 			}
-			tg.ReadPCR(30, tpmfront.SHA1)
-			file := filepath.Join("testdata", "responses", fmt.Sprintf("tpm%d-session.bin", map[tpmfront.Version]int{tpmfront.Version12: 12, tpmfront.Version20: 20}[v]))
+			tg.ReadPCR(30, pcrbank.SHA1)
+			file := filepath.Join("testdata", "responses", fmt.Sprintf("tpm%d-session.bin", map[pcrbank.Version]int{pcrbank.Version12: 12, pcrbank.Version20: 20}[v]))
 			if os.Getenv("VTPMBOOT_UPDATE_TESTDATA") == "1" {
 				if err := os.WriteFile(file, rec.got.Bytes(), 0o644); err != nil {
 					t.Fatal(err)

@@ -19,13 +19,14 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
 // h hashes with the contract oracle's map from bank to hash (straight
 // from the standard library), so expected values do not go through
-// tpmfront.Alg.
-func h(t *testing.T, a tpmfront.Alg, parts ...[]byte) []byte {
+// pcrbank.Alg.
+func h(t *testing.T, a pcrbank.Alg, parts ...[]byte) []byte {
 	return contract.Digest(contract.Hash(a.String()), parts...)
 }
 
@@ -53,7 +54,7 @@ func bootCases(r *rand.Rand) []bootCase {
 }
 
 // expected is the contract oracle's PCRs 4 and 5 for bank a.
-func expected(t *testing.T, a tpmfront.Alg, c bootCase) (pcr4, pcr5 []byte) {
+func expected(t *testing.T, a pcrbank.Alg, c bootCase) (pcr4, pcr5 []byte) {
 	b := contract.Boot{Kernel: c.kernel, Initrds: c.initrds, Cmdline: c.cmdline}
 	hh := contract.Hash(a.String())
 	return b.PCR4(hh, nil), b.PCR5(hh, nil)
@@ -61,7 +62,7 @@ func expected(t *testing.T, a tpmfront.Alg, c bootCase) (pcr4, pcr5 []byte) {
 
 // measureInto runs the real plan on tg and, separately, on a Soft bank with
 // the same banks, and returns the Soft results for comparison.
-func measureInto(t *testing.T, tg tpmfront.Target, c bootCase) *tpmfront.Soft {
+func measureInto(t *testing.T, tg pcrbank.Target, c bootCase) *pcrbank.Soft {
 	t.Helper()
 	banks, err := tg.Banks()
 	if err != nil {
@@ -82,7 +83,7 @@ func measureInto(t *testing.T, tg tpmfront.Target, c bootCase) *tpmfront.Soft {
 	if len(steps) != 3 {
 		t.Fatalf("applied %d steps, want 3", len(steps))
 	}
-	soft, err := tpmfront.NewSoft(banks)
+	soft, err := pcrbank.NewSoft(banks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func measureInto(t *testing.T, tg tpmfront.Target, c bootCase) *tpmfront.Soft {
 	return soft
 }
 
-func checkPCR(t *testing.T, what string, a tpmfront.Alg, pcr int, got, want []byte, soft *tpmfront.Soft) {
+func checkPCR(t *testing.T, what string, a pcrbank.Alg, pcr int, got, want []byte, soft *pcrbank.Soft) {
 	t.Helper()
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s %v PCR %d = %x, want %x", what, a, pcr, got, want)
@@ -121,7 +122,7 @@ func TestMeasureTPM20(t *testing.T) {
 	testenv.NeedCommands(t, "swtpm", "tpm2_pcrread")
 	for _, c := range bootCases(seed(t)) {
 		t.Run(c.name, func(t *testing.T) {
-			in := swtpmtest.StartTCP(t, tpmfront.Version20)
+			in := swtpmtest.StartTCP(t, pcrbank.Version20)
 			tg := in.Open()
 			banks, _ := tg.Banks()
 			soft := measureInto(t, tg, c)
@@ -138,7 +139,7 @@ func TestMeasureTPM20(t *testing.T) {
 }
 
 // pcrread runs tpm2_pcrread for PCRs 4 and 5 of banks and parses its YAML.
-func pcrread(t *testing.T, in *swtpmtest.Instance, banks []tpmfront.Alg) map[tpmfront.Alg]map[int][]byte {
+func pcrread(t *testing.T, in *swtpmtest.Instance, banks []pcrbank.Alg) map[pcrbank.Alg]map[int][]byte {
 	t.Helper()
 	var sel []string
 	for _, a := range banks {
@@ -148,11 +149,11 @@ func pcrread(t *testing.T, in *swtpmtest.Instance, banks []tpmfront.Alg) map[tpm
 	if err != nil {
 		t.Fatalf("tpm2_pcrread: %v\n%s", err, out)
 	}
-	res := map[tpmfront.Alg]map[int][]byte{}
-	var cur tpmfront.Alg
+	res := map[pcrbank.Alg]map[int][]byte{}
+	var cur pcrbank.Alg
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.TrimSpace(line)
-		if a, err := tpmfront.ParseAlg(strings.TrimSuffix(f, ":")); err == nil && strings.HasSuffix(f, ":") {
+		if a, err := pcrbank.ParseAlg(strings.TrimSuffix(f, ":")); err == nil && strings.HasSuffix(f, ":") {
 			cur = a
 			res[a] = map[int][]byte{}
 			continue
@@ -181,9 +182,9 @@ func pcrread(t *testing.T, in *swtpmtest.Instance, banks []tpmfront.Alg) map[tpm
 func TestMeasureTPM12(t *testing.T) {
 	for _, c := range bootCases(seed(t)) {
 		t.Run(c.name, func(t *testing.T) {
-			in := swtpmtest.Start(t, tpmfront.Version12)
+			in := swtpmtest.Start(t, pcrbank.Version12)
 			tg := in.Open()
-			if v := tg.Version(); v != tpmfront.Version12 {
+			if v := tg.Version(); v != pcrbank.Version12 {
 				t.Fatalf("version %v, want TPM 1.2", v)
 			}
 			soft := measureInto(t, tg, c)
@@ -193,13 +194,13 @@ func TestMeasureTPM12(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer rw.Close()
-			w4, w5 := expected(t, tpmfront.SHA1, c)
+			w4, w5 := expected(t, pcrbank.SHA1, c)
 			for pcr, want := range map[int][]byte{4: w4, 5: w5} {
 				got, err := gotpm12.ReadPCR(rw, uint32(pcr))
 				if err != nil {
 					t.Fatal(err)
 				}
-				checkPCR(t, "go-tpm ReadPCR", tpmfront.SHA1, pcr, got, want, soft)
+				checkPCR(t, "go-tpm ReadPCR", pcrbank.SHA1, pcr, got, want, soft)
 			}
 		})
 	}
@@ -208,7 +209,7 @@ func TestMeasureTPM12(t *testing.T) {
 // TestBanksTPM20 checks Banks against tpm2_getcap's view of the allocation.
 func TestBanksTPM20(t *testing.T) {
 	testenv.NeedCommands(t, "swtpm", "tpm2_getcap")
-	in := swtpmtest.StartTCP(t, tpmfront.Version20)
+	in := swtpmtest.StartTCP(t, pcrbank.Version20)
 	out, err := exec.Command("tpm2_getcap", "-T", in.TCTI(), "pcrs").CombinedOutput()
 	if err != nil {
 		t.Fatalf("tpm2_getcap: %v\n%s", err, out)
@@ -231,22 +232,22 @@ func TestBanksTPM20(t *testing.T) {
 	}
 }
 
-func allDigests(t *testing.T, tg tpmfront.Target, b []byte) tpmfront.Digests {
+func allDigests(t *testing.T, tg pcrbank.Target, b []byte) pcrbank.Digests {
 	banks, err := tg.Banks()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := tpmfront.Digests{}
+	d := pcrbank.Digests{}
 	for _, a := range banks {
 		d[a] = h(t, a, b)
 	}
 	return d
 }
 
-var versions = []tpmfront.Version{tpmfront.Version12, tpmfront.Version20}
+var versions = []pcrbank.Version{pcrbank.Version12, pcrbank.Version20}
 
-var extendName = map[tpmfront.Version]string{
-	tpmfront.Version12: "TPM_ORD_Extend", tpmfront.Version20: "TPM2_PCR_Extend",
+var extendName = map[pcrbank.Version]string{
+	pcrbank.Version12: "TPM_ORD_Extend", pcrbank.Version20: "TPM2_PCR_Extend",
 }
 
 func TestKilledBeforeExtend(t *testing.T) {
@@ -272,12 +273,12 @@ func TestKilledBeforeExtend(t *testing.T) {
 // killAfter is a Target that kills its swtpm after n extends, so the plan
 // meets a TPM that dies between two measurements.
 type killAfter struct {
-	tpmfront.Target
+	pcrbank.Target
 	in *swtpmtest.Instance
 	n  int
 }
 
-func (k *killAfter) Extend(pcr int, d tpmfront.Digests) error {
+func (k *killAfter) Extend(pcr int, d pcrbank.Digests) error {
 	err := k.Target.Extend(pcr, d)
 	if k.n--; k.n == 0 {
 		k.in.Kill()
@@ -339,22 +340,22 @@ func TestBankMismatch(t *testing.T) {
 			tg := in.Open()
 			good := allDigests(t, tg, []byte("x"))
 			short := good.Clone()
-			short[tpmfront.SHA1] = short[tpmfront.SHA1][:19]
+			short[pcrbank.SHA1] = short[pcrbank.SHA1][:19]
 			extra := good.Clone()
-			extra[tpmfront.SHA256] = make([]byte, 32)
-			extra[tpmfront.SHA512] = make([]byte, 64)
-			extra[tpmfront.SHA384] = make([]byte, 48)
-			extra[tpmfront.SHA1] = make([]byte, 20)
-			if v == tpmfront.Version20 {
-				delete(extra, tpmfront.SHA512) // still "wrong": one bank missing
+			extra[pcrbank.SHA256] = make([]byte, 32)
+			extra[pcrbank.SHA512] = make([]byte, 64)
+			extra[pcrbank.SHA384] = make([]byte, 48)
+			extra[pcrbank.SHA1] = make([]byte, 20)
+			if v == pcrbank.Version20 {
+				delete(extra, pcrbank.SHA512) // still "wrong": one bank missing
 			}
-			for name, d := range map[string]tpmfront.Digests{"short": short, "wrong-banks": extra, "none": {}} {
-				if err := tg.Extend(4, d); !errors.Is(err, tpmfront.ErrBankMismatch) {
+			for name, d := range map[string]pcrbank.Digests{"short": short, "wrong-banks": extra, "none": {}} {
+				if err := tg.Extend(4, d); !errors.Is(err, pcrbank.ErrBankMismatch) {
 					t.Errorf("%s: Extend = %v, want ErrBankMismatch", name, err)
 				}
 			}
 			// Nothing reached the TPM.
-			got, err := tg.ReadPCR(4, tpmfront.SHA1)
+			got, err := tg.ReadPCR(4, pcrbank.SHA1)
 			if err != nil || !bytes.Equal(got, make([]byte, 20)) {
 				t.Errorf("PCR 4 after refused extends = %x, %v; want zeros", got, err)
 			}
@@ -363,13 +364,13 @@ func TestBankMismatch(t *testing.T) {
 }
 
 func TestBadPCRIndex(t *testing.T) {
-	wantCode := map[tpmfront.Version]uint32{
-		tpmfront.Version12: 0x2,   // TPM_BADINDEX
-		tpmfront.Version20: 0x184, // TPM_RC_VALUE, handle 1
+	wantCode := map[pcrbank.Version]uint32{
+		pcrbank.Version12: 0x2,   // TPM_BADINDEX
+		pcrbank.Version20: 0x184, // TPM_RC_VALUE, handle 1
 	}
-	wantText := map[tpmfront.Version]string{
-		tpmfront.Version12: "TPM 1.2 error 0x2 (TPM_BADINDEX) in TPM_ORD_Extend",
-		tpmfront.Version20: "TPM 2.0 error 0x00000184 (TPM_RC_VALUE",
+	wantText := map[pcrbank.Version]string{
+		pcrbank.Version12: "TPM 1.2 error 0x2 (TPM_BADINDEX) in TPM_ORD_Extend",
+		pcrbank.Version20: "TPM 2.0 error 0x00000184 (TPM_RC_VALUE",
 	}
 	for _, v := range versions {
 		t.Run(v.String(), func(t *testing.T) {
@@ -384,7 +385,7 @@ func TestBadPCRIndex(t *testing.T) {
 			if !strings.Contains(err.Error(), wantText[v]) {
 				t.Errorf("error %q does not contain %q", err, wantText[v])
 			}
-			if _, err := tg.ReadPCR(30, tpmfront.SHA1); err == nil {
+			if _, err := tg.ReadPCR(30, pcrbank.SHA1); err == nil {
 				t.Error("ReadPCR(30) succeeded")
 			}
 			for _, pcr := range []int{-1, 256, 1 << 40} {
@@ -412,7 +413,7 @@ func TestClosed(t *testing.T) {
 			if err := tg.Extend(4, d); !errors.Is(err, tpmfront.ErrClosed) {
 				t.Errorf("Extend after Close = %v, want ErrClosed", err)
 			}
-			if _, err := tg.ReadPCR(4, tpmfront.SHA1); !errors.Is(err, tpmfront.ErrClosed) {
+			if _, err := tg.ReadPCR(4, pcrbank.SHA1); !errors.Is(err, tpmfront.ErrClosed) {
 				t.Errorf("ReadPCR after Close = %v, want ErrClosed", err)
 			}
 			if err := tg.Close(); err != nil {
@@ -467,22 +468,22 @@ func TestPartialReads(t *testing.T) {
 }
 
 func TestOpenSpecs(t *testing.T) {
-	in := swtpmtest.StartTCP(t, tpmfront.Version12)
+	in := swtpmtest.StartTCP(t, pcrbank.Version12)
 	tg, err := tpmfront.Open(in.Spec())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tg.Version() != tpmfront.Version12 {
+	if tg.Version() != pcrbank.Version12 {
 		t.Errorf("TCP swtpm 1.2 opened as %v", tg.Version())
 	}
 	tg.Close()
-	in2 := swtpmtest.Start(t, tpmfront.Version20)
+	in2 := swtpmtest.Start(t, pcrbank.Version20)
 	// A socket path given as a device is dialled.
 	tg, err = tpmfront.OpenDevice(in2.ServerSock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tg.Version() != tpmfront.Version20 {
+	if tg.Version() != pcrbank.Version20 {
 		t.Errorf("unix swtpm 2.0 opened as %v", tg.Version())
 	}
 	tg.Close()
@@ -500,7 +501,7 @@ func TestOpenSpecs(t *testing.T) {
 // and measures: only sha256 is extended, and tpm2_pcrread agrees.
 func TestBanksFollowAllocation(t *testing.T) {
 	testenv.NeedCommands(t, "swtpm", "tpm2_pcrallocate", "tpm2_pcrread")
-	in := swtpmtest.StartTCP(t, tpmfront.Version20)
+	in := swtpmtest.StartTCP(t, pcrbank.Version20)
 	out, err := exec.Command("tpm2_pcrallocate", "-T", in.TCTI(), "sha1:none+sha256:all+sha384:none+sha512:none").CombinedOutput()
 	if err != nil {
 		t.Fatalf("tpm2_pcrallocate: %v\n%s", err, out)
@@ -511,16 +512,16 @@ func TestBanksFollowAllocation(t *testing.T) {
 	if err != nil || fmt.Sprint(banks) != "[sha256]" {
 		t.Fatalf("Banks() after allocating only sha256 = %v, %v", banks, err)
 	}
-	if _, err := tg.ReadPCR(4, tpmfront.SHA1); err == nil {
+	if _, err := tg.ReadPCR(4, pcrbank.SHA1); err == nil {
 		t.Error("ReadPCR of the deallocated sha1 bank succeeded")
 	}
 	c := bootCases(seed(t))[1]
 	soft := measureInto(t, tg, c)
 	tg.Close()
 	got := pcrread(t, in, banks)
-	w4, w5 := expected(t, tpmfront.SHA256, c)
-	checkPCR(t, "tpm2_pcrread", tpmfront.SHA256, 4, got[tpmfront.SHA256][4], w4, soft)
-	checkPCR(t, "tpm2_pcrread", tpmfront.SHA256, 5, got[tpmfront.SHA256][5], w5, soft)
+	w4, w5 := expected(t, pcrbank.SHA256, c)
+	checkPCR(t, "tpm2_pcrread", pcrbank.SHA256, 4, got[pcrbank.SHA256][4], w4, soft)
+	checkPCR(t, "tpm2_pcrread", pcrbank.SHA256, 5, got[pcrbank.SHA256][5], w5, soft)
 }
 
 // BenchmarkExtend measures one Extend of every active bank plus a read of
@@ -531,7 +532,7 @@ func BenchmarkExtend(b *testing.B) {
 			in := swtpmtest.Start(b, v)
 			tg := in.Open()
 			banks, _ := tg.Banks()
-			d := tpmfront.Digests{}
+			d := pcrbank.Digests{}
 			for _, a := range banks {
 				d[a] = make([]byte, a.Size())
 			}

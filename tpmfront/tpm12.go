@@ -3,6 +3,7 @@ package tpmfront
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // tpm12 is a TPM 1.2: one SHA-1 bank, raw TPM_ORD_Extend and
@@ -11,9 +12,9 @@ type tpm12 struct {
 	c *conn
 }
 
-func (t *tpm12) Version() Version      { return Version12 }
-func (t *tpm12) Banks() ([]Alg, error) { return []Alg{SHA1}, nil }
-func (t *tpm12) Close() error          { return t.c.Close() }
+func (t *tpm12) Version() pcrbank.Version      { return pcrbank.Version12 }
+func (t *tpm12) Banks() ([]pcrbank.Alg, error) { return []pcrbank.Alg{pcrbank.SHA1}, nil }
+func (t *tpm12) Close() error                  { return t.c.Close() }
 
 // checkTPMPCR rejects what cannot be a PCR index at all; whether the TPM
 // has that PCR is the TPM's call, and its refusal comes back with a code.
@@ -24,18 +25,18 @@ func checkTPMPCR(pcr int) error {
 	return nil
 }
 
-func (t *tpm12) Extend(pcr int, d Digests) error {
+func (t *tpm12) Extend(pcr int, d pcrbank.Digests) error {
 	_, err := t.ExtendResult(pcr, d)
 	return err
 }
 
 // ExtendResult extends and returns the new value TPM_ORD_Extend answered
 // with (outDigest), which measure.Apply checks.
-func (t *tpm12) ExtendResult(pcr int, d Digests) (Digests, error) {
+func (t *tpm12) ExtendResult(pcr int, d pcrbank.Digests) (pcrbank.Digests, error) {
 	if err := checkTPMPCR(pcr); err != nil {
 		return nil, fmt.Errorf("extend: %w", err)
 	}
-	if err := CheckDigests([]Alg{SHA1}, d); err != nil {
+	if err := pcrbank.CheckDigests([]pcrbank.Alg{pcrbank.SHA1}, d); err != nil {
 		return nil, fmt.Errorf("extend PCR %d: %w", pcr, err)
 	}
 	cmd := make([]byte, 34)
@@ -43,19 +44,19 @@ func (t *tpm12) ExtendResult(pcr int, d Digests) (Digests, error) {
 	binary.BigEndian.PutUint32(cmd[2:], 34)
 	binary.BigEndian.PutUint32(cmd[6:], ord12Extend)
 	binary.BigEndian.PutUint32(cmd[10:], uint32(pcr))
-	copy(cmd[14:], d[SHA1])
+	copy(cmd[14:], d[pcrbank.SHA1])
 	out, err := t.run("TPM_ORD_Extend", cmd, 20)
 	if err != nil {
 		return nil, fmt.Errorf("extend PCR %d: %w", pcr, err)
 	}
-	return Digests{SHA1: out}, nil
+	return pcrbank.Digests{pcrbank.SHA1: out}, nil
 }
 
-func (t *tpm12) ReadPCR(pcr int, a Alg) ([]byte, error) {
+func (t *tpm12) ReadPCR(pcr int, a pcrbank.Alg) ([]byte, error) {
 	if err := checkTPMPCR(pcr); err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
-	if a != SHA1 {
+	if a != pcrbank.SHA1 {
 		return nil, fmt.Errorf("read PCR %d: bank %v is not active (a TPM 1.2 has only sha1)", pcr, a)
 	}
 	cmd := make([]byte, 14)
@@ -82,7 +83,7 @@ func (t *tpm12) run(name string, cmd []byte, want int) ([]byte, error) {
 		return nil, fmt.Errorf("%s: response has tag 0x%04x, want 0x%04x (is this a TPM 1.2?)", name, tag, tag12RspCommand)
 	}
 	if rc := binary.BigEndian.Uint32(rsp[6:]); rc != 0 {
-		return nil, &TPMError{Version: Version12, Command: name, Code: rc}
+		return nil, &TPMError{Version: pcrbank.Version12, Command: name, Code: rc}
 	}
 	if len(rsp) != headerSize+want {
 		return nil, fmt.Errorf("%s: response is %d bytes, want %d", name, len(rsp), headerSize+want)

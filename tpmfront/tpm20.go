@@ -3,6 +3,7 @@ package tpmfront
 import (
 	"errors"
 	"fmt"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"strings"
 
 	"github.com/google/go-tpm/tpm2"
@@ -12,12 +13,12 @@ import (
 // changes across a TPM reset, which also ends this boot.
 type tpm20 struct {
 	c     *conn
-	banks []Alg
+	banks []pcrbank.Alg
 }
 
-func (t *tpm20) Version() Version      { return Version20 }
-func (t *tpm20) Banks() ([]Alg, error) { return append([]Alg(nil), t.banks...), nil }
-func (t *tpm20) Close() error          { return t.c.Close() }
+func (t *tpm20) Version() pcrbank.Version      { return pcrbank.Version20 }
+func (t *tpm20) Banks() ([]pcrbank.Alg, error) { return append([]pcrbank.Alg(nil), t.banks...), nil }
+func (t *tpm20) Close() error                  { return t.c.Close() }
 
 // algName names banks tpmfront cannot compute as well, so the refusal at
 // open time says which bank a TPM has.
@@ -32,7 +33,7 @@ func algName(a tpm2.TPMAlgID) string {
 	case tpm2.TPMAlgSHA3512:
 		return "sha3_512"
 	}
-	return Alg(a).String()
+	return pcrbank.Alg(a).String()
 }
 
 // loadBanks asks for the PCR allocation. A bank with any PCR selected is
@@ -53,13 +54,13 @@ func (t *tpm20) loadBanks() error {
 	if err != nil {
 		return fmt.Errorf("list PCR banks: %s: %w", name, err)
 	}
-	seen := map[Alg]bool{}
+	seen := map[pcrbank.Alg]bool{}
 	var unknown []string
 	for _, s := range sel.PCRSelections {
 		if !anySet(s.PCRSelect) {
 			continue
 		}
-		a := Alg(s.Hash)
+		a := pcrbank.Alg(s.Hash)
 		if !a.Valid() {
 			unknown = append(unknown, algName(tpm2.TPMAlgID(s.Hash)))
 			continue
@@ -77,7 +78,7 @@ func (t *tpm20) loadBanks() error {
 	if len(t.banks) == 0 {
 		return errors.New("TPM 2.0 has no PCR bank allocated")
 	}
-	SortAlgs(t.banks)
+	pcrbank.SortAlgs(t.banks)
 	return nil
 }
 
@@ -92,11 +93,11 @@ func anySet(b []byte) bool {
 
 // Extend sends one TPM2_PCR_Extend with a digest for every active bank, so
 // no bank is ever left behind by a failure between two commands.
-func (t *tpm20) Extend(pcr int, d Digests) error {
+func (t *tpm20) Extend(pcr int, d pcrbank.Digests) error {
 	if err := checkTPMPCR(pcr); err != nil {
 		return fmt.Errorf("extend: %w", err)
 	}
-	if err := CheckDigests(t.banks, d); err != nil {
+	if err := pcrbank.CheckDigests(t.banks, d); err != nil {
 		return fmt.Errorf("extend PCR %d: %w", pcr, err)
 	}
 	vals := make([]tpm2.TPMTHA, 0, len(t.banks))
@@ -116,7 +117,7 @@ func (t *tpm20) Extend(pcr int, d Digests) error {
 	return nil
 }
 
-func (t *tpm20) ReadPCR(pcr int, a Alg) ([]byte, error) {
+func (t *tpm20) ReadPCR(pcr int, a pcrbank.Alg) ([]byte, error) {
 	if err := checkTPMPCR(pcr); err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
@@ -141,7 +142,7 @@ func (t *tpm20) ReadPCR(pcr int, a Alg) ([]byte, error) {
 	}
 	// PCR_Read silently drops PCRs it does not have instead of failing.
 	out := rsp.PCRSelectionOut.PCRSelections
-	if len(out) != 1 || Alg(out[0].Hash) != a || len(rsp.PCRValues.Digests) != 1 ||
+	if len(out) != 1 || pcrbank.Alg(out[0].Hash) != a || len(rsp.PCRValues.Digests) != 1 ||
 		len(out[0].PCRSelect) <= pcr/8 || out[0].PCRSelect[pcr/8]&(1<<(pcr%8)) == 0 {
 		return nil, fmt.Errorf("read PCR %d (%v): TPM2_PCR_Read returned no value (no such PCR?)", pcr, a)
 	}
@@ -165,7 +166,7 @@ func (t *tpm20) run(name string, f func() error) (err error) {
 	err = f()
 	var rc tpm2.TPMRC
 	if errors.As(err, &rc) {
-		return &TPMError{Version: Version20, Command: name, Code: uint32(rc)}
+		return &TPMError{Version: pcrbank.Version20, Command: name, Code: uint32(rc)}
 	}
 	if err != nil && !strings.HasPrefix(err.Error(), name) {
 		// Transport errors already name the command (conn.Send); go-tpm's

@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 func main() {
 	start := time.Now()
 	for _, p := range os.Args[1:] {
-		if _, err := (measure.StreamHasher{}).Hash(tpmfront.DefaultAlgs, []measure.Source{measure.FileSource(p)}); err != nil {
+		if _, err := (measure.StreamHasher{}).Hash(pcrbank.DefaultAlgs, []measure.Source{measure.FileSource(p)}); err != nil {
 			fmt.Fprintln(os.Stderr, "hashonce:", err)
 			os.Exit(1)
 		}

@@ -29,7 +29,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // ErrNoArea is wrapped when the platform declares no log area: no TPM ACPI
@@ -129,8 +129,8 @@ func printable(s string) string { return fmt.Sprintf("%q", s) }
 
 // TableFor names the table Linux reads the log from for a TPM of version
 // v: TPM2 for a TPM 2.0 chip, TCPA otherwise (tpm_read_log_acpi).
-func TableFor(v tpmfront.Version) string {
-	if v == tpmfront.Version20 {
+func TableFor(v pcrbank.Version) string {
+	if v == pcrbank.Version20 {
 		return "TPM2"
 	}
 	return "TCPA"
@@ -175,9 +175,9 @@ func Append(area []byte, f eventlog.Format, ms []measure.Measurement) (Result, e
 	if _, err := eventlog.Parse(area[:end]); err != nil {
 		return r, fmt.Errorf("the firmware's log: %w", err)
 	}
-	var algs []tpmfront.Alg
+	var algs []pcrbank.Alg
 	if f == eventlog.SHA1Log {
-		algs = []tpmfront.Alg{tpmfront.SHA1}
+		algs = []pcrbank.Alg{pcrbank.SHA1}
 	} else {
 		algs, err = sameBanks(hdrAlgs, ms)
 		if err != nil {
@@ -211,14 +211,14 @@ func Append(area []byte, f eventlog.Format, ms []measure.Measurement) (Result, e
 // header lacks cannot be written (Linux stops reading at an unknown
 // algorithm), and a header bank without a digest would leave the event
 // unreplayable in that bank.
-func sameBanks(hdr []uint16, ms []measure.Measurement) ([]tpmfront.Alg, error) {
+func sameBanks(hdr []uint16, ms []measure.Measurement) ([]pcrbank.Alg, error) {
 	if len(ms) == 0 {
 		return nil, fmt.Errorf("no measurements to append")
 	}
 	have := ms[0].Digests.Algs()
-	var out []tpmfront.Alg
+	var out []pcrbank.Alg
 	for _, id := range hdr {
-		a := tpmfront.Alg(id)
+		a := pcrbank.Alg(id)
 		if !a.Valid() || ms[0].Digests[a] == nil {
 			return nil, fmt.Errorf("the firmware log's Spec ID header lists algorithm 0x%04x, which the stub did not measure (measured %v)", id, have)
 		}

@@ -20,7 +20,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // The testdata are what targetinit read in a QEMU 7.2 + SeaBIOS + swtpm
@@ -51,10 +51,10 @@ var cases = []struct {
 	name   string
 	table  string
 	format eventlog.Format
-	v      tpmfront.Version
+	v      pcrbank.Version
 }{
-	{"seabios-tpm12", "TCPA", eventlog.SHA1Log, tpmfront.Version12},
-	{"seabios-tpm20", "TPM2", eventlog.CryptoAgile, tpmfront.Version20},
+	{"seabios-tpm12", "TCPA", eventlog.SHA1Log, pcrbank.Version12},
+	{"seabios-tpm20", "TPM2", eventlog.CryptoAgile, pcrbank.Version20},
 }
 
 func TestParseRealTables(t *testing.T) {
@@ -117,12 +117,12 @@ func TestParseTableErrors(t *testing.T) {
 	}
 }
 
-var stdHash = map[tpmfront.Alg]func() hash.Hash{
-	tpmfront.SHA1: sha1.New, tpmfront.SHA256: sha256.New, tpmfront.SHA384: sha512.New384, tpmfront.SHA512: sha512.New,
+var stdHash = map[pcrbank.Alg]func() hash.Hash{
+	pcrbank.SHA1: sha1.New, pcrbank.SHA256: sha256.New, pcrbank.SHA384: sha512.New384, pcrbank.SHA512: sha512.New,
 }
 
 // plan is the stub's measurement plan for a small boot.
-func plan(t testing.TB, banks []tpmfront.Alg) []measure.Measurement {
+func plan(t testing.TB, banks []pcrbank.Alg) []measure.Measurement {
 	ms, err := measure.Plan(banks, measure.Inputs{
 		Kernel:  measure.BytesSource("/boot/vmlinuz-6.1.0-57-amd64", []byte("kernel bytes")),
 		Initrds: []measure.Source{measure.BytesSource("/boot/initrd.img-6.1.0-57-amd64", []byte("initrd bytes"))},
@@ -135,19 +135,19 @@ func plan(t testing.TB, banks []tpmfront.Alg) []measure.Measurement {
 }
 
 // banksOf are the banks the captured firmware log's header lists.
-func banksOf(t testing.TB, mem []byte, f eventlog.Format) []tpmfront.Alg {
+func banksOf(t testing.TB, mem []byte, f eventlog.Format) []pcrbank.Alg {
 	_, _, ids, err := Walk(mem, f)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f == eventlog.SHA1Log {
-		return []tpmfront.Alg{tpmfront.SHA1}
+		return []pcrbank.Alg{pcrbank.SHA1}
 	}
-	var out []tpmfront.Alg
+	var out []pcrbank.Alg
 	for _, id := range ids {
-		out = append(out, tpmfront.Alg(id))
+		out = append(out, pcrbank.Alg(id))
 	}
-	tpmfront.SortAlgs(out)
+	pcrbank.SortAlgs(out)
 	return out
 }
 
@@ -188,7 +188,7 @@ func TestAppendRealArea(t *testing.T) {
 				t.Fatalf("go-eventlog: %v", err)
 			}
 			for _, ha := range el.Algs {
-				a := map[register.HashAlg]tpmfront.Alg{register.HashSHA1: tpmfront.SHA1, register.HashSHA256: tpmfront.SHA256, register.HashSHA384: tpmfront.SHA384}[ha]
+				a := map[register.HashAlg]pcrbank.Alg{register.HashSHA1: pcrbank.SHA1, register.HashSHA256: pcrbank.SHA256, register.HashSHA384: pcrbank.SHA384}[ha]
 				if a == 0 {
 					continue
 				}
@@ -303,7 +303,7 @@ func TestAppendFailsSafe(t *testing.T) {
 		}
 		garbage := bytes.Clone(mem)
 		garbage[end+100] = 1
-		otherBanks := plan(t, []tpmfront.Alg{tpmfront.SHA256})
+		otherBanks := plan(t, []pcrbank.Alg{pcrbank.SHA256})
 		for _, x := range []struct {
 			name string
 			mem  []byte
@@ -342,13 +342,13 @@ func TestAppendFailsSafe(t *testing.T) {
 // refused, never appended in the wrong layout.
 func TestAppendWrongFormat(t *testing.T) {
 	_, _, mem20 := capture(t, "seabios-tpm20")
-	if _, err := Append(bytes.Clone(mem20), eventlog.SHA1Log, plan(t, []tpmfront.Alg{tpmfront.SHA1})); err == nil {
+	if _, err := Append(bytes.Clone(mem20), eventlog.SHA1Log, plan(t, []pcrbank.Alg{pcrbank.SHA1})); err == nil {
 		// The Spec ID header parses as a SHA-1 event, but what follows
 		// is TCG_PCR_EVENT2 and does not walk as SHA-1 events.
 		t.Error("a crypto-agile log accepted as a SHA-1 log")
 	}
 	_, _, mem12 := capture(t, "seabios-tpm12")
-	if _, err := Append(bytes.Clone(mem12), eventlog.CryptoAgile, plan(t, tpmfront.DefaultAlgs)); err == nil || !strings.Contains(err.Error(), "Spec ID") {
+	if _, err := Append(bytes.Clone(mem12), eventlog.CryptoAgile, plan(t, pcrbank.DefaultAlgs)); err == nil || !strings.Contains(err.Error(), "Spec ID") {
 		t.Errorf("a SHA-1 log accepted as crypto-agile: %v", err)
 	}
 }
@@ -359,8 +359,8 @@ func FuzzAppend(f *testing.F) {
 		end, _, _, _ := Walk(mem, c.format)
 		f.Add(mem[:min(len(mem), end+600)], c.format == eventlog.CryptoAgile)
 	}
-	ms12 := plan(f, []tpmfront.Alg{tpmfront.SHA1})
-	ms20 := plan(f, tpmfront.AllAlgs)
+	ms12 := plan(f, []pcrbank.Alg{pcrbank.SHA1})
+	ms20 := plan(f, pcrbank.AllAlgs)
 	f.Fuzz(func(t *testing.T, mem []byte, agile bool) {
 		format, ms := eventlog.SHA1Log, ms12
 		if agile {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Where Linux exposes what this package needs.
@@ -29,7 +29,7 @@ const (
 // and the kernel marks E820 "reserved" ranges not busy (do_mark_busy).
 // Under kernel lockdown (UEFI Secure Boot) /dev/mem is refused and this
 // fails, leaving the console log as the only copy.
-func AppendSystem(v tpmfront.Version, ms []measure.Measurement) (Area, Result, error) {
+func AppendSystem(v pcrbank.Version, ms []measure.Measurement) (Area, Result, error) {
 	name := TableFor(v)
 	path := filepath.Join(TablesDir, name)
 	b, err := os.ReadFile(path)
@@ -78,7 +78,7 @@ func mapArea(a Area) ([]byte, func(), error) {
 
 // ReadSystem returns this machine's ACPI table for a TPM of version v and
 // a copy of the log area it declares (for tests and diagnostics).
-func ReadSystem(v tpmfront.Version) (table []byte, a Area, area []byte, err error) {
+func ReadSystem(v pcrbank.Version) (table []byte, a Area, area []byte, err error) {
 	path := filepath.Join(TablesDir, TableFor(v))
 	if table, err = os.ReadFile(path); err != nil {
 		return nil, Area{}, nil, err

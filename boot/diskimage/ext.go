@@ -43,6 +43,7 @@ const (
 
 type extFS struct {
 	r            io.ReaderAt
+	w            work
 	where        string
 	bs           int64
 	blocks       uint64
@@ -64,7 +65,7 @@ type extFS struct {
 
 // openExt validates the superblock and returns the filesystem and its type
 // name ("ext2", "ext3" or "ext4").
-func openExt(r io.ReaderAt, size int64, where string) (fs.FS, string, error) {
+func openExt(r io.ReaderAt, size int64, where string, w work) (fs.FS, string, error) {
 	sb := make([]byte, 1024)
 	if err := readFull(r, sb, 1024); err != nil {
 		return nil, "ext4", fmt.Errorf("%s: ext superblock: %w", where, err)
@@ -88,7 +89,7 @@ func openExt(r io.ReaderAt, size int64, where string) (fs.FS, string, error) {
 	if logbs > 6 {
 		return bad("block size 2^(10+%d)", logbs)
 	}
-	e := &extFS{r: r, where: where, bs: 1024 << logbs, size: size, incompat: incompat, cache: map[uint64][]byte{}}
+	e := &extFS{r: r, w: w, where: where, bs: 1024 << logbs, size: size, incompat: incompat, cache: map[uint64][]byte{}}
 	e.blocks = uint64(le.Uint32(sb[0x4:]))
 	if incompat&extIncompat64bit != 0 {
 		e.blocks |= uint64(le.Uint32(sb[0x150:])) << 32
@@ -262,7 +263,7 @@ func (e *extFS) metaBlock(blk uint64) ([]byte, error) {
 	b, ok := e.cache[blk]
 	e.cacheMu.Unlock()
 	if ok {
-		return b, nil
+		return b, e.w.b.hit()
 	}
 	b = make([]byte, e.bs)
 	if err := readFull(e.r, b, int64(blk)*e.bs); err != nil {
@@ -411,9 +412,10 @@ func (n *extInode) indirectMap(lb uint64) (mapping, error) {
 	return mapping{phys: phys, count: cnt}, nil
 }
 
-// reader streams a block-mapped inode's bytes.
-func (n *extInode) reader() blockFile {
-	return blockFile{r: n.e.r, size: n.isize, blog: uint(bits.TrailingZeros64(uint64(n.e.bs))), ino: n.ino, bmap: n.bmap}
+// reader streams a block-mapped inode's bytes from r: the metered
+// metadata reader for directories and symlinks, the data reader for files.
+func (n *extInode) reader(r io.ReaderAt) blockFile {
+	return blockFile{r: r, size: n.isize, blog: uint(bits.TrailingZeros64(uint64(n.e.bs))), ino: n.ino, bmap: n.bmap}
 }
 
 // inlineData returns i_block plus the system.data xattr of an inline-data inode.
@@ -464,7 +466,7 @@ func (e *extFS) content(v vnode) (io.ReaderAt, error) {
 		}
 		return bytes.NewReader(data[:n.isize]), nil
 	}
-	return n.reader(), nil
+	return n.reader(e.w.data), nil
 }
 
 func (e *extFS) readlink(v vnode) (string, error) {
@@ -508,7 +510,7 @@ func (e *extFS) scanDir(v vnode, fn func(vdirent) bool) error {
 		}
 		return err
 	}
-	br := n.reader()
+	br := n.reader(e.r)
 	buf := make([]byte, e.bs)
 	nblocks := uint64((n.isize + e.bs - 1) / e.bs)
 	for lb := uint64(0); lb < nblocks; {

@@ -33,6 +33,7 @@ type fatFS struct {
 	mu          sync.Mutex
 	winOff      int64 // cached FAT window
 	win         []byte
+	w           work
 }
 
 // looksFAT recognises a FAT boot sector by a BPB that makes sense; the
@@ -57,7 +58,7 @@ func looksFAT(b []byte) bool {
 		res != 0 && nf >= 1 && nf <= 4 && (media >= 0xF8 || media == 0xF0) && tot != 0 && fsz != 0
 }
 
-func openFAT(r io.ReaderAt, size int64, where string) (fs.FS, error) {
+func openFAT(r io.ReaderAt, size int64, where string, w work) (fs.FS, error) {
 	b := make([]byte, 512)
 	if err := readFull(r, b, 0); err != nil {
 		return nil, fmt.Errorf("%s: FAT boot sector: %w", where, err)
@@ -69,7 +70,7 @@ func openFAT(r io.ReaderAt, size int64, where string) (fs.FS, error) {
 		return bad("invalid BIOS parameter block")
 	}
 	le := binary.LittleEndian
-	f := &fatFS{r: r, where: where, winOff: -1}
+	f := &fatFS{r: r, w: w, where: where, winOff: -1}
 	f.bps = int64(le.Uint16(b[11:]))
 	f.cs = f.bps * int64(b[13])
 	res, nf := int64(le.Uint16(b[14:])), int64(b[16])
@@ -152,6 +153,10 @@ func (f *fatFS) next(c uint32) (uint32, error) {
 			return 0, fmt.Errorf("FAT: %w", err)
 		}
 		f.win, f.winOff = w, start
+	} else if err := f.w.b.charge(false, 4); err != nil {
+		// A chain walk within the cached window reads nothing; charge
+		// the entry it would have read so a long walk is still bounded.
+		return 0, err
 	}
 	w := f.win[off-f.winOff:]
 	switch f.bits {
@@ -261,13 +266,14 @@ func (f *fatFS) readlink(vnode) (string, error) { return "", errors.New("FAT has
 // runReader reads bytes laid out over cluster runs.
 type runReader struct {
 	f    *fatFS
+	r    io.ReaderAt // the metered metadata or file data reader
 	runs []run
 	ends []int64 // cumulative byte end of each run
 	size int64
 }
 
-func (f *fatFS) newRunReader(runs []run, size int64) *runReader {
-	rr := &runReader{f: f, runs: runs, size: size}
+func (f *fatFS) newRunReader(r io.ReaderAt, runs []run, size int64) *runReader {
+	rr := &runReader{f: f, r: r, runs: runs, size: size}
 	var end int64
 	for _, r := range runs {
 		end += int64(r.count) * f.cs
@@ -291,7 +297,7 @@ func (rr *runReader) ReadAt(p []byte, off int64) (int, error) {
 		runStart := rr.ends[i] - int64(rr.runs[i].count)*rr.f.cs
 		n := min(int64(want-done), rr.ends[i]-pos)
 		disk := rr.f.dataOff + int64(rr.runs[i].first-2)*rr.f.cs + (pos - runStart)
-		if err := readFull(rr.f.r, p[done:done+int(n)], disk); err != nil {
+		if err := readFull(rr.r, p[done:done+int(n)], disk); err != nil {
 			return done, fmt.Errorf("cluster data: %w", err)
 		}
 		done += int(n)
@@ -316,7 +322,7 @@ func (f *fatFS) content(v vnode) (io.ReaderAt, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f.newRunReader(runs, n.sz), nil
+	return f.newRunReader(f.w.data, runs, n.sz), nil
 }
 
 func (f *fatFS) dirData(n *fatNode) ([]byte, error) {
@@ -331,7 +337,7 @@ func (f *fatFS) dirData(n *fatNode) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("directory: %w", err)
 	}
-	rr := f.newRunReader(runs, 0)
+	rr := f.newRunReader(f.r, runs, 0)
 	rr.size = rr.ends[len(rr.ends)-1]
 	b := make([]byte, rr.size)
 	if _, err := rr.ReadAt(b, 0); err != nil {

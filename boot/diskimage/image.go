@@ -22,12 +22,14 @@ import (
 
 // Image is an opened disk image.
 type Image struct {
-	r      io.ReaderAt
-	size   int64
-	name   string
-	closer io.Closer
-	parts  []Partition
-	table  string
+	// r reads the disk as metadata, data as file data, both charged to b.
+	r, data io.ReaderAt
+	b       *budget
+	size    int64
+	name    string
+	closer  io.Closer
+	parts   []Partition
+	table   string
 }
 
 // Partition is one partition of an image (or the whole image when it holds
@@ -106,7 +108,8 @@ func New(r io.ReaderAt, size int64, name string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	img := &Image{r: r, size: size, name: name}
+	b := newBudget(name)
+	img := &Image{r: meter{r: r, b: b}, data: meter{r: r, b: b, data: true}, b: b, size: size, name: name}
 	parts, err := img.scan()
 	if err != nil {
 		return nil, fmt.Errorf("disk image %s: %w", name, err)
@@ -149,6 +152,7 @@ func readFull(r io.ReaderAt, p []byte, off int64) error {
 func (img *Image) probe(p *Partition) {
 	where := img.name + " " + p.Name
 	sec := io.NewSectionReader(img.r, p.Start, p.Size)
+	w := work{b: img.b, data: io.NewSectionReader(img.data, p.Start, p.Size)}
 	kind, detail := detect(sec, p.Size)
 	p.Label, p.UUID = identify(sec, kind)
 	switch kind {
@@ -158,7 +162,7 @@ func (img *Image) probe(p *Partition) {
 			p.Err = fmt.Errorf("%s: %w: ambiguous: an ext superblock and a %s signature in the first 1024 bytes, which mkfs.ext4 leaves zero; blkid calls such a volume ambivalent and GRUB reads it with whichever of its drivers probes first, so vtpmboot reads neither (remove the stray signature with wipefs, or re-create the filesystem)", where, ErrCorrupt, other)
 			return
 		}
-		fsys, typ, err := openExt(sec, p.Size, where)
+		fsys, typ, err := openExt(sec, p.Size, where, w)
 		p.Type = typ
 		if err != nil {
 			p.Err = err
@@ -167,7 +171,7 @@ func (img *Image) probe(p *Partition) {
 		p.FS = fsys
 	case "vfat":
 		p.Type = "vfat"
-		fsys, err := openFAT(sec, p.Size, where)
+		fsys, err := openFAT(sec, p.Size, where, w)
 		if err != nil {
 			p.Err = err
 			return
@@ -178,7 +182,7 @@ func (img *Image) probe(p *Partition) {
 		p.FS = fsys
 	case "xfs":
 		p.Type = "xfs"
-		fsys, _, err := openXFS(sec, p.Size, where)
+		fsys, _, err := openXFS(sec, p.Size, where, w)
 		if err != nil {
 			p.Err = err
 			return

@@ -66,6 +66,12 @@ var (
 )
 
 func (v *vfs) pathErr(op, name string, err error) error {
+	// A spent budget is reported alone: it is the whole disk that is
+	// refused, and where in the structure it ran out says nothing.
+	var be *BudgetError
+	if errors.As(err, &be) {
+		return &fs.PathError{Op: op, Path: name, Err: be}
+	}
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) {
 		return &fs.PathError{Op: op, Path: name, Err: err}
 	}

@@ -107,10 +107,11 @@ type xfsFS struct {
 
 	cacheMu sync.Mutex
 	cache   map[uint64][]byte // verified bmbt blocks by linear block number
+	w       work
 }
 
 // openXFS validates the superblock (CRC included on V5) and the root inode.
-func openXFS(r io.ReaderAt, size int64, where string) (fs.FS, *xfsFS, error) {
+func openXFS(r io.ReaderAt, size int64, where string, w work) (fs.FS, *xfsFS, error) {
 	sb := make([]byte, 512)
 	if err := readFull(r, sb, 0); err != nil {
 		return nil, nil, fmt.Errorf("%s: xfs superblock: %w", where, err)
@@ -125,7 +126,7 @@ func openXFS(r io.ReaderAt, size int64, where string) (fs.FS, *xfsFS, error) {
 	if be.Uint32(sb) != xfsMagic {
 		return bad("magic 0x%08x", be.Uint32(sb))
 	}
-	x := &xfsFS{r: r, where: where, cache: map[uint64][]byte{}}
+	x := &xfsFS{r: r, w: w, where: where, cache: map[uint64][]byte{}}
 	version := be.Uint16(sb[100:])
 	features2 := be.Uint32(sb[200:])
 	sectsize := int64(be.Uint16(sb[102:]))
@@ -608,6 +609,8 @@ func (x *xfsFS) bmbtBlock(n *xfsInode, fsb uint64) ([]byte, error) {
 		}
 		x.cache[blk] = b
 		x.cacheMu.Unlock()
+	} else if err := x.w.b.hit(); err != nil {
+		return nil, err
 	}
 	if x.v5 && binary.BigEndian.Uint64(b[56:]) != n.ino {
 		return nil, x.corrupt("inode %d: extent btree block %d belongs to inode %d", n.ino, blk, binary.BigEndian.Uint64(b[56:]))
@@ -615,9 +618,10 @@ func (x *xfsFS) bmbtBlock(n *xfsInode, fsb uint64) ([]byte, error) {
 	return b, nil
 }
 
-// reader streams n's bytes through its block map.
-func (n *xfsInode) reader() blockFile {
-	return blockFile{r: n.x.r, size: n.isize, blog: n.x.blog, ino: n.ino, bmap: n.bmap}
+// reader streams n's bytes through its block map from r: the metered
+// metadata reader for directories, the data reader for files.
+func (n *xfsInode) reader(r io.ReaderAt) blockFile {
+	return blockFile{r: r, size: n.isize, blog: n.x.blog, ino: n.ino, bmap: n.bmap}
 }
 
 func (x *xfsFS) content(v vnode) (io.ReaderAt, error) {
@@ -628,7 +632,7 @@ func (x *xfsFS) content(v vnode) (io.ReaderAt, error) {
 	if n.format != xfsFmtExtents && n.format != xfsFmtBtree {
 		return nil, x.corrupt("inode %d: regular file in data fork format %d", n.ino, n.format)
 	}
-	return n.reader(), nil
+	return n.reader(x.w.data), nil
 }
 
 func (x *xfsFS) readlink(v vnode) (string, error) {
@@ -746,7 +750,7 @@ func (x *xfsFS) scanDir(v vnode, fn func(vdirent) bool) error {
 	// the filesystem holds means aliased extents, refused in bounded time.
 	budget := x.dblocks / x.dirFSB
 	buf := make([]byte, x.dirBlk)
-	r := n.reader()
+	r := n.reader(x.r)
 	for lb := uint64(0); lb < end; {
 		m, err := n.bmap(lb)
 		if err != nil {

@@ -121,21 +121,26 @@ func ReadConfig(fsys fs.FS, name string) ([]byte, error) {
 	if st.Size() > MaxConfigSize {
 		return nil, fmt.Errorf("read %s: %w: %d bytes, limit %d", name, ErrTooLarge, st.Size(), MaxConfigSize)
 	}
-	buf := make([]byte, 0, st.Size())
-	b := make([]byte, 32<<10)
-	for {
-		n, err := f.Read(b)
-		buf = append(buf, b[:n]...)
-		if len(buf) > MaxConfigSize {
-			return nil, fmt.Errorf("read %s: %w: over %d bytes", name, ErrTooLarge, MaxConfigSize)
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return buf, nil
-			}
-			return nil, fmt.Errorf("read %s: %w", name, err)
-		}
+	b, err := ReadLimited(f, MaxConfigSize)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
+	return b, nil
+}
+
+// ReadLimited reads r to its end, refusing (with ErrTooLarge) more than
+// limit bytes. It is the one capped read of untrusted files: guest configs
+// here, event logs, xl configs and pcrsim's inputs elsewhere. The limit is
+// enforced while reading, since files such as securityfs's report size 0.
+func ReadLimited(r io.Reader, limit int) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > limit {
+		return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, limit)
+	}
+	return b, nil
 }
 
 // ResolvePath turns a path as written in a config into an fs.ValidPath

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Benchmarks print throughput; no test asserts on time.
@@ -25,7 +25,7 @@ func BenchmarkParseSeaBIOS(b *testing.B) {
 }
 
 func BenchmarkMarshalParse(b *testing.B) {
-	algs := tpmfront.AllAlgs
+	algs := pcrbank.AllAlgs
 	ms := sampleBoots["two-initrds"].plan(b, algs)
 	for _, n := range []int{3, 3000} {
 		var many = ms

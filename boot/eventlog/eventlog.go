@@ -13,8 +13,9 @@ import (
 	"io"
 	"os"
 
+	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Format is the layout of a log.
@@ -48,8 +49,8 @@ const (
 // every verifier read a TPM 1.2 log as SHA-1 events and a TPM 2.0 log as
 // crypto-agile. A software bank gets the crypto-agile layout because only
 // that one can carry more than the SHA-1 bank.
-func FormatFor(v tpmfront.Version) Format {
-	if v == tpmfront.Version12 {
+func FormatFor(v pcrbank.Version) Format {
+	if v == pcrbank.Version12 {
 		return SHA1Log
 	}
 	return CryptoAgile
@@ -69,12 +70,12 @@ type Event struct {
 
 // Digest is one bank's digest of an event.
 type Digest struct {
-	Alg   tpmfront.Alg
+	Alg   pcrbank.Alg
 	Value []byte
 }
 
 // Digest returns the event's digest in bank a, or nil.
-func (e Event) Digest(a tpmfront.Alg) []byte {
+func (e Event) Digest(a pcrbank.Alg) []byte {
 	for _, d := range e.Digests {
 		if d.Alg == a {
 			return d.Value
@@ -83,9 +84,9 @@ func (e Event) Digest(a tpmfront.Alg) []byte {
 	return nil
 }
 
-// DigestMap returns the digests as tpmfront.Digests (a new map).
-func (e Event) DigestMap() tpmfront.Digests {
-	m := make(tpmfront.Digests, len(e.Digests))
+// DigestMap returns the digests as pcrbank.Digests (a new map).
+func (e Event) DigestMap() pcrbank.Digests {
+	m := make(pcrbank.Digests, len(e.Digests))
 	for _, d := range e.Digests {
 		m[d.Alg] = d.Value
 	}
@@ -97,7 +98,7 @@ type Log struct {
 	Format Format
 	// Algs are the banks the log carries that vtpmboot can compute, in
 	// canonical order; for a SHA1Log always [SHA1].
-	Algs []tpmfront.Alg
+	Algs []pcrbank.Alg
 	// Events excludes the Spec ID Event03 header of a crypto-agile log. A
 	// SHA-1 log keeps every event, including the EV_NO_ACTION "Spec ID
 	// Event00/02" header some TPM 1.2 UEFI firmware writes: it carries no
@@ -135,7 +136,7 @@ const (
 // Write encodes ms as an event log in format f with banks algs. Every
 // measurement must carry exactly the digests of algs: the log has to say
 // precisely what was extended. SHA1Log requires algs == [SHA1].
-func Write(w io.Writer, f Format, algs []tpmfront.Alg, ms []measure.Measurement) error {
+func Write(w io.Writer, f Format, algs []pcrbank.Alg, ms []measure.Measurement) error {
 	b, err := Marshal(f, algs, ms)
 	if err != nil {
 		return err
@@ -147,7 +148,7 @@ func Write(w io.Writer, f Format, algs []tpmfront.Alg, ms []measure.Measurement)
 }
 
 // Marshal is Write into a byte slice.
-func Marshal(f Format, algs []tpmfront.Alg, ms []measure.Measurement) ([]byte, error) {
+func Marshal(f Format, algs []pcrbank.Alg, ms []measure.Measurement) ([]byte, error) {
 	return marshal(f, algs, ms, true)
 }
 
@@ -155,22 +156,22 @@ func Marshal(f Format, algs []tpmfront.Alg, ms []measure.Measurement) ([]byte, e
 // Spec ID header: what is appended to an existing log (boot/acpilog) whose
 // header already names algs. Digests are written in the order of algs, so
 // a caller can follow the existing header's order.
-func MarshalEvents(f Format, algs []tpmfront.Alg, ms []measure.Measurement) ([]byte, error) {
+func MarshalEvents(f Format, algs []pcrbank.Alg, ms []measure.Measurement) ([]byte, error) {
 	return marshal(f, algs, ms, false)
 }
 
-func marshal(f Format, algs []tpmfront.Alg, ms []measure.Measurement, header bool) ([]byte, error) {
+func marshal(f Format, algs []pcrbank.Alg, ms []measure.Measurement, header bool) ([]byte, error) {
 	var buf bytes.Buffer
 	switch f {
 	case SHA1Log:
-		if len(algs) != 1 || algs[0] != tpmfront.SHA1 {
+		if len(algs) != 1 || algs[0] != pcrbank.SHA1 {
 			return nil, fmt.Errorf("event log: a SHA-1 log carries only the sha1 bank, not %v", algs)
 		}
 	case CryptoAgile:
 		if len(algs) == 0 || len(algs) > MaxDigests {
 			return nil, fmt.Errorf("event log: crypto-agile log needs 1..%d banks, got %v", MaxDigests, algs)
 		}
-		seen := map[tpmfront.Alg]bool{}
+		seen := map[pcrbank.Alg]bool{}
 		for _, a := range algs {
 			if !a.Valid() {
 				return nil, fmt.Errorf("event log: unsupported bank %v", a)
@@ -187,10 +188,10 @@ func marshal(f Format, algs []tpmfront.Alg, ms []measure.Measurement, header boo
 		return nil, fmt.Errorf("event log: unknown format %d", int(f))
 	}
 	for i, m := range ms {
-		if m.PCR < 0 || m.PCR >= tpmfront.NumPCRs {
-			return nil, fmt.Errorf("event log: measurement %d (%s): PCR %d out of range 0..%d", i, m.Kind, m.PCR, tpmfront.NumPCRs-1)
+		if m.PCR < 0 || m.PCR >= pcrbank.NumPCRs {
+			return nil, fmt.Errorf("event log: measurement %d (%s): PCR %d out of range 0..%d", i, m.Kind, m.PCR, pcrbank.NumPCRs-1)
 		}
-		if err := tpmfront.CheckDigests(algs, m.Digests); err != nil {
+		if err := pcrbank.CheckDigests(algs, m.Digests); err != nil {
 			return nil, fmt.Errorf("event log: measurement %d (%s): %w", i, m.Kind, err)
 		}
 		if len(m.EventData) > MaxEventData {
@@ -198,7 +199,7 @@ func marshal(f Format, algs []tpmfront.Alg, ms []measure.Measurement, header boo
 			return nil, fmt.Errorf("event log: measurement %d (%s): event data is %d bytes, limit %d", i, m.Kind, len(m.EventData), MaxEventData)
 		}
 		if f == SHA1Log {
-			writeSHA1Event(&buf, uint32(m.PCR), EVIPL, m.Digests[tpmfront.SHA1], m.EventData)
+			writeSHA1Event(&buf, uint32(m.PCR), EVIPL, m.Digests[pcrbank.SHA1], m.EventData)
 			continue
 		}
 		le32(&buf, uint32(m.PCR))
@@ -214,7 +215,7 @@ func marshal(f Format, algs []tpmfront.Alg, ms []measure.Measurement, header boo
 	return buf.Bytes(), nil
 }
 
-func writeSpecID(buf *bytes.Buffer, algs []tpmfront.Alg) {
+func writeSpecID(buf *bytes.Buffer, algs []pcrbank.Alg) {
 	var ev bytes.Buffer
 	ev.Write(specIDSignature[:])
 	le32(&ev, 0) // platformClass: client
@@ -242,11 +243,20 @@ func writeSHA1Event(buf *bytes.Buffer, pcr, typ uint32, digest, data []byte) {
 func le32(b *bytes.Buffer, v uint32) { b.Write(binary.LittleEndian.AppendUint32(nil, v)) }
 func le16(b *bytes.Buffer, v uint16) { b.Write(binary.LittleEndian.AppendUint16(nil, v)) }
 
-// ReadFile parses the log in path; errors name the file.
+// ReadFile parses the log in path, refusing one larger than MaxLogSize
+// before reading it whole; errors name the file.
 func ReadFile(path string) (*Log, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("read event log: %w", err)
+		return nil, err
+	}
+	defer f.Close()
+	b, err := entry.ReadLimited(f, MaxLogSize)
+	if errors.Is(err, entry.ErrTooLarge) {
+		return nil, fmt.Errorf("%s: larger than %d bytes, not an event log", path, MaxLogSize)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	l, err := Parse(b)
 	if err != nil {
@@ -258,12 +268,12 @@ func ReadFile(path string) (*Log, error) {
 // Replay extends every event except EV_NO_ACTION into t, in log order, with
 // the digests of the banks t has. It checks the whole log before the first
 // extend, so a log that cannot be replayed leaves t untouched.
-func (l *Log) Replay(t tpmfront.Target) error {
+func (l *Log) Replay(t pcrbank.Target) error {
 	banks, err := t.Banks()
 	if err != nil {
 		return fmt.Errorf("replay event log: list PCR banks: %w", err)
 	}
-	have := map[tpmfront.Alg]bool{}
+	have := map[pcrbank.Alg]bool{}
 	for _, a := range l.Algs {
 		have[a] = true
 	}
@@ -274,17 +284,17 @@ func (l *Log) Replay(t tpmfront.Target) error {
 	}
 	type extend struct {
 		pcr int
-		d   tpmfront.Digests
+		d   pcrbank.Digests
 	}
 	var todo []extend
 	for i, e := range l.Events {
 		if e.Type == EVNoAction {
 			continue
 		}
-		if e.PCR < 0 || e.PCR >= tpmfront.NumPCRs {
+		if e.PCR < 0 || e.PCR >= pcrbank.NumPCRs {
 			return fmt.Errorf("replay event log: event %d: PCR %d out of range", i, e.PCR)
 		}
-		d := make(tpmfront.Digests, len(banks))
+		d := make(pcrbank.Digests, len(banks))
 		for _, a := range banks {
 			v := e.Digest(a)
 			if v == nil {

@@ -24,26 +24,26 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // The test's own hash table, so expected values do not go through
-// tpmfront's Alg→hash mapping or its extend rule.
-var stdHash = map[tpmfront.Alg]func() hash.Hash{
-	tpmfront.SHA1:   sha1.New,
-	tpmfront.SHA256: sha256.New,
-	tpmfront.SHA384: sha512.New384,
-	tpmfront.SHA512: sha512.New,
+// pcrbank's Alg→hash mapping or its extend rule.
+var stdHash = map[pcrbank.Alg]func() hash.Hash{
+	pcrbank.SHA1:   sha1.New,
+	pcrbank.SHA256: sha256.New,
+	pcrbank.SHA384: sha512.New384,
+	pcrbank.SHA512: sha512.New,
 }
 
-var cryptoHash = map[tpmfront.Alg]crypto.Hash{
-	tpmfront.SHA1:   crypto.SHA1,
-	tpmfront.SHA256: crypto.SHA256,
-	tpmfront.SHA384: crypto.SHA384,
-	tpmfront.SHA512: crypto.SHA512,
+var cryptoHash = map[pcrbank.Alg]crypto.Hash{
+	pcrbank.SHA1:   crypto.SHA1,
+	pcrbank.SHA256: crypto.SHA256,
+	pcrbank.SHA384: crypto.SHA384,
+	pcrbank.SHA512: crypto.SHA512,
 }
 
-func sum(a tpmfront.Alg, parts ...[]byte) []byte {
+func sum(a pcrbank.Alg, parts ...[]byte) []byte {
 	h := stdHash[a]()
 	for _, p := range parts {
 		h.Write(p)
@@ -65,7 +65,7 @@ var sampleBoots = map[string]bootInputs{
 	"unicode":     {kernel: []byte{0, 1, 2, 3}, initrds: [][]byte{{}}, cmdline: "init=/sbin/init — ünïcode"},
 }
 
-func (b bootInputs) plan(t testing.TB, algs []tpmfront.Alg) []measure.Measurement {
+func (b bootInputs) plan(t testing.TB, algs []pcrbank.Alg) []measure.Measurement {
 	t.Helper()
 	in := measure.Inputs{Kernel: measure.BytesSource("/boot/vmlinuz", b.kernel), Cmdline: b.cmdline}
 	for i, ir := range b.initrds {
@@ -94,8 +94,8 @@ func initrdImage(files [][]byte) [][]byte {
 // expectPCRs is the contract computed from scratch: PCR4 = H(0||H(kernel)),
 // PCR5 = H(H(0||H(cmdline))||H(initrd image)), the image being the initrds
 // with zeros up to a multiple of 4 between them.
-func (b bootInputs) expectPCRs(algs []tpmfront.Alg) map[tpmfront.Alg]map[int][]byte {
-	out := map[tpmfront.Alg]map[int][]byte{}
+func (b bootInputs) expectPCRs(algs []pcrbank.Alg) map[pcrbank.Alg]map[int][]byte {
+	out := map[pcrbank.Alg]map[int][]byte{}
 	for _, a := range algs {
 		zero := make([]byte, stdHash[a]().Size())
 		p5 := sum(a, zero, sum(a, []byte(b.cmdline)))
@@ -110,12 +110,12 @@ func (b bootInputs) expectPCRs(algs []tpmfront.Alg) map[tpmfront.Alg]map[int][]b
 func TestRoundTrip(t *testing.T) {
 	cases := []struct {
 		f    Format
-		algs []tpmfront.Alg
+		algs []pcrbank.Alg
 	}{
-		{SHA1Log, []tpmfront.Alg{tpmfront.SHA1}},
-		{CryptoAgile, []tpmfront.Alg{tpmfront.SHA256}},
-		{CryptoAgile, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}},
-		{CryptoAgile, tpmfront.AllAlgs},
+		{SHA1Log, []pcrbank.Alg{pcrbank.SHA1}},
+		{CryptoAgile, []pcrbank.Alg{pcrbank.SHA256}},
+		{CryptoAgile, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256}},
+		{CryptoAgile, pcrbank.AllAlgs},
 	}
 	for name, boot := range sampleBoots {
 		for _, tc := range cases {
@@ -146,7 +146,7 @@ func TestRoundTrip(t *testing.T) {
 						}
 					}
 				}
-				soft, err := tpmfront.NewSoft(tc.algs)
+				soft, err := pcrbank.NewSoft(tc.algs)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -168,7 +168,7 @@ func TestRoundTrip(t *testing.T) {
 
 // goEventlogVerify has go-eventlog parse log and replay it against want:
 // Verify fails unless its own replay of every listed PCR equals want.
-func goEventlogVerify(t *testing.T, log []byte, want map[tpmfront.Alg]map[int][]byte) []tcg.Event {
+func goEventlogVerify(t *testing.T, log []byte, want map[pcrbank.Alg]map[int][]byte) []tcg.Event {
 	t.Helper()
 	el, err := tcg.ParseEventLog(log, tcg.ParseOpts{})
 	if err != nil {
@@ -189,10 +189,10 @@ func goEventlogVerify(t *testing.T, log []byte, want map[tpmfront.Alg]map[int][]
 
 // goEventlogBanks are the banks go-eventlog can replay (it maps only
 // SHA-1/256/384 algorithm IDs to hashes).
-var goEventlogBanks = []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256, tpmfront.SHA384}
+var goEventlogBanks = []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256, pcrbank.SHA384}
 
-func only(m map[tpmfront.Alg]map[int][]byte, algs []tpmfront.Alg) map[tpmfront.Alg]map[int][]byte {
-	out := map[tpmfront.Alg]map[int][]byte{}
+func only(m map[pcrbank.Alg]map[int][]byte, algs []pcrbank.Alg) map[pcrbank.Alg]map[int][]byte {
+	out := map[pcrbank.Alg]map[int][]byte{}
 	for _, a := range algs {
 		if v, ok := m[a]; ok {
 			out[a] = v
@@ -205,11 +205,11 @@ func TestGoEventlogReadsOurLogs(t *testing.T) {
 	boot := sampleBoots["two-initrds"]
 	for _, tc := range []struct {
 		f    Format
-		algs []tpmfront.Alg
+		algs []pcrbank.Alg
 	}{
-		{SHA1Log, []tpmfront.Alg{tpmfront.SHA1}},
-		{CryptoAgile, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}},
-		{CryptoAgile, []tpmfront.Alg{tpmfront.SHA256, tpmfront.SHA384}},
+		{SHA1Log, []pcrbank.Alg{pcrbank.SHA1}},
+		{CryptoAgile, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256}},
+		{CryptoAgile, []pcrbank.Alg{pcrbank.SHA256, pcrbank.SHA384}},
 	} {
 		t.Run(fmt.Sprintf("%v/%v", tc.f, tc.algs), func(t *testing.T) {
 			ms := boot.plan(t, tc.algs)
@@ -247,16 +247,16 @@ func TestGoEventlogReadsOurLogs(t *testing.T) {
 
 // tpm2EventlogPCRs runs tpm2_eventlog on path and returns the PCR values it
 // replays (the "pcrs:" section of its YAML).
-func tpm2EventlogPCRs(t *testing.T, path string) map[tpmfront.Alg]map[int][]byte {
+func tpm2EventlogPCRs(t *testing.T, path string) map[pcrbank.Alg]map[int][]byte {
 	t.Helper()
 	testenv.NeedCommands(t, "tpm2_eventlog")
 	out, err := exec.Command("tpm2_eventlog", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tpm2_eventlog %s: %v\n%s", path, err, out)
 	}
-	pcrs := map[tpmfront.Alg]map[int][]byte{}
+	pcrs := map[pcrbank.Alg]map[int][]byte{}
 	in := false
-	var bank tpmfront.Alg
+	var bank pcrbank.Alg
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
@@ -269,7 +269,7 @@ func tpm2EventlogPCRs(t *testing.T, path string) map[tpmfront.Alg]map[int][]byte
 		}
 		f := strings.TrimSpace(line)
 		if strings.HasSuffix(f, ":") && !strings.Contains(f, " ") {
-			a, err := tpmfront.ParseAlg(strings.TrimSuffix(f, ":"))
+			a, err := pcrbank.ParseAlg(strings.TrimSuffix(f, ":"))
 			if err != nil {
 				t.Fatalf("tpm2_eventlog bank %q: %v", f, err)
 			}
@@ -301,7 +301,7 @@ func TestTPM2EventlogReadsOurLog(t *testing.T) {
 	testenv.NeedCommands(t, "tpm2_eventlog")
 	for name, boot := range sampleBoots {
 		t.Run(name, func(t *testing.T) {
-			algs := tpmfront.AllAlgs
+			algs := pcrbank.AllAlgs
 			b, err := Marshal(CryptoAgile, algs, boot.plan(t, algs))
 			if err != nil {
 				t.Fatal(err)
@@ -338,9 +338,9 @@ func firmwareLog(t testing.TB, name string) []byte {
 
 // replaySoft replays l into a fresh software bank of banks and returns the
 // PCRs the log touches.
-func replaySoft(t *testing.T, l *Log, banks []tpmfront.Alg) map[tpmfront.Alg]map[int][]byte {
+func replaySoft(t *testing.T, l *Log, banks []pcrbank.Alg) map[pcrbank.Alg]map[int][]byte {
 	t.Helper()
-	soft, err := tpmfront.NewSoft(banks)
+	soft, err := pcrbank.NewSoft(banks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func replaySoft(t *testing.T, l *Log, banks []tpmfront.Alg) map[tpmfront.Alg]map
 			touched[e.PCR] = true
 		}
 	}
-	out := map[tpmfront.Alg]map[int][]byte{}
+	out := map[pcrbank.Alg]map[int][]byte{}
 	for _, a := range banks {
 		out[a] = map[int][]byte{}
 		for pcr := range touched {
@@ -369,12 +369,12 @@ func TestSeaBIOSTPM20Log(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Format != CryptoAgile || fmt.Sprint(l.Algs) != fmt.Sprint(tpmfront.AllAlgs) {
+	if l.Format != CryptoAgile || fmt.Sprint(l.Algs) != fmt.Sprint(pcrbank.AllAlgs) {
 		t.Fatalf("SeaBIOS TPM 2.0 log: %v %v, want crypto-agile with all four banks", l.Format, l.Algs)
 	}
 	ours := replaySoft(t, l, l.Algs)
-	if len(ours[tpmfront.SHA256]) != 8 {
-		t.Errorf("SeaBIOS measured PCRs %d, want 0..7", len(ours[tpmfront.SHA256]))
+	if len(ours[pcrbank.SHA256]) != 8 {
+		t.Errorf("SeaBIOS measured PCRs %d, want 0..7", len(ours[pcrbank.SHA256]))
 	}
 	// go-eventlog's replay must equal ours (it checks our values).
 	goEventlogVerify(t, b, only(ours, goEventlogBanks))
@@ -401,9 +401,9 @@ func TestSeaBIOSTPM12Log(t *testing.T) {
 	if l.Format != SHA1Log {
 		t.Fatalf("SeaBIOS TPM 1.2 log parsed as %v", l.Format)
 	}
-	ours := replaySoft(t, l, []tpmfront.Alg{tpmfront.SHA1})
-	if len(ours[tpmfront.SHA1]) != 8 {
-		t.Errorf("SeaBIOS measured PCRs %d, want 0..7", len(ours[tpmfront.SHA1]))
+	ours := replaySoft(t, l, []pcrbank.Alg{pcrbank.SHA1})
+	if len(ours[pcrbank.SHA1]) != 8 {
+		t.Errorf("SeaBIOS measured PCRs %d, want 0..7", len(ours[pcrbank.SHA1]))
 	}
 	goEventlogVerify(t, b, ours)
 }
@@ -432,11 +432,11 @@ func TestUnknownAlgSkipped(t *testing.T) {
 	w32(EVIPL)
 	w32(3)
 	w16(0x0004)
-	b.Write(sum(tpmfront.SHA1, data))
+	b.Write(sum(pcrbank.SHA1, data))
 	w16(sm3)
 	b.Write(bytes.Repeat([]byte{0xee}, 32))
 	w16(0x000B)
-	b.Write(sum(tpmfront.SHA256, data))
+	b.Write(sum(pcrbank.SHA256, data))
 	w32(uint32(len(data)))
 	b.Write(data)
 
@@ -458,7 +458,7 @@ func TestUnknownAlgSkipped(t *testing.T) {
 
 func TestReplayErrors(t *testing.T) {
 	boot := sampleBoots["no-initrd"]
-	b, err := Marshal(SHA1Log, []tpmfront.Alg{tpmfront.SHA1}, boot.plan(t, []tpmfront.Alg{tpmfront.SHA1}))
+	b, err := Marshal(SHA1Log, []pcrbank.Alg{pcrbank.SHA1}, boot.plan(t, []pcrbank.Alg{pcrbank.SHA1}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,39 +466,39 @@ func TestReplayErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	soft, _ := tpmfront.NewSoft([]tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256})
+	soft, _ := pcrbank.NewSoft([]pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256})
 	if err := l.Replay(soft); err == nil || !strings.Contains(err.Error(), "no sha256 digests") {
 		t.Errorf("replaying a SHA-1 log into a SHA-256 bank: %v", err)
 	}
 	// An event missing a bank must fail before anything is extended.
 	l.Events[2].Digests = nil
-	one, _ := tpmfront.NewSoft([]tpmfront.Alg{tpmfront.SHA1})
+	one, _ := pcrbank.NewSoft([]pcrbank.Alg{pcrbank.SHA1})
 	if err := l.Replay(one); err == nil || !strings.Contains(err.Error(), "event 2") {
 		t.Errorf("replaying an event without digests: %v", err)
 	}
-	if v, _ := one.ReadPCR(4, tpmfront.SHA1); !bytes.Equal(v, make([]byte, 20)) {
+	if v, _ := one.ReadPCR(4, pcrbank.SHA1); !bytes.Equal(v, make([]byte, 20)) {
 		t.Errorf("a failed replay extended PCR 4 to %x", v)
 	}
 }
 
 func TestWriteErrors(t *testing.T) {
-	ms := sampleBoots["no-initrd"].plan(t, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256})
+	ms := sampleBoots["no-initrd"].plan(t, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256})
 	for _, tc := range []struct {
 		name string
 		f    Format
-		algs []tpmfront.Alg
+		algs []pcrbank.Alg
 		ms   []measure.Measurement
 		want string
 	}{
-		{"sha1 log with sha256", SHA1Log, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}, ms, "only the sha1 bank"},
-		{"bank without digests", CryptoAgile, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256, tpmfront.SHA384}, ms, "sha384"},
-		{"digests beyond banks", CryptoAgile, []tpmfront.Alg{tpmfront.SHA256}, ms, "do not match"},
+		{"sha1 log with sha256", SHA1Log, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256}, ms, "only the sha1 bank"},
+		{"bank without digests", CryptoAgile, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256, pcrbank.SHA384}, ms, "sha384"},
+		{"digests beyond banks", CryptoAgile, []pcrbank.Alg{pcrbank.SHA256}, ms, "do not match"},
 		{"no banks", CryptoAgile, nil, ms, "needs 1.."},
-		{"unknown bank", CryptoAgile, []tpmfront.Alg{0x0012}, ms, "unsupported bank"},
-		{"duplicate bank", CryptoAgile, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA1}, ms, "twice"},
-		{"bad PCR", CryptoAgile, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}, []measure.Measurement{{PCR: 24, Digests: ms[0].Digests}}, "out of range"},
-		{"huge event", CryptoAgile, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}, []measure.Measurement{{PCR: 4, Digests: ms[0].Digests, EventData: make([]byte, MaxEventData+1)}}, "limit"},
-		{"bad format", Format(9), []tpmfront.Alg{tpmfront.SHA1}, ms, "unknown format"},
+		{"unknown bank", CryptoAgile, []pcrbank.Alg{0x0012}, ms, "unsupported bank"},
+		{"duplicate bank", CryptoAgile, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA1}, ms, "twice"},
+		{"bad PCR", CryptoAgile, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256}, []measure.Measurement{{PCR: 24, Digests: ms[0].Digests}}, "out of range"},
+		{"huge event", CryptoAgile, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256}, []measure.Measurement{{PCR: 4, Digests: ms[0].Digests, EventData: make([]byte, MaxEventData+1)}}, "limit"},
+		{"bad format", Format(9), []pcrbank.Alg{pcrbank.SHA1}, ms, "unknown format"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := Write(&bytes.Buffer{}, tc.f, tc.algs, tc.ms)
@@ -510,7 +510,7 @@ func TestWriteErrors(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
-	algs := []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}
+	algs := []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256}
 	good, err := Marshal(CryptoAgile, algs, sampleBoots["two-initrds"].plan(t, algs))
 	if err != nil {
 		t.Fatal(err)
@@ -568,7 +568,7 @@ func TestReadFileNamesFile(t *testing.T) {
 }
 
 func TestFormatFor(t *testing.T) {
-	if FormatFor(tpmfront.Version12) != SHA1Log || FormatFor(tpmfront.Version20) != CryptoAgile || FormatFor(tpmfront.VersionSoftware) != CryptoAgile {
+	if FormatFor(pcrbank.Version12) != SHA1Log || FormatFor(pcrbank.Version20) != CryptoAgile || FormatFor(pcrbank.VersionSoftware) != CryptoAgile {
 		t.Error("FormatFor: want SHA1Log for TPM 1.2 only")
 	}
 }
@@ -611,16 +611,16 @@ func TestVerifyAppendedLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		actual := map[tpmfront.Alg]map[int][]byte{tpmfront.SHA1: {}}
+		actual := map[pcrbank.Alg]map[int][]byte{pcrbank.SHA1: {}}
 		for _, ev := range el.Events(register.HashSHA1) {
 			if ev.Type == tcg.NoAction {
 				continue
 			}
-			old := actual[tpmfront.SHA1][ev.Index]
+			old := actual[pcrbank.SHA1][ev.Index]
 			if old == nil {
 				old = make([]byte, 20)
 			}
-			actual[tpmfront.SHA1][ev.Index] = sum(tpmfront.SHA1, old, ev.Digest)
+			actual[pcrbank.SHA1][ev.Index] = sum(pcrbank.SHA1, old, ev.Digest)
 		}
 		if err := l.Verify(actual); err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -628,7 +628,7 @@ func TestVerifyAppendedLog(t *testing.T) {
 		if n := l.SplitStub(); n != len(l.Events)-3 || !IsStubEvent(l.Events[n]) || IsStubEvent(l.Events[n-1]) {
 			t.Errorf("%s: SplitStub %d of %d events", name, n, len(l.Events))
 		}
-		actual[tpmfront.SHA1][5] = make([]byte, 20)
+		actual[pcrbank.SHA1][5] = make([]byte, 20)
 		var re *ReplayError
 		if err := l.Verify(actual); !errors.As(err, &re) || fmt.Sprint(re.PCRs()) != "[5]" || !strings.Contains(err.Error(), "sha1 PCR 5") {
 			t.Errorf("%s: %v, want a ReplayError for sha1 PCR 5", name, err)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 func FuzzParse(f *testing.F) {
@@ -28,7 +28,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(b)
 	}
 	for _, boot := range sampleBoots {
-		for _, algs := range [][]tpmfront.Alg{{tpmfront.SHA1}, {tpmfront.SHA1, tpmfront.SHA256}, tpmfront.AllAlgs} {
+		for _, algs := range [][]pcrbank.Alg{{pcrbank.SHA1}, {pcrbank.SHA1, pcrbank.SHA256}, pcrbank.AllAlgs} {
 			format := CryptoAgile
 			if len(algs) == 1 {
 				format = SHA1Log
@@ -51,7 +51,7 @@ func FuzzParse(f *testing.F) {
 		// Whatever Parse keeps comes out of the input, so it cannot exceed it.
 		kept := 0
 		for i, e := range l.Events {
-			if e.PCR < 0 || e.PCR >= tpmfront.NumPCRs {
+			if e.PCR < 0 || e.PCR >= pcrbank.NumPCRs {
 				t.Fatalf("event %d: PCR %d", i, e.PCR)
 			}
 			kept += len(e.Data)
@@ -69,7 +69,7 @@ func FuzzParse(f *testing.F) {
 		if len(l.Algs) == 0 {
 			return
 		}
-		soft, err := tpmfront.NewSoft(l.Algs)
+		soft, err := pcrbank.NewSoft(l.Algs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +79,7 @@ func FuzzParse(f *testing.F) {
 		// Parse must agree with each other on arbitrary contents.
 		var ms []measure.Measurement
 		for _, e := range l.Events {
-			if tpmfront.CheckDigests(l.Algs, e.DigestMap()) != nil {
+			if pcrbank.CheckDigests(l.Algs, e.DigestMap()) != nil {
 				return
 			}
 			ms = append(ms, measure.Measurement{PCR: e.PCR, Digests: e.DigestMap(), EventData: e.Data})
@@ -118,7 +118,7 @@ func FuzzParse(f *testing.F) {
 func TestParseAllocationBounded(t *testing.T) {
 	const n = 50000
 	var agile bytes.Buffer
-	hdr, err := Marshal(CryptoAgile, []tpmfront.Alg{tpmfront.SHA1}, nil)
+	hdr, err := Marshal(CryptoAgile, []pcrbank.Alg{pcrbank.SHA1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func FuzzExtractConsole(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	log, err := Marshal(CryptoAgile, tpmfront.DefaultAlgs, sampleBoots["two-initrds"].plan(f, tpmfront.DefaultAlgs))
+	log, err := Marshal(CryptoAgile, pcrbank.DefaultAlgs, sampleBoots["two-initrds"].plan(f, pcrbank.DefaultAlgs))
 	if err != nil {
 		f.Fatal(err)
 	}

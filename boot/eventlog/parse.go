@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // cursor reads little-endian fields and remembers where it is, so every
@@ -27,7 +27,7 @@ func (c *cursor) errf(at int, format string, args ...any) error {
 type field struct {
 	ev   int
 	name string
-	alg  tpmfront.Alg // for digests; 0 otherwise
+	alg  pcrbank.Alg // for digests; 0 otherwise
 }
 
 func (f field) String() string {
@@ -144,7 +144,7 @@ func parseLog(b []byte, n *counts, s *slabs) (*Log, error) {
 			return nil, err
 		}
 	} else {
-		l = &Log{Format: SHA1Log, Algs: []tpmfront.Alg{tpmfront.SHA1}}
+		l = &Log{Format: SHA1Log, Algs: []pcrbank.Alg{pcrbank.SHA1}}
 	}
 	if s != nil {
 		l.Events = s.events
@@ -176,8 +176,8 @@ func parseEventHeader(c *cursor, n int) (pcr, typ uint32, err error) {
 	if pcr, err = c.u32(field{n, "PCR index", 0}); err != nil {
 		return 0, 0, err
 	}
-	if pcr >= tpmfront.NumPCRs {
-		return 0, 0, c.errf(start, "event %d: PCR index %d out of range 0..%d", n, pcr, tpmfront.NumPCRs-1)
+	if pcr >= pcrbank.NumPCRs {
+		return 0, 0, c.errf(start, "event %d: PCR index %d out of range 0..%d", n, pcr, pcrbank.NumPCRs-1)
 	}
 	if typ, err = c.u32(field{n, "type", 0}); err != nil {
 		return 0, 0, err
@@ -190,7 +190,7 @@ func parseSHA1Event(c *cursor, n int, d []Digest) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	digest, err := c.bytes(20, field{n, "digest", tpmfront.SHA1})
+	digest, err := c.bytes(20, field{n, "digest", pcrbank.SHA1})
 	if err != nil {
 		return Event{}, err
 	}
@@ -201,7 +201,7 @@ func parseSHA1Event(c *cursor, n int, d []Digest) (Event, error) {
 	return Event{
 		PCR:     int(pcr),
 		Type:    typ,
-		Digests: append(d, Digest{Alg: tpmfront.SHA1, Value: digest[:20:20]}),
+		Digests: append(d, Digest{Alg: pcrbank.SHA1, Value: digest[:20:20]}),
 		Data:    data,
 	}, nil
 }
@@ -231,7 +231,7 @@ func parseCryptoAgileHeader(c *cursor, header Event) (*Log, []specAlg, error) {
 	if header.PCR != 0 {
 		return nil, nil, c.errf(0, "Spec ID event is in PCR %d, want 0", header.PCR)
 	}
-	if !bytes.Equal(header.Digest(tpmfront.SHA1), make([]byte, 20)) {
+	if !bytes.Equal(header.Digest(pcrbank.SHA1), make([]byte, 20)) {
 		return nil, nil, c.errf(8, "Spec ID event digest is not zero")
 	}
 	// Over the header's bytes only, at their place in the log, so offsets
@@ -242,11 +242,11 @@ func parseCryptoAgileHeader(c *cursor, header Event) (*Log, []specAlg, error) {
 	}
 	l := &Log{Format: CryptoAgile}
 	for _, a := range algs {
-		if ta := tpmfront.Alg(a.id); ta.Valid() {
+		if ta := pcrbank.Alg(a.id); ta.Valid() {
 			l.Algs = append(l.Algs, ta)
 		}
 	}
-	tpmfront.SortAlgs(l.Algs)
+	pcrbank.SortAlgs(l.Algs)
 	return l, algs, nil
 }
 
@@ -306,8 +306,8 @@ func parseSpecID(c *cursor) ([]specAlg, error) {
 				return nil, errf(at, "algorithm 0x%04x listed twice", id)
 			}
 		}
-		if want := tpmfront.Alg(id).Size(); want != 0 && int(size) != want {
-			return nil, errf(at, "%v digest size %d, want %d", tpmfront.Alg(id), size, want)
+		if want := pcrbank.Alg(id).Size(); want != 0 && int(size) != want {
+			return nil, errf(at, "%v digest size %d, want %d", pcrbank.Alg(id), size, want)
 		}
 		if size == 0 || size > maxDigestSize {
 			return nil, errf(at, "algorithm 0x%04x digest size %d, want 1..%d", id, size, maxDigestSize)
@@ -361,12 +361,12 @@ func parseEvent2(c *cursor, n int, algs []specAlg, d []Digest) (Event, error) {
 			// Without the header's size the rest of the log cannot be found.
 			return Event{}, c.errf(at, "event %d: digest algorithm 0x%04x is not in the Spec ID header", n, id)
 		}
-		v, err := c.bytes(size, field{n, "digest", tpmfront.Alg(id)})
+		v, err := c.bytes(size, field{n, "digest", pcrbank.Alg(id)})
 		if err != nil {
 			return Event{}, err
 		}
-		if tpmfront.Alg(id).Valid() {
-			d = append(d, Digest{Alg: tpmfront.Alg(id), Value: v[:len(v):len(v)]})
+		if pcrbank.Alg(id).Valid() {
+			d = append(d, Digest{Alg: pcrbank.Alg(id), Value: v[:len(v):len(v)]})
 		}
 	}
 	data, err := eventData(c, n)

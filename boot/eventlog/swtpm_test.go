@@ -7,7 +7,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // TestReplayIntoSwtpm writes the log a stub would print for a real TPM 1.2
@@ -16,7 +16,7 @@ import (
 // contract's values computed here with crypto/sha*.
 func TestReplayIntoSwtpm(t *testing.T) {
 	boot := sampleBoots["two-initrds"]
-	for _, v := range []tpmfront.Version{tpmfront.Version12, tpmfront.Version20} {
+	for _, v := range []pcrbank.Version{pcrbank.Version12, pcrbank.Version20} {
 		t.Run(v.String(), func(t *testing.T) {
 			tg := swtpmtest.Start(t, v).Open()
 			banks, err := tg.Banks()
@@ -24,7 +24,7 @@ func TestReplayIntoSwtpm(t *testing.T) {
 				t.Fatal(err)
 			}
 			f := FormatFor(tg.Version())
-			if want := map[tpmfront.Version]Format{tpmfront.Version12: SHA1Log, tpmfront.Version20: CryptoAgile}[v]; f != want {
+			if want := map[pcrbank.Version]Format{pcrbank.Version12: SHA1Log, pcrbank.Version20: CryptoAgile}[v]; f != want {
 				t.Fatalf("FormatFor(%v) = %v, want %v", tg.Version(), f, want)
 			}
 			b, err := Marshal(f, banks, boot.plan(t, banks))
@@ -59,11 +59,11 @@ func TestReplayIntoSwtpm(t *testing.T) {
 // go-eventlog for both.
 func TestFirmwareLogIntoSwtpm(t *testing.T) {
 	for _, tc := range []struct {
-		v    tpmfront.Version
+		v    pcrbank.Version
 		file string
 	}{
-		{tpmfront.Version12, "seabios-tpm12.bin"},
-		{tpmfront.Version20, "seabios-tpm20.bin"},
+		{pcrbank.Version12, "seabios-tpm12.bin"},
+		{pcrbank.Version20, "seabios-tpm20.bin"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			raw := firmwareLog(t, tc.file)
@@ -79,7 +79,7 @@ func TestFirmwareLogIntoSwtpm(t *testing.T) {
 			if err := l.Replay(tg); err != nil {
 				t.Fatal(err)
 			}
-			tpmPCRs := map[tpmfront.Alg]map[int][]byte{}
+			tpmPCRs := map[pcrbank.Alg]map[int][]byte{}
 			for _, a := range banks {
 				tpmPCRs[a] = map[int][]byte{}
 				for pcr := range 8 {
@@ -89,7 +89,7 @@ func TestFirmwareLogIntoSwtpm(t *testing.T) {
 				}
 			}
 			goEventlogVerify(t, raw, only(tpmPCRs, goEventlogBanks))
-			if tc.v != tpmfront.Version20 {
+			if tc.v != pcrbank.Version20 {
 				return
 			}
 			theirs := tpm2EventlogPCRs(t, filepath.Join(testenv.RepoRoot(), "testdata", "eventlog", tc.file))

@@ -6,13 +6,14 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Mismatch is one PCR in one bank whose replayed value is not the TPM's.
 type Mismatch struct {
 	PCR      int
-	Alg      tpmfront.Alg
+	Alg      pcrbank.Alg
 	Replayed []byte
 	Actual   []byte
 }
@@ -25,15 +26,15 @@ type ReplayError struct {
 }
 
 func (e *ReplayError) Error() string {
-	byAlg := map[tpmfront.Alg][]string{}
-	var algs []tpmfront.Alg
+	byAlg := map[pcrbank.Alg][]string{}
+	var algs []pcrbank.Alg
 	for _, m := range e.Mismatches {
 		if byAlg[m.Alg] == nil {
 			algs = append(algs, m.Alg)
 		}
 		byAlg[m.Alg] = append(byAlg[m.Alg], fmt.Sprint(m.PCR))
 	}
-	tpmfront.SortAlgs(algs)
+	pcrbank.SortAlgs(algs)
 	var parts []string
 	for _, a := range algs {
 		parts = append(parts, fmt.Sprintf("%v PCR %s", a, strings.Join(byAlg[a], ",")))
@@ -57,18 +58,18 @@ func (e *ReplayError) PCRs() []int {
 
 // Values replays the log from all-zero PCRs (a TPM after reset) into a
 // software bank per bank in algs and returns every PCR of every bank.
-func (l *Log) Values(algs []tpmfront.Alg) (map[tpmfront.Alg]map[int][]byte, error) {
-	soft, err := tpmfront.NewSoft(algs)
+func (l *Log) Values(algs []pcrbank.Alg) (map[pcrbank.Alg]map[int][]byte, error) {
+	soft, err := pcrbank.NewSoft(algs)
 	if err != nil {
 		return nil, err
 	}
 	if err := l.Replay(soft); err != nil {
 		return nil, err
 	}
-	out := map[tpmfront.Alg]map[int][]byte{}
+	out := map[pcrbank.Alg]map[int][]byte{}
 	for _, a := range algs {
 		out[a] = map[int][]byte{}
-		for i := range tpmfront.NumPCRs {
+		for i := range pcrbank.NumPCRs {
 			v, err := soft.ReadPCR(i, a)
 			if err != nil {
 				return nil, err
@@ -85,15 +86,15 @@ func (l *Log) Values(algs []tpmfront.Alg) (map[tpmfront.Alg]map[int][]byte, erro
 // zero. It returns a *ReplayError naming the PCRs that differ, or another
 // error when the log cannot be replayed in a bank of actual at all (it
 // carries no digests for it).
-func (l *Log) Verify(actual map[tpmfront.Alg]map[int][]byte) error {
-	var algs []tpmfront.Alg
+func (l *Log) Verify(actual map[pcrbank.Alg]map[int][]byte) error {
+	var algs []pcrbank.Alg
 	for a := range actual {
 		algs = append(algs, a)
 	}
 	if len(algs) == 0 {
 		return fmt.Errorf("verify event log: no PCR readings to verify against")
 	}
-	tpmfront.SortAlgs(algs)
+	pcrbank.SortAlgs(algs)
 	replayed, err := l.Values(algs)
 	if err != nil {
 		return err
@@ -106,7 +107,7 @@ func (l *Log) Verify(actual map[tpmfront.Alg]map[int][]byte) error {
 		}
 		sort.Ints(pcrs)
 		for _, i := range pcrs {
-			if i < 0 || i >= tpmfront.NumPCRs {
+			if i < 0 || i >= pcrbank.NumPCRs {
 				return fmt.Errorf("verify event log: PCR %d out of range", i)
 			}
 			if !bytes.Equal(replayed[a][i], actual[a][i]) {
@@ -136,17 +137,12 @@ func (l *Log) Append(next *Log) (*Log, error) {
 	return out, nil
 }
 
-// StubEventPrefix starts the data of every event the stub writes
-// (docs/measurements.md: "vtpmboot kernel: ...", "vtpmboot cmdline: ...",
-// "vtpmboot initrd: ...").
-const StubEventPrefix = "vtpmboot "
-
 // IsStubEvent reports whether e has the shape of one of the stub's events:
-// EV_IPL in PCR 4 or 5 with data starting "vtpmboot ". The shape is no
+// EV_IPL in PCR 4 or 5 with data starting measure.EventPrefix. The shape is no
 // proof of origin (anything can write such an event); only a replay that
 // matches the TPM says the events are what was extended.
 func IsStubEvent(e Event) bool {
-	return e.Type == EVIPL && (e.PCR == 4 || e.PCR == 5) && bytes.HasPrefix(e.Data, []byte(StubEventPrefix))
+	return e.Type == EVIPL && (e.PCR == 4 || e.PCR == 5) && bytes.HasPrefix(e.Data, []byte(measure.EventPrefix))
 }
 
 // SplitStub returns the index of the first of the stub's events in l, or

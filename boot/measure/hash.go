@@ -7,14 +7,14 @@ import (
 	"io"
 	"sync"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Hasher computes, for each bank, the digest of the concatenation of srcs.
 // The plan asks for it once per file group; pcrsim substitutes a caching
 // Hasher when many guests share files.
 type Hasher interface {
-	Hash(algs []tpmfront.Alg, srcs []Source) (tpmfront.Digests, error)
+	Hash(algs []pcrbank.Alg, srcs []Source) (pcrbank.Digests, error)
 }
 
 // StreamHasher reads each source once, in chunks, and feeds every bank's
@@ -32,7 +32,7 @@ const defaultChunk = 1 << 20
 // while the others are hashed.
 const chunksInFlight = 4
 
-func (s StreamHasher) Hash(algs []tpmfront.Alg, srcs []Source) (tpmfront.Digests, error) {
+func (s StreamHasher) Hash(algs []pcrbank.Alg, srcs []Source) (pcrbank.Digests, error) {
 	if len(algs) == 0 {
 		return nil, errors.New("hash: no PCR banks")
 	}
@@ -133,8 +133,8 @@ func copySource(w io.Writer, src Source, buf []byte) error {
 	return nil
 }
 
-func collect(algs []tpmfront.Alg, hashes []hash.Hash) tpmfront.Digests {
-	d := make(tpmfront.Digests, len(algs))
+func collect(algs []pcrbank.Alg, hashes []hash.Hash) pcrbank.Digests {
+	d := make(pcrbank.Digests, len(algs))
 	for i, a := range algs {
 		d[a] = hashes[i].Sum(nil)
 	}
@@ -142,8 +142,8 @@ func collect(algs []tpmfront.Alg, hashes []hash.Hash) tpmfront.Digests {
 }
 
 // HashBytes digests a small in-memory value (the command line) in every bank.
-func HashBytes(algs []tpmfront.Alg, b []byte) tpmfront.Digests {
-	d := make(tpmfront.Digests, len(algs))
+func HashBytes(algs []pcrbank.Alg, b []byte) pcrbank.Digests {
+	d := make(pcrbank.Digests, len(algs))
 	for _, a := range algs {
 		h := a.New()
 		h.Write(b)

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // BenchmarkStreamHasher measures hashing a 64 MiB file (from the page
@@ -20,11 +20,11 @@ func BenchmarkStreamHasher(b *testing.B) {
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	for _, banks := range [][]tpmfront.Alg{
-		{tpmfront.SHA1},
-		{tpmfront.SHA256},
-		{tpmfront.SHA1, tpmfront.SHA256},
-		{tpmfront.SHA1, tpmfront.SHA256, tpmfront.SHA384},
+	for _, banks := range [][]pcrbank.Alg{
+		{pcrbank.SHA1},
+		{pcrbank.SHA256},
+		{pcrbank.SHA1, pcrbank.SHA256},
+		{pcrbank.SHA1, pcrbank.SHA256, pcrbank.SHA384},
 	} {
 		for _, chunk := range []int{0, 256 << 10, 4 << 20} {
 			name := fmt.Sprintf("%v/chunk=%d", banks, chunk)

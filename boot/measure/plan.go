@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Kind names what a measurement covers; the strings appear in pcrsim's JSON.
@@ -68,7 +68,7 @@ type Measurement struct {
 	// Source names what was measured: the kernel path, the initrd paths
 	// joined by spaces, or the command line itself.
 	Source  string
-	Digests tpmfront.Digests
+	Digests pcrbank.Digests
 	// EventData is the event-log text of this measurement (EV_IPL).
 	EventData []byte
 }
@@ -76,16 +76,23 @@ type Measurement struct {
 // Event-log texts. They are part of the contract: pcrsim writes the same
 // log the stub prints, so changing them changes no PCR but does change
 // every log a verifier has stored.
+// Every event is EventPrefix, the kind, ": " and the source:
+// "vtpmboot kernel: /boot/vmlinuz" (EventData). eventlog recognises the
+// stub's events by EventPrefix and pcrsim rebuilds a plan's events from
+// its JSON with EventData, so this is the one place the text is spelled.
 const (
-	eventPrefixKernel  = "vtpmboot kernel: "
-	eventPrefixCmdline = "vtpmboot cmdline: "
-	eventPrefixInitrd  = "vtpmboot initrd: "
-	noInitrdName       = "(none)"
+	EventPrefix  = "vtpmboot "
+	noInitrdName = "(none)"
 )
+
+// EventData is the event-log text of a measurement of kind k of source.
+func EventData(k Kind, source string) []byte {
+	return []byte(EventPrefix + string(k) + ": " + source)
+}
 
 // Plan hashes the inputs in every bank and returns the three measurements
 // of the contract in order. A nil hasher means StreamHasher{}.
-func Plan(algs []tpmfront.Alg, in Inputs, h Hasher) ([]Measurement, error) {
+func Plan(algs []pcrbank.Alg, in Inputs, h Hasher) ([]Measurement, error) {
 	if len(algs) == 0 {
 		return nil, errors.New("measurement plan: no PCR banks")
 	}
@@ -112,18 +119,18 @@ func Plan(algs []tpmfront.Alg, in Inputs, h Hasher) ([]Measurement, error) {
 	}
 	return []Measurement{
 		{PCR: PCRKernel, Kind: KindKernel, Source: in.Kernel.Name(), Digests: kd,
-			EventData: []byte(eventPrefixKernel + in.Kernel.Name())},
+			EventData: EventData(KindKernel, in.Kernel.Name())},
 		{PCR: PCRCmdline, Kind: KindCmdline, Source: in.Cmdline, Digests: HashBytes(algs, []byte(in.Cmdline)),
-			EventData: []byte(eventPrefixCmdline + in.Cmdline)},
+			EventData: EventData(KindCmdline, in.Cmdline)},
 		{PCR: PCRInitrd, Kind: KindInitrd, Source: initrdName, Digests: id,
-			EventData: []byte(eventPrefixInitrd + initrdName)},
+			EventData: EventData(KindInitrd, initrdName)},
 	}, nil
 }
 
 // Step is a measurement as applied to a Target, with the PCR around it.
 type Step struct {
 	Measurement
-	Before, After tpmfront.Digests
+	Before, After pcrbank.Digests
 }
 
 // Apply extends each measurement into t in order, reading the PCR before
@@ -134,22 +141,22 @@ type Step struct {
 // something else, fails here with an *ExtendMismatchError. Apply stops at
 // the first failure and returns the steps that completed, so a caller can
 // say how far it got.
-func Apply(t tpmfront.Target, ms []Measurement) ([]Step, error) {
+func Apply(t pcrbank.Target, ms []Measurement) ([]Step, error) {
 	banks, err := t.Banks()
 	if err != nil {
 		return nil, fmt.Errorf("list PCR banks: %w", err)
 	}
 	var steps []Step
 	for _, m := range ms {
-		if err := tpmfront.CheckDigests(banks, m.Digests); err != nil {
+		if err := pcrbank.CheckDigests(banks, m.Digests); err != nil {
 			return steps, fmt.Errorf("%s measurement for PCR %d: %w", m.Kind, m.PCR, err)
 		}
 		before, err := readAll(t, m.PCR, banks)
 		if err != nil {
 			return steps, err
 		}
-		var answered tpmfront.Digests
-		if r, ok := t.(tpmfront.ExtendResulter); ok {
+		var answered pcrbank.Digests
+		if r, ok := t.(pcrbank.ExtendResulter); ok {
 			answered, err = r.ExtendResult(m.PCR, m.Digests)
 		} else {
 			err = t.Extend(m.PCR, m.Digests)
@@ -186,7 +193,7 @@ var ErrTPMInconsistent = errors.New("the TPM's PCR value does not follow from th
 type ExtendMismatchError struct {
 	PCR                       int
 	Kind                      Kind
-	Alg                       tpmfront.Alg
+	Alg                       pcrbank.Alg
 	Before, Digest, Want, Got []byte
 	// From is where Got came from.
 	From string
@@ -199,8 +206,8 @@ func (e *ExtendMismatchError) Error() string {
 
 func (e *ExtendMismatchError) Unwrap() error { return ErrTPMInconsistent }
 
-func readAll(t tpmfront.Target, pcr int, banks []tpmfront.Alg) (tpmfront.Digests, error) {
-	d := make(tpmfront.Digests, len(banks))
+func readAll(t pcrbank.Target, pcr int, banks []pcrbank.Alg) (pcrbank.Digests, error) {
+	d := make(pcrbank.Digests, len(banks))
 	for _, a := range banks {
 		v, err := t.ReadPCR(pcr, a)
 		if err != nil {

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/internal/contract"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // The expected values here are computed with crypto/sha1 and crypto/sha256
@@ -40,11 +40,11 @@ func TestPlanMatchesContract(t *testing.T) {
 				in.Initrds = append(in.Initrds, BytesSource("/boot/initrd"+string(rune('0'+i)), b))
 			}
 			for _, chunk := range []int{0, 4096, 1000003} {
-				ms, err := Plan(tpmfront.DefaultAlgs, in, StreamHasher{ChunkSize: chunk})
+				ms, err := Plan(pcrbank.DefaultAlgs, in, StreamHasher{ChunkSize: chunk})
 				if err != nil {
 					t.Fatal(err)
 				}
-				soft, _ := tpmfront.NewSoft(tpmfront.DefaultAlgs)
+				soft, _ := pcrbank.NewSoft(pcrbank.DefaultAlgs)
 				if _, err := Apply(soft, ms); err != nil {
 					t.Fatal(err)
 				}
@@ -52,13 +52,13 @@ func TestPlanMatchesContract(t *testing.T) {
 				want1 := [2][]byte{b.PCR4(crypto.SHA1, nil), b.PCR5(crypto.SHA1, nil)}
 				want256 := [2][]byte{b.PCR4(crypto.SHA256, nil), b.PCR5(crypto.SHA256, nil)}
 				for pcr, w := range map[int][]byte{4: want1[0], 5: want1[1]} {
-					got, _ := soft.ReadPCR(pcr, tpmfront.SHA1)
+					got, _ := soft.ReadPCR(pcr, pcrbank.SHA1)
 					if !bytes.Equal(got, w) {
 						t.Errorf("chunk %d: sha1 PCR %d = %x, want %x", chunk, pcr, got, w)
 					}
 				}
 				for pcr, w := range map[int][]byte{4: want256[0], 5: want256[1]} {
-					got, _ := soft.ReadPCR(pcr, tpmfront.SHA256)
+					got, _ := soft.ReadPCR(pcr, pcrbank.SHA256)
 					if !bytes.Equal(got, w) {
 						t.Errorf("chunk %d: sha256 PCR %d = %x, want %x", chunk, pcr, got, w)
 					}
@@ -85,7 +85,7 @@ var errDisk = errors.New("I/O error")
 func (errReader) Read([]byte) (int, error) { return 0, errDisk }
 
 func TestPlanReadErrorNamesFile(t *testing.T) {
-	for _, algs := range [][]tpmfront.Alg{{tpmfront.SHA1}, tpmfront.DefaultAlgs} {
+	for _, algs := range [][]pcrbank.Alg{{pcrbank.SHA1}, pcrbank.DefaultAlgs} {
 		_, err := Plan(algs, Inputs{Kernel: failingSource{after: 5 << 20}}, nil)
 		if !errors.Is(err, errDisk) {
 			t.Fatalf("err = %v, want the read error", err)
@@ -97,16 +97,16 @@ func TestPlanReadErrorNamesFile(t *testing.T) {
 }
 
 func TestApplyRefusesPartialBanks(t *testing.T) {
-	soft, _ := tpmfront.NewSoft([]tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256})
-	ms, err := Plan([]tpmfront.Alg{tpmfront.SHA256}, Inputs{Kernel: BytesSource("k", []byte("k"))}, nil)
+	soft, _ := pcrbank.NewSoft([]pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256})
+	ms, err := Plan([]pcrbank.Alg{pcrbank.SHA256}, Inputs{Kernel: BytesSource("k", []byte("k"))}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	steps, err := Apply(soft, ms)
-	if !errors.Is(err, tpmfront.ErrBankMismatch) || len(steps) != 0 {
+	if !errors.Is(err, pcrbank.ErrBankMismatch) || len(steps) != 0 {
 		t.Fatalf("Apply with a missing bank: steps %d, err %v", len(steps), err)
 	}
-	got, _ := soft.ReadPCR(4, tpmfront.SHA256)
+	got, _ := soft.ReadPCR(4, pcrbank.SHA256)
 	if !bytes.Equal(got, make([]byte, 32)) {
 		t.Errorf("PCR 4 changed although the plan was refused")
 	}
@@ -120,7 +120,7 @@ func TestInitrdPaddingBetweenFiles(t *testing.T) {
 	b := []byte("abcdefgh") // 8 bytes: aligned, nothing follows
 	c := []byte("xyz")      // last: never padded
 	image := append(append(append(append([]byte{}, a...), 0, 0, 0), b...), c...)
-	ms, err := Plan([]tpmfront.Alg{tpmfront.SHA256}, Inputs{
+	ms, err := Plan([]pcrbank.Alg{pcrbank.SHA256}, Inputs{
 		Kernel:  BytesSource("k", []byte("k")),
 		Initrds: []Source{BytesSource("/a", a), BytesSource("/b", b), BytesSource("/c", c)},
 	}, nil)
@@ -128,15 +128,15 @@ func TestInitrdPaddingBetweenFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := sha256.Sum256(image)
-	if !bytes.Equal(ms[2].Digests[tpmfront.SHA256], want[:]) {
-		t.Errorf("initrd digest %x, want sha256 of the padded image %x", ms[2].Digests[tpmfront.SHA256], want)
+	if !bytes.Equal(ms[2].Digests[pcrbank.SHA256], want[:]) {
+		t.Errorf("initrd digest %x, want sha256 of the padded image %x", ms[2].Digests[pcrbank.SHA256], want)
 	}
 	if ms[2].Source != "/a /b /c" {
 		t.Errorf("initrd source %q", ms[2].Source)
 	}
 	// One file is the image itself: pv-grub's single initrd is unchanged.
-	ms, _ = Plan([]tpmfront.Alg{tpmfront.SHA256}, Inputs{Kernel: BytesSource("k", nil), Initrds: []Source{BytesSource("/a", a)}}, nil)
-	if w := sha256.Sum256(a); !bytes.Equal(ms[2].Digests[tpmfront.SHA256], w[:]) {
+	ms, _ = Plan([]pcrbank.Alg{pcrbank.SHA256}, Inputs{Kernel: BytesSource("k", nil), Initrds: []Source{BytesSource("/a", a)}}, nil)
+	if w := sha256.Sum256(a); !bytes.Equal(ms[2].Digests[pcrbank.SHA256], w[:]) {
 		t.Errorf("single initrd was padded")
 	}
 	for size, pad := range map[int64]int64{0: 0, 1: 3, 2: 2, 3: 1, 4: 0, 4097: 3} {
@@ -150,12 +150,12 @@ func TestInitrdPaddingBetweenFiles(t *testing.T) {
 // alone. A mock, because no real TPM can be made to lie; the check it
 // proves is arithmetic on values Apply reads back from any Target.
 type skipBank struct {
-	*tpmfront.Soft
-	skip tpmfront.Alg
+	*pcrbank.Soft
+	skip pcrbank.Alg
 }
 
-func (s skipBank) Extend(pcr int, d tpmfront.Digests) error {
-	keep := tpmfront.Digests{}
+func (s skipBank) Extend(pcr int, d pcrbank.Digests) error {
+	keep := pcrbank.Digests{}
 	for a, v := range d {
 		if a == s.skip {
 			v = make([]byte, a.Size()) // extend zeros instead
@@ -167,35 +167,35 @@ func (s skipBank) Extend(pcr int, d tpmfront.Digests) error {
 
 // wrongAnswer extends correctly but answers with a wrong new value, as a
 // TPM 1.2 outDigest could.
-type wrongAnswer struct{ *tpmfront.Soft }
+type wrongAnswer struct{ *pcrbank.Soft }
 
-func (w wrongAnswer) ExtendResult(pcr int, d tpmfront.Digests) (tpmfront.Digests, error) {
+func (w wrongAnswer) ExtendResult(pcr int, d pcrbank.Digests) (pcrbank.Digests, error) {
 	if err := w.Soft.Extend(pcr, d); err != nil {
 		return nil, err
 	}
-	return tpmfront.Digests{tpmfront.SHA1: make([]byte, 20)}, nil
+	return pcrbank.Digests{pcrbank.SHA1: make([]byte, 20)}, nil
 }
 
 func TestApplyCatchesALyingTPM(t *testing.T) {
-	banks := []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}
+	banks := []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256}
 	in := Inputs{Kernel: BytesSource("/k", []byte("kernel")), Cmdline: "x"}
 	ms, err := Plan(banks, in, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	soft, _ := tpmfront.NewSoft(banks)
-	steps, err := Apply(skipBank{soft, tpmfront.SHA256}, ms)
+	soft, _ := pcrbank.NewSoft(banks)
+	steps, err := Apply(skipBank{soft, pcrbank.SHA256}, ms)
 	var me *ExtendMismatchError
-	if !errors.As(err, &me) || !errors.Is(err, ErrTPMInconsistent) || me.Alg != tpmfront.SHA256 || me.PCR != 4 || len(steps) != 0 {
+	if !errors.As(err, &me) || !errors.Is(err, ErrTPMInconsistent) || me.Alg != pcrbank.SHA256 || me.PCR != 4 || len(steps) != 0 {
 		t.Errorf("skipped bank: steps %d, err %v", len(steps), err)
 	}
-	soft, _ = tpmfront.NewSoft([]tpmfront.Alg{tpmfront.SHA1})
-	ms1, _ := Plan([]tpmfront.Alg{tpmfront.SHA1}, in, nil)
+	soft, _ = pcrbank.NewSoft([]pcrbank.Alg{pcrbank.SHA1})
+	ms1, _ := Plan([]pcrbank.Alg{pcrbank.SHA1}, in, nil)
 	if _, err := Apply(wrongAnswer{soft}, ms1); !errors.As(err, &me) || !strings.Contains(err.Error(), "extend command's answer") {
 		t.Errorf("wrong answer: %v", err)
 	}
 	// An honest TPM passes the same checks.
-	soft, _ = tpmfront.NewSoft(banks)
+	soft, _ = pcrbank.NewSoft(banks)
 	if steps, err := Apply(soft, ms); err != nil || len(steps) != 3 {
 		t.Errorf("honest: %d steps, %v", len(steps), err)
 	}

@@ -25,7 +25,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/modload"
 	"github.com/vtpmboot/vtpmboot/boot/termsafe"
 	"github.com/vtpmboot/vtpmboot/config"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // System is the machine the stub runs on, by concern, as go-tpm splits a
@@ -84,13 +84,13 @@ type TPMs interface {
 	// starting. It is also true when the system cannot tell, so that
 	// only a TPM known to be absent ends the wait early.
 	TPMAnnounced() bool
-	OpenTPM() (tpmfront.Target, error)
+	OpenTPM() (pcrbank.Target, error)
 	// AppendFirmwareLog appends the measurements' events to the firmware's
 	// event log area (boot/acpilog), so the booted kernel's
 	// binary_bios_measurements holds them; it returns a one-line summary.
 	// An error means nothing was written and the console log is the only
 	// copy; it never stops the boot.
-	AppendFirmwareLog(v tpmfront.Version, ms []measure.Measurement) (string, error)
+	AppendFirmwareLog(v pcrbank.Version, ms []measure.Measurement) (string, error)
 }
 
 // Balloon is the Xen balloon driver's account
@@ -398,7 +398,7 @@ func (r *run) wait() (names []string, tpm, announced bool) {
 
 const howToAttach = `attach a vTPM to this guest: with xl, add vtpm=["backend=<vtpm-stubdom or swtpm domain>"] to the domU config; with QEMU, -chardev socket,id=chrtpm,path=... -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0. To boot WITHOUT measuring anyway, add vtpmboot.tpm=optional to the stub's command line (xl: extra="vtpmboot.tpm=optional")`
 
-func (r *run) openTPM(seen, announced bool) (tpmfront.Target, error) {
+func (r *run) openTPM(seen, announced bool) (pcrbank.Target, error) {
 	if !seen && !r.sys.TPMPresent() {
 		if r.opts.TPM == config.TPMRequired {
 			if !announced {
@@ -610,7 +610,7 @@ func (r *run) loadImage(src measure.Source) (Image, error) {
 	return r.sys.NewImage(src.Name(), rc)
 }
 
-func (r *run) measure(target tpmfront.Target, in measure.Inputs) error {
+func (r *run) measure(target pcrbank.Target, in measure.Inputs) error {
 	banks, err := target.Banks()
 	if err != nil {
 		return fatal("measure", fmt.Errorf("read TPM PCR banks: %w", err))

@@ -22,14 +22,14 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // fakeSystem stands in for the machine: the real parts (module loading,
 // BLKROSET, kexec, power-off) need PID 1 in a VM, which the e2e boots
 // prove. The disks are real: images built with mkfs and sfdisk
 // (internal/guestdisk), read by the same code the stub reads /dev/vda
-// with; the memfds are real, and the TPM is a tpmfront.Soft bank.
+// with; the memfds are real, and the TPM is a pcrbank.Soft bank.
 type fakeSystem struct {
 	t       *testing.T
 	cmdline string
@@ -40,7 +40,7 @@ type fakeSystem struct {
 	fs        map[string][]byte // the files of the default disk's one ext4 partition
 	disk      *guestdisk.Disk   // nil: the default disk, vda: MBR, ext4 "root" holding fs
 	patch     func([]byte)      // changes the built image's bytes
-	tpm       tpmfront.Target   // nil: no TPM device
+	tpm       pcrbank.Target    // nil: no TPM device
 	openErr   error
 	now       time.Time
 	devAfter  time.Duration // block devices appear this late
@@ -85,7 +85,7 @@ func (f *fakeSystem) MountBase() error { return nil }
 
 // The fake has no firmware log area: the real one is exercised by
 // boot/acpilog's tests on captured SeaBIOS areas and by the e2e boots.
-func (f *fakeSystem) AppendFirmwareLog(tpmfront.Version, []measure.Measurement) (string, error) {
+func (f *fakeSystem) AppendFirmwareLog(pcrbank.Version, []measure.Measurement) (string, error) {
 	return "", fmt.Errorf("no firmware log area in the fake system")
 }
 func (f *fakeSystem) Cmdline() (string, error) { return f.cmdline, nil }
@@ -102,7 +102,7 @@ func (f *fakeSystem) BlockNames() []string {
 }
 func (f *fakeSystem) TPMPresent() bool   { return f.tpm != nil }
 func (f *fakeSystem) TPMAnnounced() bool { return f.tpm != nil || f.announced }
-func (f *fakeSystem) OpenTPM() (tpmfront.Target, error) {
+func (f *fakeSystem) OpenTPM() (pcrbank.Target, error) {
 	if f.openErr != nil {
 		return nil, f.openErr
 	}
@@ -212,8 +212,8 @@ func guestFS() map[string][]byte {
 	}
 }
 
-func soft(t *testing.T) *tpmfront.Soft {
-	s, err := tpmfront.NewSoft([]tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256})
+func soft(t *testing.T) *pcrbank.Soft {
+	s, err := pcrbank.NewSoft([]pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestBootMeasuresWhatItLoads(t *testing.T) {
 	boot := contract.Boot{Kernel: kernelBytes, Initrds: [][]byte{guestFS()["boot/initrd-a"], guestFS()["boot/initrd-b"]}, Cmdline: wantCmdline}
 	pcr4, pcr5 := boot.PCR4(crypto.SHA256, nil), boot.PCR5(crypto.SHA256, nil)
 	for pcr, want := range map[int][]byte{4: pcr4, 5: pcr5} {
-		got, _ := f.tpm.ReadPCR(pcr, tpmfront.SHA256)
+		got, _ := f.tpm.ReadPCR(pcr, pcrbank.SHA256)
 		if !bytes.Equal(got, want) {
 			t.Errorf("PCR %d = %x, want %x", pcr, got, want)
 		}
@@ -280,7 +280,7 @@ func TestBootMeasuresWhatItLoads(t *testing.T) {
 	if err := log.Replay(replay); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := replay.ReadPCR(5, tpmfront.SHA256); !bytes.Equal(got, pcr5) {
+	if got, _ := replay.ReadPCR(5, pcrbank.SHA256); !bytes.Equal(got, pcr5) {
 		t.Errorf("event log replays PCR 5 to %x, want %x", got, pcr5)
 	}
 }
@@ -295,7 +295,7 @@ func TestNoInitrdSelectedByTitle(t *testing.T) {
 		t.Errorf("initrd %q cmdline %q", f.loadedInitrd, f.loadedCmdline)
 	}
 	want := contract.Boot{Cmdline: f.loadedCmdline}.PCR5(crypto.SHA256, nil)
-	if got, _ := f.tpm.ReadPCR(5, tpmfront.SHA256); !bytes.Equal(got, want) {
+	if got, _ := f.tpm.ReadPCR(5, pcrbank.SHA256); !bytes.Equal(got, want) {
 		t.Errorf("PCR 5 = %x, want the empty-initrd value %x", got, want)
 	}
 }
@@ -376,7 +376,7 @@ func TestNoTPMOptionalBootsLoudly(t *testing.T) {
 func TestXenPVHRefusedBeforeDisks(t *testing.T) {
 	f := newFake(t, "")
 	f.xenType = "PVH"
-	tpm := f.tpm.(*tpmfront.Soft)
+	tpm := f.tpm.(*pcrbank.Soft)
 	var out bytes.Buffer
 	Run(f, &out)
 	checkFatal(t, f, out.String(), `FATAL: Xen PVH guest: kexec needs Xen soft reset, which xl supports only for type="hvm"`)
@@ -387,7 +387,7 @@ func TestXenPVHRefusedBeforeDisks(t *testing.T) {
 		t.Errorf("%d FATAL lines", n)
 	}
 	for _, pcr := range []int{4, 5} {
-		v, err := tpm.ReadPCR(pcr, tpmfront.SHA256)
+		v, err := tpm.ReadPCR(pcr, pcrbank.SHA256)
 		if err != nil || !bytes.Equal(v, make([]byte, 32)) {
 			t.Errorf("PCR %d = %x, %v: the refusal extended something", pcr, v, err)
 		}
@@ -404,11 +404,11 @@ func TestBrokenTPMIsFatalEvenIfOptional(t *testing.T) {
 
 // failingTPM fails its second extend, after the kernel is measured.
 type failingTPM struct {
-	*tpmfront.Soft
+	*pcrbank.Soft
 	n int
 }
 
-func (f *failingTPM) Extend(pcr int, d tpmfront.Digests) error {
+func (f *failingTPM) Extend(pcr int, d pcrbank.Digests) error {
 	if f.n++; f.n == 2 {
 		return errors.New("TPM_RC_LOCALITY")
 	}
@@ -463,9 +463,9 @@ func TestFaults(t *testing.T) {
 	}
 }
 
-type panicTPM struct{ *tpmfront.Soft }
+type panicTPM struct{ *pcrbank.Soft }
 
-func (panicTPM) Extend(int, tpmfront.Digests) error { panic("boom") }
+func (panicTPM) Extend(int, pcrbank.Digests) error { panic("boom") }
 
 func TestPanicPowersOff(t *testing.T) {
 	f := newFake(t, "")
@@ -590,10 +590,10 @@ func TestNotEnoughMemory(t *testing.T) {
 
 // skipSHA256 is a TPM that lies (a mock: no real TPM can be made to): it
 // reports every extend as done but never touches the sha256 bank.
-type skipSHA256 struct{ *tpmfront.Soft }
+type skipSHA256 struct{ *pcrbank.Soft }
 
-func (s skipSHA256) Extend(pcr int, d tpmfront.Digests) error {
-	return s.Soft.Extend(pcr, tpmfront.Digests{tpmfront.SHA1: d[tpmfront.SHA1], tpmfront.SHA256: make([]byte, 32)})
+func (s skipSHA256) Extend(pcr int, d pcrbank.Digests) error {
+	return s.Soft.Extend(pcr, pcrbank.Digests{pcrbank.SHA1: d[pcrbank.SHA1], pcrbank.SHA256: make([]byte, 32)})
 }
 
 // A TPM whose PCRs do not follow from the extends is a fault: FATAL, and
@@ -667,7 +667,7 @@ func TestXenHVMBalloonStuckIsFatalBeforeMeasuring(t *testing.T) {
 	f.xenType = "HVM"
 	f.balloon = &Balloon{Current: 516096, Out: 8192}
 	f.balloonBack = -1
-	tpm := f.tpm.(*tpmfront.Soft)
+	tpm := f.tpm.(*pcrbank.Soft)
 	var out bytes.Buffer
 	Run(f, &out)
 	checkFatal(t, f, out.String(), "FATAL: Xen balloon driver: guest memory is still ballooned out to Xen")
@@ -675,7 +675,7 @@ func TestXenHVMBalloonStuckIsFatalBeforeMeasuring(t *testing.T) {
 		t.Errorf("kexec staged or run with pages ballooned out")
 	}
 	for _, pcr := range []int{4, 5} {
-		if v, _ := tpm.ReadPCR(pcr, tpmfront.SHA256); !bytes.Equal(v, make([]byte, 32)) {
+		if v, _ := tpm.ReadPCR(pcr, pcrbank.SHA256); !bytes.Equal(v, make([]byte, 32)) {
 			t.Errorf("PCR %d = %x: measured a boot that cannot run", pcr, v)
 		}
 	}

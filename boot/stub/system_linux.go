@@ -20,6 +20,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/modload"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
@@ -130,7 +131,7 @@ func tpmAnnounced(sys string) bool {
 	return xenErr != nil && acpiErr != nil
 }
 
-func (m *Machine) OpenTPM() (tpmfront.Target, error) { return tpmfront.Open("auto") }
+func (m *Machine) OpenTPM() (pcrbank.Target, error) { return tpmfront.Open("auto") }
 
 // OpenDisks sets every block device read-only in the kernel (BLKROSET;
 // partitions too, so nothing in this guest can write them) and opens the
@@ -270,7 +271,7 @@ func (m *Machine) MemAvailable() (int64, error) {
 func (m *Machine) Now() time.Time        { return time.Now() }
 func (m *Machine) Sleep(d time.Duration) { time.Sleep(d) }
 
-func (m *Machine) AppendFirmwareLog(v tpmfront.Version, ms []measure.Measurement) (string, error) {
+func (m *Machine) AppendFirmwareLog(v pcrbank.Version, ms []measure.Measurement) (string, error) {
 	a, r, err := acpilog.AppendSystem(v, ms)
 	if err != nil {
 		return "", err

@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 
+	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/images"
 )
 
@@ -26,6 +28,7 @@ const (
 )
 
 const usage = `usage: mkstub --kernel VMLINUZ --modules DIR -o OUTDIR [flags]
+       mkstub --version
 
 Builds the vtpmboot stub for Xen HVM guests:
   OUTDIR/vmlinuz           copy of --kernel
@@ -34,8 +37,36 @@ Builds the vtpmboot stub for Xen HVM guests:
                            kexec needs Xen soft reset, which xl does only for
                            HVM; docs/xen.md)
 
+The stub's /init is, in this order: --init PATH; built with go from --src
+DIR (or --init-package); built with go from the current directory when it
+is the vtpmboot source tree; the prebuilt one installed with mkstub:
+  %s
+The same /init and kernel give the same initramfs hash.
+
+Exit status: 0 built, 1 building failed, 2 bad flags or inputs.
+
 Flags:
 `
+
+// version is the package version, set at build time by the Makefile
+// (-ldflags -X main.version=...); "" falls back to the Go build info.
+var version string
+
+// installedInit is where the Debian package (and make install) put the
+// stub's prebuilt /init: PREFIX/lib/vtpmboot/init next to PREFIX/bin/mkstub.
+var installedInit = func() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "/usr/lib/vtpmboot/init"
+	}
+	if e, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = e
+	}
+	return filepath.Join(filepath.Dir(filepath.Dir(exe)), "lib", "vtpmboot", "init")
+}
+
+// modulePath identifies the source tree mkstub may build /init from.
+const modulePath = "github.com/vtpmboot/vtpmboot"
 
 type stringList []string
 
@@ -50,29 +81,37 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mkstub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
+	// Parse errors are reported below in the --flag spelling users type;
+	// the flag package's own says "-flag".
+	fs.SetOutput(io.Discard)
 	var (
-		kernel   = fs.String("kernel", "", "kernel image to boot the stub with (e.g. /boot/vmlinuz-$(uname -r))")
-		modules  = fs.String("modules", "", "the kernel's module directory, /lib/modules/<release> (must hold modules.dep)")
+		kernel   = fs.String("kernel", "", "kernel image `VMLINUZ` to boot the stub with (e.g. /boot/vmlinuz-$(uname -r))")
+		modules  = fs.String("modules", "", "the kernel's modules, `DIR` = /lib/modules/<release> (must hold modules.dep)")
 		noMods   = fs.Bool("no-modules", false, "pack no kernel modules (a kernel with everything built in)")
-		outDir   = fs.String("o", "", "output directory (created if missing)")
-		initPkg  = fs.String("init", images.DefaultInitPackage, "Go package built as /init")
-		srcDir   = fs.String("src", ".", "`DIR` that go build runs in (the vtpmboot source tree)")
-		modList  = fs.String("module-list", strings.Join(images.DefaultModules, ","), "comma-separated kernel modules to pack (dependencies are added)")
-		vtpmBack = fs.String("vtpm-backend", "", "domain serving the guest's vTPM in the example xl config (default Domain-0, where vtpmback runs)")
-		disk     = fs.String("disk", "format=raw, vdev=xvda, access=rw, target=/dev/vg0/guest", "guest disk spec for the example xl configs")
+		outDir   = fs.String("o", "", "output `DIR` (created if missing)")
+		initPath = fs.String("init", "", "prebuilt static `PATH` packed as /init (default: see above)")
+		initPkg  = fs.String("init-package", "", "Go `PACKAGE` built as /init with go, in --src (default "+images.DefaultInitPackage+")")
+		srcDir   = fs.String("src", "", "vtpmboot source tree `DIR` that go build runs in")
+		modList  = fs.String("module-list", strings.Join(images.DefaultModules, ","), "comma-separated kernel `MODULES` to pack (dependencies are added)")
+		vtpmBack = fs.String("vtpm-backend", "", "`DOMAIN` serving the guest's vTPM in the example xl config (default Domain-0, where vtpmback runs)")
+		disk     = fs.String("disk", "format=raw, vdev=xvda, access=rw, target=/dev/vg0/guest", "guest disk `SPEC` for the example xl configs")
+		showVer  = fs.Bool("version", false, "print the version and exit")
 		extra    stringList
 	)
+	fs.StringVar(outDir, "output", "", "output `DIR` (same as -o)")
 	fs.Var(&extra, "add", "extra file `HOSTPATH:ARCHIVEPATH` for the initramfs (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, usage, installedInit())
+			printFlags(stdout, fs)
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "mkstub: %s (see --help)\n", flagError(err))
 		return exitUsage
+	}
+	if *showVer {
+		fmt.Fprintln(stdout, versionLine())
+		return exitOK
 	}
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "mkstub: "+format+"\n", a...)
@@ -82,43 +121,72 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr("unexpected arguments %q (see --help)", fs.Args())
 	}
 	if *kernel == "" || *outDir == "" {
-		return usageErr("--kernel and -o are required (see --help)")
+		return usageErr("--kernel and -o DIR are required (see --help)")
 	}
 	if (*modules == "") == !*noMods {
 		return usageErr("give exactly one of --modules DIR and --no-modules")
 	}
-	if st, err := os.Stat(*kernel); err != nil {
-		return usageErr("kernel: %v", err)
-	} else if !st.Mode().IsRegular() {
-		return usageErr("kernel %s: not a regular file", *kernel)
+	if err := checkKernel(*kernel); err != nil {
+		return usageErr("%v", err)
 	}
-	o := images.StubOptions{Init: images.GoBuild{Package: *initPkg, Dir: *srcDir}, ModulesDir: *modules}
+	o := images.StubOptions{ModulesDir: *modules}
 	if *modules != "" {
 		if _, err := os.Stat(filepath.Join(*modules, "modules.dep")); err != nil {
 			return usageErr("modules directory %s: %v", *modules, images.ErrNoModulesDep)
 		}
 		o.Modules = splitList(*modList)
 	}
-	for _, a := range extra {
-		host, arch, ok := strings.Cut(a, ":")
-		if !ok || host == "" || arch == "" {
-			return usageErr("--add %q: want HOSTPATH:ARCHIVEPATH", a)
-		}
-		st, err := os.Stat(host)
-		if err != nil {
-			return usageErr("--add: %v", err)
-		}
-		if !st.Mode().IsRegular() {
-			return usageErr("--add %s: not a regular file", host)
-		}
-		o.Extra = append(o.Extra, images.File{Path: arch, Source: host, Mode: st.Mode().Perm()})
+	var err error
+	if o.Extra, err = extraFiles(extra); err != nil {
+		return usageErr("%v", err)
 	}
 
+	init, err := chooseInit(*initPath, *initPkg, *srcDir)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	// A prebuilt /init is an input: refuse a wrong one before building.
+	if p, ok := init.(images.Prebuilt); ok {
+		if _, err := p.Binary(ctx); err != nil {
+			return usageErr("%v", err)
+		}
+	}
+	o.Init = init
+	fmt.Fprintf(stdout, "init: %s\n", init)
 	if err := build(ctx, o, *kernel, *outDir, *vtpmBack, *disk, stdout); err != nil {
 		fmt.Fprintf(stderr, "mkstub: %v\n", err)
 		return exitBuild
 	}
 	return exitOK
+}
+
+func checkKernel(path string) error {
+	if st, err := os.Stat(path); err != nil {
+		return fmt.Errorf("kernel: %v", err)
+	} else if !st.Mode().IsRegular() {
+		return fmt.Errorf("kernel %s: not a regular file", path)
+	}
+	return nil
+}
+
+// extraFiles resolves the --add HOSTPATH:ARCHIVEPATH values.
+func extraFiles(extra []string) ([]images.File, error) {
+	var out []images.File
+	for _, a := range extra {
+		host, arch, ok := strings.Cut(a, ":")
+		if !ok || host == "" || arch == "" {
+			return nil, fmt.Errorf("--add %q: want HOSTPATH:ARCHIVEPATH", a)
+		}
+		st, err := os.Stat(host)
+		if err != nil {
+			return nil, fmt.Errorf("--add: %v", err)
+		}
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("--add %s: not a regular file", host)
+		}
+		out = append(out, images.File{Path: arch, Source: host, Mode: st.Mode().Perm()})
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {
@@ -147,4 +215,99 @@ func build(ctx context.Context, o images.StubOptions, kernel, outDir, vtpmBack, 
 		fmt.Fprintf(stdout, "%x  %s  (%d bytes)\n", f.SHA256, f.Path, f.Size)
 	}
 	return nil
+}
+
+// chooseInit picks where /init comes from (the order the usage gives).
+func chooseInit(initPath, initPkg, srcDir string) (images.InitSource, error) {
+	if initPath != "" {
+		if initPkg != "" || srcDir != "" {
+			return nil, errors.New("give --init PATH (a prebuilt /init) or --src/--init-package (build one), not both")
+		}
+		return images.Prebuilt{Path: initPath}, nil
+	}
+	if initPkg != "" || srcDir != "" {
+		if initPkg == "" {
+			initPkg = images.DefaultInitPackage
+		}
+		if srcDir == "" {
+			srcDir = "."
+		}
+		return images.GoBuild{Package: initPkg, Dir: srcDir}, nil
+	}
+	if isSourceTree(".") {
+		return images.GoBuild{Package: images.DefaultInitPackage, Dir: "."}, nil
+	}
+	p := installedInit()
+	if _, err := os.Stat(p); err != nil {
+		return nil, fmt.Errorf("no /init to pack: %s is missing and the current directory is not the vtpmboot source tree (give --init PATH or --src DIR)", p)
+	}
+	return images.Prebuilt{Path: p}, nil
+}
+
+// isSourceTree reports whether dir holds vtpmboot's go.mod: a developer
+// running mkstub there gets the stub built from the tree in front of them.
+func isSourceTree(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`) == modulePath
+		}
+	}
+	return false
+}
+
+// flagError turns the flag package's "-name" spellings into "--name".
+func flagError(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"flag provided but not defined: -", "flag needs an argument: -"} {
+		if rest, ok := strings.CutPrefix(msg, p); ok {
+			what := "unknown flag"
+			if strings.HasPrefix(p, "flag needs") {
+				what = "flag needs a value"
+			}
+			return what + " " + dashes(rest)
+		}
+	}
+	return msg
+}
+
+func dashes(name string) string {
+	name = strings.TrimLeft(name, "-")
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// printFlags lists the flags the way users type them (--kernel VMLINUZ),
+// which flag.PrintDefaults does not: it prints one dash.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  " + dashes(f.Name)
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, usage)
+		if f.DefValue != "" && f.DefValue != "false" {
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+}
+
+// versionLine names the build and the measurement contract the stub's
+// /init implements.
+func versionLine() string {
+	v := version
+	if v == "" {
+		v = "(devel)"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+	}
+	return fmt.Sprintf("mkstub %s, measurement contract %d", v, measure.ContractVersion)
 }

@@ -33,7 +33,11 @@ func TestErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"--help"}, exitOK, "usage: mkstub"},
+		{[]string{"--kernel", kernel, "-o", out, "--no-modules", "--bogus"}, exitUsage, "unknown flag --bogus"},
+		{[]string{"--kernel", kernel, "-o", out, "--no-modules", "--init", "/bin/true"}, exitUsage, "dynamically linked"},
+		{[]string{"--kernel", kernel, "-o", out, "--no-modules", "--init", kernel}, exitUsage, "not a static x86-64 Linux executable"},
+		{[]string{"--kernel", kernel, "-o", out, "--no-modules", "--init", "/nonexistent/init"}, exitUsage, "/nonexistent/init"},
+		{[]string{"--kernel", kernel, "-o", out, "--no-modules", "--init", "/bin/true", "--src", root}, exitUsage, "not both"},
 		{[]string{"-o", out, "--modules", mods}, exitUsage, "--kernel"},
 		{[]string{"--kernel", "/nonexistent/vmlinuz", "-o", out, "--modules", mods}, exitUsage, "/nonexistent/vmlinuz"},
 		{[]string{"--kernel", kernel, "-o", out, "--modules", t.TempDir()}, exitUsage, "modules.dep"},
@@ -59,7 +63,7 @@ func TestBuild(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "stub")
 	code, stdout, stderr := runMkstub(t, "--kernel", kernel, "--modules", mods, "-o", out,
-		"--src", root, "--init", "./internal/target/targetinit", "--add", extra+":etc/extra",
+		"--src", root, "--init-package", "./internal/target/targetinit", "--add", extra+":etc/extra",
 		"--vtpm-backend", "web1-vtpm")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -105,5 +109,89 @@ func TestBuild(t *testing.T) {
 		if err != nil || len(v) != 1 || v[0].Backend != "web1-vtpm" || v[0].UUID != images.ExampleUUID {
 			t.Errorf("%s.cfg: vtpm %+v, %v", kind, v, err)
 		}
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	code, stdout, _ := runMkstub(t, "--help")
+	if code != exitOK || !strings.Contains(stdout, "usage: mkstub") {
+		t.Errorf("--help: exit %d\n%s", code, stdout)
+	}
+	// Flags are listed the way they are typed: --kernel VMLINUZ, not -kernel string.
+	for _, want := range []string{"\n  --kernel VMLINUZ\n", "\n  --init PATH\n", "\n  -o DIR\n", "\n  --version\n"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("--help does not list %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "\n  -kernel") || strings.Contains(stdout, " string\n") {
+		t.Errorf("--help uses the flag package's spelling:\n%s", stdout)
+	}
+	code, stdout, _ = runMkstub(t, "--version")
+	if code != exitOK || !strings.HasPrefix(stdout, "mkstub ") || !strings.Contains(stdout, "measurement contract 1") {
+		t.Errorf("--version: exit %d %q", code, stdout)
+	}
+}
+
+// TestNoInit: outside the source tree and with no installed /init, mkstub
+// says what to give instead of running go.
+func TestNoInit(t *testing.T) {
+	root := testenv.RepoRoot()
+	kernel := filepath.Join(root, ".cache", "kernel", "vmlinuz")
+	testenv.NeedFile(t, kernel, "run scripts/fetch-kernel.sh")
+	old := installedInit
+	installedInit = func() string { return "/nonexistent/lib/vtpmboot/init" }
+	t.Cleanup(func() { installedInit = old })
+	t.Chdir(t.TempDir())
+	code, _, stderr := runMkstub(t, "--kernel", kernel, "--no-modules", "-o", "out")
+	if code != exitUsage || !strings.Contains(stderr, "/nonexistent/lib/vtpmboot/init") || !strings.Contains(stderr, "--init PATH") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestInstalledInit is the installed case: outside the source tree, with
+// no go on PATH, mkstub packs the prebuilt /init next to it, and the
+// initramfs is byte for byte the one built from the source tree with go
+// (the reproducibility guarantee holds across the two ways).
+func TestInstalledInit(t *testing.T) {
+	testenv.NeedCommands(t, "go")
+	root := testenv.RepoRoot()
+	kernel := filepath.Join(root, ".cache", "kernel", "vmlinuz")
+	mods := filepath.Join(root, ".cache", "kernel", "modules")
+	testenv.NeedFile(t, kernel, "run scripts/fetch-kernel.sh")
+
+	fromSrc := filepath.Join(t.TempDir(), "src")
+	if code, _, stderr := runMkstub(t, "--kernel", kernel, "--modules", mods, "-o", fromSrc, "--src", root); code != exitOK {
+		t.Fatalf("from source: exit %d: %s", code, stderr)
+	}
+	bin, err := images.GoBuild{Package: images.DefaultInitPackage, Dir: root}.Binary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := t.TempDir()
+	initPath := filepath.Join(prefix, "lib", "vtpmboot", "init")
+	if err := os.MkdirAll(filepath.Dir(initPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(initPath, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := installedInit
+	installedInit = func() string { return initPath }
+	t.Cleanup(func() { installedInit = old })
+	t.Chdir(t.TempDir())
+	t.Setenv("PATH", "/nonexistent")
+	installed := filepath.Join(t.TempDir(), "inst")
+	code, stdout, stderr := runMkstub(t, "--kernel", kernel, "--modules", mods, "-o", installed)
+	if code != exitOK {
+		t.Fatalf("installed: exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "init: "+initPath+"\n") {
+		t.Errorf("mkstub does not say which /init it packed:\n%s", stdout)
+	}
+	a, _ := os.ReadFile(filepath.Join(fromSrc, "vtpmboot.cpio.gz"))
+	b, _ := os.ReadFile(filepath.Join(installed, "vtpmboot.cpio.gz"))
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		ha, hb := sha256.Sum256(a), sha256.Sum256(b)
+		t.Errorf("initramfs from source %x (%d bytes) != with the installed /init %x (%d bytes)", ha, len(a), hb, len(b))
 	}
 }

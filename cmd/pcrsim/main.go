@@ -1,9 +1,11 @@
 // Command pcrsim predicts the PCR values vtpmboot's stub will produce for a
-// boot entry, and verifies actual readings against a prediction. The logic
-// lives in host/predict; this file is subcommands, flags and exit codes.
+// boot entry, and verifies actual readings against a prediction. Each
+// subcommand binds its flags to a config of host/pcrsim, calls it and
+// turns the result into an exit code; what they do lives there.
 //
-// Exit codes: 0 success (verify: everything matched), 1 verify mismatch,
-// 2 usage or input error (one line on stderr naming the argument).
+// Exit codes: 0 success (verify: everything matched), 1 verify mismatch
+// or a failed guest of --xl-config, 2 usage or input error (one line on
+// stderr naming the argument).
 package main
 
 import (
@@ -12,127 +14,119 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/vtpmboot/vtpmboot/boot/termsafe"
+	sim "github.com/vtpmboot/vtpmboot/host/pcrsim"
 )
 
 const (
-	exitOK       = 0
-	exitMismatch = 1
-	exitUsage    = 2
+	exitOK    = sim.ExitOK
+	exitUsage = 2
 )
-
-const topUsage = `usage: pcrsim <command> [flags]
-
-commands:
-  predict   compute the PCR 4 and 5 values vtpmboot will produce
-  verify    compare a prediction with actual PCR readings (--current: this
-            machine's TPM; --eventlog: replay TCG event logs)
-  policy    TPM 2.0 policy digests, the TPM 1.2 composite, and inputs for
-            tpm2-tools, systemd-cryptenroll, Keylime and systemd-pcrlock
-  eventlog  extract: the stub's event log from a saved console
-
-Run 'pcrsim <command> --help' for a command's flags and examples;
-'pcrsim --version' prints the version and the measurement contract.
-`
-
-// argError is a usage or input problem; it prints as one line naming the
-// argument at fault and exits 2.
-type argError struct {
-	arg string
-	err error
-}
-
-func (e *argError) Error() string { return e.arg + ": " + e.err.Error() }
-func (e *argError) Unwrap() error { return e.err }
-
-func argErr(arg string, format string, a ...any) error {
-	return &argError{arg: arg, err: fmt.Errorf(format, a...)}
-}
-
-type env struct {
-	stdin          io.Reader
-	stdout, stderr io.Writer
-}
 
 func main() {
 	// Messages quote guest-controlled names (file names, titles, errors
 	// from a hostile disk image): no control character of theirs reaches
 	// the admin's terminal (termsafe).
-	os.Exit(run(os.Args[1:], env{os.Stdin, os.Stdout, termsafe.Writer(os.Stderr)}))
+	os.Exit(run(os.Args[1:], sim.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: termsafe.Writer(os.Stderr)}))
 }
 
-func run(args []string, e env) int {
+// commands maps each subcommand to its run function, which parses its
+// flags and calls host/pcrsim.
+var commands = map[string]func([]string, sim.IO) (int, error){
+	"predict":  cmdPredict,
+	"verify":   cmdVerify,
+	"policy":   cmdPolicy,
+	"eventlog": cmdEventlog,
+}
+
+func run(args []string, o sim.IO) int {
 	if len(args) == 0 {
-		fmt.Fprint(e.stderr, topUsage)
+		fmt.Fprint(o.Stderr, topUsage)
 		return exitUsage
 	}
-	var cmd func(string, []string, env) (int, error)
 	switch args[0] {
-	case "predict":
-		cmd = cmdPredict
-	case "verify":
-		cmd = cmdVerify
-	case "policy":
-		cmd = cmdPolicy
 	case "version", "-version", "--version":
-		fmt.Fprintln(e.stdout, versionLine())
+		fmt.Fprintln(o.Stdout, versionLine())
 		return exitOK
-	case "eventlog":
-		cmd = cmdEventlog
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
-			return run([]string{args[1], "--help"}, e)
+			return run([]string{args[1], "--help"}, o)
 		}
-		fmt.Fprint(e.stdout, topUsage)
+		fmt.Fprint(o.Stdout, topUsage)
 		return exitOK
-	default:
-		fmt.Fprintf(e.stderr, "pcrsim: unknown command %q (want predict, verify, policy or eventlog; see pcrsim --help)\n", args[0])
+	}
+	cmd := commands[args[0]]
+	if cmd == nil {
+		fmt.Fprintf(o.Stderr, "pcrsim: unknown command %q (want predict, verify, policy or eventlog; see pcrsim --help)\n", args[0])
 		return exitUsage
 	}
-	name := "pcrsim " + args[0]
-	code, err := cmd(name, args[1:], e)
+	o.Name = "pcrsim " + args[0]
+	code, err := cmd(args[1:], o)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
 	if err != nil {
 		// One line: a multi-line message would bury the argument at fault.
-		fmt.Fprintf(e.stderr, "%s: %s\n", name, termsafe.Line(err.Error()))
+		fmt.Fprintf(o.Stderr, "%s: %s\n", o.Name, termsafe.Line(err.Error()))
 		return exitUsage
 	}
 	return code
 }
 
-// newFlagSet returns a flag set that reports errors to us instead of
-// printing usage itself, and prints help (on --help) to stdout.
-func newFlagSet(name, help string, e env) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	// The flag package calls Usage on every parse error too; help is
-	// printed by parseFlags only when asked for.
-	fs.Usage = func() {}
-	helps[fs] = func() {
-		fmt.Fprint(e.stdout, help)
-		printFlags(e.stdout, fs)
-	}
-	return fs
+// flags is a subcommand's flag set, reporting errors to us instead of
+// printing usage itself, and printing help (on --help) to stdout.
+type flags struct {
+	*flag.FlagSet
+	help string
+	out  io.Writer
 }
 
-var helps = map[*flag.FlagSet]func(){}
+func newFlags(o sim.IO, help string) *flags {
+	fs := flag.NewFlagSet(o.Name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	// The flag package calls Usage on every parse error too; help is
+	// printed by parse only when asked for.
+	fs.Usage = func() {}
+	return &flags{FlagSet: fs, help: help, out: o.Stdout}
+}
 
-// parseFlags parses args and turns flag-package errors into one-line
-// argument errors; stray positional arguments are an error too, since a
-// forgotten "--initrd" would otherwise silently measure no initrd.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+// parse parses args and returns the names of the flags given. Stray
+// positional arguments are an error, since a forgotten "--initrd" would
+// otherwise silently measure no initrd.
+func (f *flags) parse(args []string) (map[string]bool, error) {
+	if err := f.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			helps[fs]()
-			return err
+			fmt.Fprint(f.out, f.help)
+			printFlags(f.out, f.FlagSet)
 		}
-		return err // the flag package's message names the flag
+		return nil, err // the flag package's message names the flag
 	}
-	if fs.NArg() > 0 {
-		return argErr(fs.Arg(0), "unexpected argument (every input is a flag; see --help)")
+	if f.NArg() > 0 {
+		return nil, &sim.ArgError{Arg: f.Arg(0), Err: errors.New("unexpected argument (every input is a flag; see --help)")}
 	}
-	return nil
+	given := map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	return given, nil
+}
+
+// listFlag collects a repeatable flag in order.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// bindInput defines the flags that say what to predict, shared by
+// predict, verify and policy: files, a guest, and what the prediction
+// assumes.
+func (f *flags) bindInput(in *sim.Input) {
+	f.StringVar(&in.Kernel, "kernel", "", "kernel `FILE`, measured into PCR 4 exactly as stored")
+	f.Var((*listFlag)(&in.Initrds), "initrd", "initrd `FILE`; repeat for several: measured in order as one image, each but the last zero-padded to 4 bytes as GRUB2 loads them, into PCR 5")
+	f.StringVar(&in.Cmdline, "cmdline", "", "the exact kernel command line (`STRING`), measured into PCR 5")
+	f.StringVar(&in.Bank, "bank", "", "comma-separated PCR `BANKS` (sha1,sha256,sha384,sha512; default sha1,sha256)")
+	f.Var((*listFlag)(&in.PCRInits), "pcr-init", "starting value `PCR:BANK=HEX` of a PCR (or PCR:BANK:HEX; default all zero, as on a Xen vTPM); repeatable")
+	f.StringVar(&in.Root, "root", "", "a mounted guest tree `DIR`: find its boot configuration and predict the entry the stub boots")
+	f.Var((*listFlag)(&in.Disks), "disk", "a raw guest disk `IMAGE` (MBR, GPT or bare filesystem), read without mounting; repeat for the guest's disks in order")
+	f.Var((*listFlag)(&in.Entries), "entry", "with --root/--disk: boot this entry (`SEL`: menu position such as 2 or 1>0, id, or exact title) instead of the default")
 }

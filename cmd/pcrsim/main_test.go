@@ -19,7 +19,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // The tests run the real binary, as an operator or a script would, so exit
@@ -110,8 +110,8 @@ func (f *fixture) compute() {
 	b := contract.Boot{Kernel: f.kb, Initrds: [][]byte{f.ib}, Cmdline: f.cmdline}
 	s1, s256 := contract.Hash("sha1"), contract.Hash("sha256")
 	f.expectedPCRs = pcrfile.Readings{
-		tpmfront.SHA1:   {4: b.PCR4(s1, f.init4s1), 5: b.PCR5(s1, nil)},
-		tpmfront.SHA256: {4: b.PCR4(s256, f.init4s256), 5: b.PCR5(s256, nil)},
+		pcrbank.SHA1:   {4: b.PCR4(s1, f.init4s1), 5: b.PCR5(s1, nil)},
+		pcrbank.SHA256: {4: b.PCR4(s256, f.init4s256), 5: b.PCR5(s256, nil)},
 	}
 	f.kernelDigests = map[string]string{"sha1": hex.EncodeToString(contract.Digest(s1, f.kb)), "sha256": hex.EncodeToString(contract.Digest(s256, f.kb))}
 }
@@ -205,9 +205,9 @@ func TestPredictTextAndPCRInit(t *testing.T) {
 		"extend PCR 5 with initrd \"(none)\"",
 		"sha256  digest " + f.kernelDigests["sha256"],
 		"before " + hexOf(f.init4s256),
-		"after  " + hexOf(f.expectedPCRs[tpmfront.SHA256][4]),
-		"PCR 4  sha1    " + hexOf(f.expectedPCRs[tpmfront.SHA1][4]),
-		"PCR 5  sha256  " + hexOf(f.expectedPCRs[tpmfront.SHA256][5]),
+		"after  " + hexOf(f.expectedPCRs[pcrbank.SHA256][4]),
+		"PCR 4  sha1    " + hexOf(f.expectedPCRs[pcrbank.SHA1][4]),
+		"PCR 5  sha256  " + hexOf(f.expectedPCRs[pcrbank.SHA256][5]),
 	} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("trace lacks %q:\n%s", s, r.stdout)
@@ -224,14 +224,14 @@ func TestPredictEventLog(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		extra []string
-		banks []tpmfront.Alg
+		banks []pcrbank.Alg
 	}{
-		{"crypto-agile default", nil, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256}},
-		{"sha1 log", []string{"--bank", "sha1", "--tpm", "1.2"}, []tpmfront.Alg{tpmfront.SHA1}},
+		{"crypto-agile default", nil, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256}},
+		{"sha1 log", []string{"--bank", "sha1", "--tpm", "1.2"}, []pcrbank.Alg{pcrbank.SHA1}},
 		// A TPM 2.0 with only the sha1 bank: the stub writes crypto-agile
 		// (eventlog.FormatFor), and so does pcrsim.
-		{"tpm 2.0 sha1 only", []string{"--bank", "sha1", "--tpm", "2.0"}, []tpmfront.Alg{tpmfront.SHA1}},
-		{"crypto-agile forced", []string{"--bank", "sha1", "--log-format", "crypto-agile"}, []tpmfront.Alg{tpmfront.SHA1}},
+		{"tpm 2.0 sha1 only", []string{"--bank", "sha1", "--tpm", "2.0"}, []pcrbank.Alg{pcrbank.SHA1}},
+		{"crypto-agile forced", []string{"--bank", "sha1", "--log-format", "crypto-agile"}, []pcrbank.Alg{pcrbank.SHA1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := pcrsim(t, nil, append([]string{"predict"}, f.args(append(tc.extra, "--format", "eventlog")...)...)...)
@@ -283,7 +283,7 @@ func yamlOf(r pcrfile.Readings) string {
 func sysfsOf(r pcrfile.Readings) string {
 	var b strings.Builder
 	for p := 0; p < 24; p++ {
-		v := r[tpmfront.SHA1][p]
+		v := r[pcrbank.SHA1][p]
 		if v == nil {
 			v = make([]byte, 20)
 		}
@@ -305,10 +305,10 @@ func TestVerify(t *testing.T) {
 		return p
 	}
 	good := write("good.yaml", yamlOf(f.expectedPCRs))
-	wrong := pcrfile.Readings{tpmfront.SHA1: f.expectedPCRs[tpmfront.SHA1], tpmfront.SHA256: {4: f.expectedPCRs[tpmfront.SHA256][4], 5: make([]byte, 32)}}
+	wrong := pcrfile.Readings{pcrbank.SHA1: f.expectedPCRs[pcrbank.SHA1], pcrbank.SHA256: {4: f.expectedPCRs[pcrbank.SHA256][4], 5: make([]byte, 32)}}
 	bad := write("bad.yaml", yamlOf(wrong))
 	sysfs := write("pcrs", sysfsOf(f.expectedPCRs))
-	sha256Only := write("sha256.yaml", yamlOf(pcrfile.Readings{tpmfront.SHA256: f.expectedPCRs[tpmfront.SHA256]}))
+	sha256Only := write("sha256.yaml", yamlOf(pcrfile.Readings{pcrbank.SHA256: f.expectedPCRs[pcrbank.SHA256]}))
 	pred := pcrsim(t, nil, append([]string{"predict"}, f.args("--format", "json")...)...)
 	expected := write("expected.json", pred.stdout)
 
@@ -320,9 +320,9 @@ func TestVerify(t *testing.T) {
 		want  []string
 	}{
 		{"flags match", f.args("--actual", good), "", 0, []string{
-			"4   sha256  match    " + hexOf(f.expectedPCRs[tpmfront.SHA256][4]), "OK: 4 values match"}},
+			"4   sha256  match    " + hexOf(f.expectedPCRs[pcrbank.SHA256][4]), "OK: 4 values match"}},
 		{"flags mismatch", f.args("--actual", bad), "", 1, []string{
-			"5   sha256  MISMATCH " + hexOf(f.expectedPCRs[tpmfront.SHA256][5]) + " " + hexOf(make([]byte, 32)),
+			"5   sha256  MISMATCH " + hexOf(f.expectedPCRs[pcrbank.SHA256][5]) + " " + hexOf(make([]byte, 32)),
 			"5   sha1    match"}},
 		{"expected json match", []string{"--expected", expected, "--actual", good}, "", 0, nil},
 		{"expected json vs json", []string{"--expected", expected, "--actual", expected}, "", 0, nil},
@@ -458,8 +458,8 @@ func TestVerifyAgainstSwtpm(t *testing.T) {
 		t.Fatal(err)
 	}
 	inits := []string{
-		"--pcr-init", "4:sha1:" + hexOf(before[tpmfront.SHA1][4]),
-		"--pcr-init", "4:sha256:" + hexOf(before[tpmfront.SHA256][4]),
+		"--pcr-init", "4:sha1:" + hexOf(before[pcrbank.SHA1][4]),
+		"--pcr-init", "4:sha256:" + hexOf(before[pcrbank.SHA256][4]),
 	}
 
 	pred := pcrsim(t, nil, append([]string{"predict"}, f.args(append(inits, "--format", "json")...)...)...)
@@ -492,7 +492,7 @@ func TestVerifyAgainstSwtpm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256} {
+	for _, a := range []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256} {
 		if !bytes.Equal(actual[a][5], f.expectedPCRs[a][5]) {
 			t.Errorf("swtpm %v PCR 5 = %x, contract says %x", a, actual[a][5], f.expectedPCRs[a][5])
 		}

@@ -20,7 +20,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // policyFixtures are n boots of the same kernel and initrd with different
@@ -88,21 +88,21 @@ func tpm2Tool(t *testing.T, tcti string, args ...string) string {
 // tree's root.
 func TestPolicyAgainstTPM2Tools(t *testing.T) {
 	testenv.NeedCommands(t, "swtpm", "tpm2_createpolicy", "tpm2_policypcr", "tpm2_policyor", "tpm2_startauthsession", "tpm2_flushcontext")
-	tpm := swtpmtest.StartTCP(t, tpmfront.Version20)
+	tpm := swtpmtest.StartTCP(t, pcrbank.Version20)
 	tcti := tpm.TCTI()
 	dir := t.TempDir()
 	fs, files := policyFixtures(t, 10)
 
 	// One boot, each bank: tpm2_createpolicy over the test's own values.
 	leaf := make([][]byte, len(fs))
-	for _, a := range []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256} {
+	for _, a := range []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256} {
 		for i, f := range fs {
 			own := filepath.Join(dir, fmt.Sprintf("own-%v-%d.bin", a, i))
 			os.WriteFile(own, append(append([]byte{}, f.expectedPCRs[a][4]...), f.expectedPCRs[a][5]...), 0o644)
 			out := filepath.Join(dir, fmt.Sprintf("leaf-%v-%d.bin", a, i))
 			tpm2Tool(t, tcti, "tpm2_createpolicy", "--policy-pcr", "-l", a.String()+":4,5", "-f", own, "-L", out)
 			want, _ := os.ReadFile(out)
-			if a == tpmfront.SHA256 {
+			if a == pcrbank.SHA256 {
 				leaf[i] = want
 			}
 			if i > 1 {
@@ -173,7 +173,7 @@ func TestPolicyAgainstTPM2Tools(t *testing.T) {
 func TestPolicyUnsealThroughTree(t *testing.T) {
 	testenv.NeedCommands(t, "swtpm", "tpm2_createprimary", "tpm2_create", "tpm2_load", "tpm2_unseal",
 		"tpm2_startauthsession", "tpm2_policypcr", "tpm2_policyor", "tpm2_pcrextend", "tpm2_flushcontext")
-	tpm := swtpmtest.StartTCP(t, tpmfront.Version20)
+	tpm := swtpmtest.StartTCP(t, pcrbank.Version20)
 	tcti := tpm.TCTI()
 	dir := t.TempDir()
 	fs, files := policyFixtures(t, 10)
@@ -310,7 +310,7 @@ func TestPolicyCryptenroll(t *testing.T) {
 				t.Errorf("entry %q: unsorted, another bank or wrong size", e)
 			}
 			last = idx
-			if want := fs[i].expectedPCRs[tpmfront.SHA256][[]int{4, 5}[j]]; !bytes.Equal(v, want) {
+			if want := fs[i].expectedPCRs[pcrbank.SHA256][[]int{4, 5}[j]]; !bytes.Equal(v, want) {
 				t.Errorf("line %d PCR %d = %x, want %x", i, idx, v, want)
 			}
 		}
@@ -355,7 +355,7 @@ func TestPolicyKeylime(t *testing.T) {
 		// PCR 4 is the same kernel in all three boots; PCR 5 differs.
 		var want []string
 		for _, f := range fs {
-			h := hex.EncodeToString(f.expectedPCRs[tpmfront.SHA256][n])
+			h := hex.EncodeToString(f.expectedPCRs[pcrbank.SHA256][n])
 			if !slices.Contains(want, h) {
 				want = append(want, h)
 			}
@@ -433,7 +433,7 @@ func TestPolicyPcrlock(t *testing.T) {
 				}
 			}
 		}
-		for _, a := range []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256} {
+		for _, a := range []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256} {
 			for _, n := range []int{4, 5} {
 				if !bytes.Equal(pcr[a.String()][n], f.expectedPCRs[a][n]) {
 					t.Errorf("variant %d %v PCR %d replays to %x, want %x", i, a, n, pcr[a.String()][n], f.expectedPCRs[a][n])
@@ -472,7 +472,7 @@ func TestPolicyTPM12Composite(t *testing.T) {
 	b = binary.BigEndian.AppendUint16(b, 3)
 	b = append(b, 0x30, 0, 0)
 	b = binary.BigEndian.AppendUint32(b, 40)
-	b = append(append(b, fs[0].expectedPCRs[tpmfront.SHA1][4]...), fs[0].expectedPCRs[tpmfront.SHA1][5]...)
+	b = append(append(b, fs[0].expectedPCRs[pcrbank.SHA1][4]...), fs[0].expectedPCRs[pcrbank.SHA1][5]...)
 	if want := sha1.Sum(b); doc.TPM12.Composites[0].DigestAtRelease != hex.EncodeToString(want[:]) {
 		t.Errorf("composite %s, want %x", doc.TPM12.Composites[0].DigestAtRelease, want)
 	}
@@ -490,7 +490,7 @@ func TestPolicyFromInputs(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d %s", r.code, r.stderr)
 	}
-	want := append(append(append([]byte{}, f.expectedPCRs[tpmfront.SHA256][4]...), f.expectedPCRs[tpmfront.SHA256][5]...), bytes.Repeat([]byte{0x77}, 32)...)
+	want := append(append(append([]byte{}, f.expectedPCRs[pcrbank.SHA256][4]...), f.expectedPCRs[pcrbank.SHA256][5]...), bytes.Repeat([]byte{0x77}, 32)...)
 	if r.stdout != string(want) {
 		t.Errorf("values %x, want %x", r.stdout, want)
 	}

@@ -11,7 +11,7 @@ import (
 // reading files, xl configs, dom0's Xen backends) lives under host/, test
 // harnesses under internal/, and the stub imports neither tree. What it
 // does import is the guest runtime and the contract it shares with pcrsim
-// (boot/, config, tpmfront, xen/xenstore).
+// (boot/, config, pcrbank, tpmfront, xen/xenstore).
 var forbiddenTrees = []string{"host/", "internal/", "cmd/pcrsim", "cmd/mkstub", "cmd/vtpmback", "e2e", "images"}
 
 const module = "github.com/vtpmboot/vtpmboot/"

@@ -31,7 +31,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/internal/xentest"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // guest is one domU of the suite.
@@ -560,7 +560,7 @@ func check(t *testing.T, g guest, f files, dir string, diskSum [32]byte) {
 		sort.Strings(banks)
 		predicted := pcrsimPredict(t, f.pcrsim, filepath.Join(dir, "xl.cfg"), banks)
 		for _, bank := range banks {
-			a, err := tpmfront.ParseAlg(bank)
+			a, err := pcrbank.ParseAlg(bank)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -609,12 +609,12 @@ func checkTarget(t *testing.T, g guest, f files, dir, console string, rep *repor
 		t.Errorf("target /proc/cmdline = %q, want %q", rep.Cmdline, wantCmdline+"\n")
 	}
 	if g.tpm == "" {
-		if rep.Version != tpmfront.VersionSoftware {
+		if rep.Version != pcrbank.VersionSoftware {
 			t.Errorf("target found a TPM %v", rep.Version)
 		}
 		return
 	}
-	wantVersion := map[string]tpmfront.Version{"1.2": tpmfront.Version12, "2.0": tpmfront.Version20}[g.tpm]
+	wantVersion := map[string]pcrbank.Version{"1.2": pcrbank.Version12, "2.0": pcrbank.Version20}[g.tpm]
 	if rep.Version != wantVersion {
 		t.Errorf("target sees TPM %v through /dev/tpm0, want %s", rep.Version, g.tpm)
 	}
@@ -698,11 +698,11 @@ func readPCRFile(t *testing.T, p string, want bool) map[string]map[string]string
 	return m
 }
 
-func hashFor(t *testing.T, a tpmfront.Alg) func() hash.Hash {
+func hashFor(t *testing.T, a pcrbank.Alg) func() hash.Hash {
 	switch a {
-	case tpmfront.SHA1:
+	case pcrbank.SHA1:
 		return sha1.New
-	case tpmfront.SHA256:
+	case pcrbank.SHA256:
 		return sha256.New
 	}
 	t.Fatalf("no hash for %v", a)

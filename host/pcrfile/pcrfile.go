@@ -15,24 +15,24 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Readings holds PCR values per bank, then per PCR index.
-type Readings map[tpmfront.Alg]map[int][]byte
+type Readings map[pcrbank.Alg]map[int][]byte
 
 // Algs lists the banks present, in canonical order.
-func (r Readings) Algs() []tpmfront.Alg {
-	out := make([]tpmfront.Alg, 0, len(r))
+func (r Readings) Algs() []pcrbank.Alg {
+	out := make([]pcrbank.Alg, 0, len(r))
 	for a := range r {
 		out = append(out, a)
 	}
-	tpmfront.SortAlgs(out)
+	pcrbank.SortAlgs(out)
 	return out
 }
 
 // PCRs lists the PCR indexes present in bank a, ascending.
-func (r Readings) PCRs(a tpmfront.Alg) []int {
+func (r Readings) PCRs(a pcrbank.Alg) []int {
 	out := make([]int, 0, len(r[a]))
 	for p := range r[a] {
 		out = append(out, p)
@@ -44,9 +44,9 @@ func (r Readings) PCRs(a tpmfront.Alg) []int {
 // set records one value, refusing a second, different value for the same
 // PCR: a file that says two things about one register cannot be trusted
 // for either.
-func (r Readings) set(a tpmfront.Alg, pcr int, v []byte) error {
-	if pcr < 0 || pcr >= tpmfront.NumPCRs {
-		return fmt.Errorf("PCR %d out of range 0..%d", pcr, tpmfront.NumPCRs-1)
+func (r Readings) set(a pcrbank.Alg, pcr int, v []byte) error {
+	if pcr < 0 || pcr >= pcrbank.NumPCRs {
+		return fmt.Errorf("PCR %d out of range 0..%d", pcr, pcrbank.NumPCRs-1)
 	}
 	if len(v) != a.Size() {
 		return fmt.Errorf("%v PCR %d: value is %d bytes, want %d", a, pcr, len(v), a.Size())
@@ -172,7 +172,7 @@ func isBankName(s string) bool {
 	if otherBanks[strings.ToLower(s)] {
 		return true
 	}
-	_, err := tpmfront.ParseAlg(s)
+	_, err := pcrbank.ParseAlg(s)
 	return err == nil
 }
 
@@ -182,7 +182,7 @@ func isBankName(s string) bool {
 // other nesting occurs in that output.
 func parseYAML(b []byte) (Readings, error) {
 	r := Readings{}
-	var cur tpmfront.Alg
+	var cur pcrbank.Alg
 	skip := false // inside a bank we cannot compute
 	haveBank := false
 	for i, line := range strings.Split(string(b), "\n") {
@@ -205,7 +205,7 @@ func parseYAML(b []byte) (Readings, error) {
 			case otherBanks[strings.ToLower(key)]:
 				skip, haveBank = true, true
 			default:
-				a, err := tpmfront.ParseAlg(key)
+				a, err := pcrbank.ParseAlg(key)
 				if err != nil {
 					return nil, fmt.Errorf("line %d: %w", ln, err)
 				}
@@ -258,8 +258,8 @@ func parseSysfs(b []byte) (Readings, error) {
 			return nil, fmt.Errorf("line %d: %w", ln, err)
 		}
 		fields := strings.Fields(val)
-		if len(fields) != tpmfront.SHA1.Size() {
-			return nil, fmt.Errorf("line %d: PCR %d has %d bytes, want %d", ln, pcr, len(fields), tpmfront.SHA1.Size())
+		if len(fields) != pcrbank.SHA1.Size() {
+			return nil, fmt.Errorf("line %d: PCR %d has %d bytes, want %d", ln, pcr, len(fields), pcrbank.SHA1.Size())
 		}
 		v := make([]byte, 0, len(fields))
 		for _, f := range fields {
@@ -272,7 +272,7 @@ func parseSysfs(b []byte) (Readings, error) {
 			}
 			v = append(v, x[0])
 		}
-		if err := r.set(tpmfront.SHA1, pcr, v); err != nil {
+		if err := r.set(pcrbank.SHA1, pcr, v); err != nil {
 			return nil, fmt.Errorf("line %d: %w", ln, err)
 		}
 	}
@@ -309,7 +309,7 @@ func parseJSON(b []byte) (Readings, error) {
 	}
 	r := Readings{}
 	for name, pcrs := range doc.Banks {
-		a, err := tpmfront.ParseAlg(name)
+		a, err := pcrbank.ParseAlg(name)
 		if err != nil {
 			return nil, fmt.Errorf("banks: %w", err)
 		}
@@ -337,8 +337,8 @@ func parsePCRIndex(s string) (int, error) {
 		return 0, fmt.Errorf("bad PCR number %.12q", s)
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 || n >= tpmfront.NumPCRs {
-		return 0, fmt.Errorf("bad PCR number %.12q (want 0..%d)", s, tpmfront.NumPCRs-1)
+	if err != nil || n < 0 || n >= pcrbank.NumPCRs {
+		return 0, fmt.Errorf("bad PCR number %.12q (want 0..%d)", s, pcrbank.NumPCRs-1)
 	}
 	return n, nil
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 func testdata(t testing.TB, name string) []byte {
@@ -24,7 +24,7 @@ func testdata(t testing.TB, name string) []byte {
 
 // The swtpm captures had PCR 4 extended once with H("kernel") in every bank
 // (tpm2_pcrextend), so PCR4 = H(0^n || H("kernel")).
-func extendedKernel(a tpmfront.Alg) []byte {
+func extendedKernel(a pcrbank.Alg) []byte {
 	return contract.Boot{Kernel: []byte("kernel")}.PCR4(contract.Hash(a.String()), nil)
 }
 
@@ -36,7 +36,7 @@ func TestParseRealTPM2PCRRead(t *testing.T) {
 	if f != FormatTPM2YAML {
 		t.Errorf("format %v, want yaml", f)
 	}
-	for _, a := range []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256, tpmfront.SHA384} {
+	for _, a := range []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256, pcrbank.SHA384} {
 		if n := len(r[a]); n != 24 {
 			t.Errorf("%v: %d PCRs, want 24", a, n)
 		}
@@ -61,15 +61,15 @@ func TestParseSubsetAndIssueExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.PCRs(tpmfront.SHA256); len(got) != 2 || got[0] != 4 || got[1] != 5 {
+	if got := r.PCRs(pcrbank.SHA256); len(got) != 2 || got[0] != 4 || got[1] != 5 {
 		t.Errorf("sha256 PCRs %v, want [4 5]", got)
 	}
 	r, f, err := Parse(testdata(t, "issue-example.yaml"))
 	if err != nil || f != FormatTPM2YAML {
 		t.Fatalf("issue example: %v %v", f, err)
 	}
-	if !bytes.Equal(r[tpmfront.SHA256][4], extendedKernel(tpmfront.SHA256)) {
-		t.Errorf("issue example PCR 4 = %x", r[tpmfront.SHA256][4])
+	if !bytes.Equal(r[pcrbank.SHA256][4], extendedKernel(pcrbank.SHA256)) {
+		t.Errorf("issue example PCR 4 = %x", r[pcrbank.SHA256][4])
 	}
 }
 
@@ -81,12 +81,12 @@ func TestParseSysfs(t *testing.T) {
 	if f != FormatSysfs {
 		t.Errorf("format %v", f)
 	}
-	if len(r) != 1 || len(r[tpmfront.SHA1]) != 24 {
-		t.Fatalf("got banks %v with %d sha1 PCRs", r.Algs(), len(r[tpmfront.SHA1]))
+	if len(r) != 1 || len(r[pcrbank.SHA1]) != 24 {
+		t.Fatalf("got banks %v with %d sha1 PCRs", r.Algs(), len(r[pcrbank.SHA1]))
 	}
 	want := sha1.Sum([]byte("kernel")) // the sample's PCR 4, see testdata
-	if !bytes.Equal(r[tpmfront.SHA1][4], want[:]) {
-		t.Errorf("PCR 4 = %x, want %x", r[tpmfront.SHA1][4], want)
+	if !bytes.Equal(r[pcrbank.SHA1][4], want[:]) {
+		t.Errorf("PCR 4 = %x, want %x", r[pcrbank.SHA1][4], want)
 	}
 }
 
@@ -95,7 +95,7 @@ func TestParseJSON(t *testing.T) {
 	if err != nil || f != FormatJSON {
 		t.Fatalf("%v %v", f, err)
 	}
-	for _, a := range []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256} {
+	for _, a := range []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256} {
 		if !bytes.Equal(r[a][4], extendedKernel(a)) {
 			t.Errorf("%v PCR 4 = %x", a, r[a][4])
 		}
@@ -136,7 +136,7 @@ func TestOtherBanksSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r) != 1 || r[tpmfront.SHA1][4][0] != 0xcd {
+	if len(r) != 1 || r[pcrbank.SHA1][4][0] != 0xcd {
 		t.Errorf("got %v", r)
 	}
 }
@@ -172,7 +172,7 @@ func FuzzParse(f *testing.F) {
 		}
 		for a, pcrs := range r {
 			for p, v := range pcrs {
-				if p < 0 || p >= tpmfront.NumPCRs || len(v) != a.Size() {
+				if p < 0 || p >= pcrbank.NumPCRs || len(v) != a.Size() {
 					t.Fatalf("accepted %v PCR %d of %d bytes", a, p, len(v))
 				}
 			}
@@ -192,11 +192,11 @@ func TestParseRealSysfs(t *testing.T) {
 	sep := sha1.Sum([]byte{0xff, 0xff, 0xff, 0xff})
 	want := sha1.Sum(append(make([]byte, 20), sep[:]...))
 	for _, p := range []int{3, 5, 6, 7} {
-		if !bytes.Equal(r[tpmfront.SHA1][p], want[:]) {
-			t.Errorf("PCR %d = %x, want separator-only %x", p, r[tpmfront.SHA1][p], want)
+		if !bytes.Equal(r[pcrbank.SHA1][p], want[:]) {
+			t.Errorf("PCR %d = %x, want separator-only %x", p, r[pcrbank.SHA1][p], want)
 		}
 	}
-	if len(r[tpmfront.SHA1]) != 24 || !bytes.Equal(r[tpmfront.SHA1][17], bytes.Repeat([]byte{0xff}, 20)) {
-		t.Errorf("got %d PCRs, PCR 17 %x", len(r[tpmfront.SHA1]), r[tpmfront.SHA1][17])
+	if len(r[pcrbank.SHA1]) != 24 || !bytes.Equal(r[pcrbank.SHA1][17], bytes.Repeat([]byte{0xff}, 20)) {
+		t.Errorf("got %d PCRs, PCR 17 %x", len(r[pcrbank.SHA1]), r[pcrbank.SHA1][17])
 	}
 }

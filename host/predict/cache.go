@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // KeyedSource is a measure.Source that knows an identity for its bytes:
@@ -51,7 +51,7 @@ type CachingHasher struct {
 	Next measure.Hasher
 
 	mu       sync.Mutex
-	done     map[string]tpmfront.Digests
+	done     map[string]pcrbank.Digests
 	inflight map[string]*call
 
 	hits, misses atomic.Int64
@@ -59,7 +59,7 @@ type CachingHasher struct {
 
 type call struct {
 	wg  sync.WaitGroup
-	d   tpmfront.Digests
+	d   pcrbank.Digests
 	err error
 }
 
@@ -74,14 +74,14 @@ func (c *CachingHasher) next() measure.Hasher {
 }
 
 // Hash implements measure.Hasher.
-func (c *CachingHasher) Hash(algs []tpmfront.Alg, srcs []measure.Source) (tpmfront.Digests, error) {
+func (c *CachingHasher) Hash(algs []pcrbank.Alg, srcs []measure.Source) (pcrbank.Digests, error) {
 	key, ok := groupKey(algs, srcs)
 	if !ok {
 		return c.next().Hash(algs, srcs)
 	}
 	c.mu.Lock()
 	if c.done == nil {
-		c.done, c.inflight = map[string]tpmfront.Digests{}, map[string]*call{}
+		c.done, c.inflight = map[string]pcrbank.Digests{}, map[string]*call{}
 	}
 	if d, ok := c.done[key]; ok {
 		c.mu.Unlock()
@@ -114,7 +114,7 @@ func (c *CachingHasher) Hash(algs []tpmfront.Alg, srcs []measure.Source) (tpmfro
 
 // groupKey is length-prefixed so that no two different lists (a key that
 // contains the separator, say) can collide.
-func groupKey(algs []tpmfront.Alg, srcs []measure.Source) (string, bool) {
+func groupKey(algs []pcrbank.Alg, srcs []measure.Source) (string, bool) {
 	var b strings.Builder
 	for _, a := range algs {
 		b.WriteString(a.String())
@@ -138,11 +138,11 @@ func groupKey(algs []tpmfront.Alg, srcs []measure.Source) (string, bool) {
 }
 
 // copyDigests keeps callers from sharing (and mutating) the cached maps.
-func copyDigests(d tpmfront.Digests) tpmfront.Digests {
+func copyDigests(d pcrbank.Digests) pcrbank.Digests {
 	if d == nil {
 		return nil
 	}
-	out := make(tpmfront.Digests, len(d))
+	out := make(pcrbank.Digests, len(d))
 	for a, v := range d {
 		out[a] = append([]byte(nil), v...)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // countingHasher is the real StreamHasher plus a count of calls, so the
@@ -22,7 +22,7 @@ type countingHasher struct {
 	gate  chan struct{} // when set, each computation waits on it
 }
 
-func (c *countingHasher) Hash(algs []tpmfront.Alg, srcs []measure.Source) (tpmfront.Digests, error) {
+func (c *countingHasher) Hash(algs []pcrbank.Alg, srcs []measure.Source) (pcrbank.Digests, error) {
 	c.calls.Add(1)
 	if c.gate != nil {
 		<-c.gate
@@ -53,12 +53,12 @@ func TestCachingHasherSingleflight(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, err := c.Hash(tpmfront.DefaultAlgs, group)
-			if err == nil && (!bytes.Equal(d[tpmfront.SHA1], s1[:]) || !bytes.Equal(d[tpmfront.SHA256], s256[:])) {
+			d, err := c.Hash(pcrbank.DefaultAlgs, group)
+			if err == nil && (!bytes.Equal(d[pcrbank.SHA1], s1[:]) || !bytes.Equal(d[pcrbank.SHA256], s256[:])) {
 				err = errors.New("wrong digest")
 			}
 			if err == nil {
-				d[tpmfront.SHA1][0] ^= 0xff // must not corrupt the cache
+				d[pcrbank.SHA1][0] ^= 0xff // must not corrupt the cache
 			}
 			errs <- err
 		}()
@@ -81,16 +81,16 @@ func TestCachingHasherSingleflight(t *testing.T) {
 		t.Errorf("stats %d hits %d misses", h, m)
 	}
 	// The order of a group is part of its key; a single file is another key.
-	if d, _ := c.Hash(tpmfront.DefaultAlgs, []measure.Source{group[1], group[0]}); bytes.Equal(d[tpmfront.SHA1], s1[:]) {
+	if d, _ := c.Hash(pcrbank.DefaultAlgs, []measure.Source{group[1], group[0]}); bytes.Equal(d[pcrbank.SHA1], s1[:]) {
 		t.Error("reordered group served from the cache")
 	}
-	if d, _ := c.Hash(tpmfront.DefaultAlgs, group); !bytes.Equal(d[tpmfront.SHA1], s1[:]) {
+	if d, _ := c.Hash(pcrbank.DefaultAlgs, group); !bytes.Equal(d[pcrbank.SHA1], s1[:]) {
 		t.Error("cached digest was mutated by a caller")
 	}
 	// Unkeyed sources bypass the cache.
 	before := next.calls.Load()
-	c.Hash(tpmfront.DefaultAlgs, []measure.Source{measure.BytesSource("/x", b)})
-	c.Hash(tpmfront.DefaultAlgs, []measure.Source{measure.BytesSource("/x", b)})
+	c.Hash(pcrbank.DefaultAlgs, []measure.Source{measure.BytesSource("/x", b)})
+	c.Hash(pcrbank.DefaultAlgs, []measure.Source{measure.BytesSource("/x", b)})
 	if next.calls.Load()-before != 2 {
 		t.Error("unkeyed sources were cached")
 	}
@@ -98,7 +98,7 @@ func TestCachingHasherSingleflight(t *testing.T) {
 	var opens atomic.Int64
 	bad := []measure.Source{Keyed(failingSource{&opens}, "img@0:bad")}
 	for range 2 {
-		if _, err := c.Hash(tpmfront.DefaultAlgs, bad); err == nil {
+		if _, err := c.Hash(pcrbank.DefaultAlgs, bad); err == nil {
 			t.Fatal("no error")
 		}
 	}

@@ -2,48 +2,25 @@ package predict
 
 import (
 	"bytes"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/host/pcrfile"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // FirmwareLogPath is where Linux exposes the firmware's event log (with
 // the stub's events after it when the stub could append them).
 const FirmwareLogPath = "/sys/kernel/security/tpm0/binary_bios_measurements"
 
-// ReadLog reads and parses an event log file, refusing one larger than
-// eventlog.MaxLogSize before reading it whole. securityfs files report
-// size 0, so the limit is enforced while reading.
-func ReadLog(path string) (*eventlog.Log, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, eventlog.MaxLogSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > eventlog.MaxLogSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes, not an event log", path, eventlog.MaxLogSize)
-	}
-	l, err := eventlog.Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return l, nil
-}
-
 // StartFromLog replays the firmware's part of l (the events before the
 // stub's, eventlog.SplitStub) and returns PCR 4 and 5 of every bank in
 // banks as starting values for a prediction.
-func StartFromLog(l *eventlog.Log, banks []tpmfront.Alg) ([]PCRInit, error) {
+func StartFromLog(l *eventlog.Log, banks []pcrbank.Alg) ([]PCRInit, error) {
 	fw := l.Prefix(l.SplitStub())
 	vals, err := fw.Values(banks)
 	if err != nil {
@@ -59,7 +36,7 @@ func StartFromLog(l *eventlog.Log, banks []tpmfront.Alg) ([]PCRInit, error) {
 }
 
 // ReadTarget reads pcrs of every bank of t.
-func ReadTarget(t tpmfront.Target, pcrs []int) (pcrfile.Readings, error) {
+func ReadTarget(t pcrbank.Target, pcrs []int) (pcrfile.Readings, error) {
 	banks, err := t.Banks()
 	if err != nil {
 		return nil, fmt.Errorf("list PCR banks: %w", err)
@@ -137,4 +114,32 @@ func CompareEvents(l *eventlog.Log, want []measure.Measurement) []EventDiff {
 		}
 	}
 	return diffs
+}
+
+// PlanFromJSON turns the events of a pcrsim JSON prediction back into
+// measurements to compare a log with, their event text rebuilt by the
+// plan's own measure.EventData. A document without events, or with one
+// that does not parse, gives nil: there is then nothing to compare
+// events with, and the PCR values are still compared.
+func PlanFromJSON(b []byte) []measure.Measurement {
+	var doc pcrfile.JSONDoc
+	if json.Unmarshal(b, &doc) != nil || len(doc.Events) == 0 {
+		return nil
+	}
+	var out []measure.Measurement
+	for _, ev := range doc.Events {
+		d := pcrbank.Digests{}
+		for name, h := range ev.Digests {
+			a, err := pcrbank.ParseAlg(name)
+			v, err2 := hex.DecodeString(h)
+			if err != nil || err2 != nil || len(v) != a.Size() {
+				return nil
+			}
+			d[a] = v
+		}
+		k := measure.Kind(ev.Kind)
+		out = append(out, measure.Measurement{PCR: ev.PCR, Kind: k, Source: ev.Source, Digests: d,
+			EventData: measure.EventData(k, ev.Source)})
+	}
+	return out
 }

@@ -16,15 +16,15 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/discover"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/host/pcrfile"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Options is what a prediction needs. Inputs come from wherever the caller
 // found them (files, a guest's disks or mounted tree, an xl config), so
 // this package does not care how they were located.
 type Options struct {
-	// Banks to predict; nil means tpmfront.DefaultAlgs.
-	Banks []tpmfront.Alg
+	// Banks to predict; nil means pcrbank.DefaultAlgs.
+	Banks []pcrbank.Alg
 	// Init are starting PCR values (e.g. what SeaBIOS measured before the
 	// stub); PCRs not named start at zero as on a Xen vTPM.
 	Init   []PCRInit
@@ -36,7 +36,7 @@ type Options struct {
 // PCRInit is a starting value for one PCR in one bank.
 type PCRInit struct {
 	PCR   int
-	Alg   tpmfront.Alg
+	Alg   pcrbank.Alg
 	Value []byte
 }
 
@@ -51,10 +51,10 @@ func ParsePCRInit(s string) (PCRInit, error) {
 	}
 	bank, h := rest[:i], rest[i+1:]
 	pcr, err := strconv.Atoi(strings.TrimSpace(idx))
-	if err != nil || pcr < 0 || pcr >= tpmfront.NumPCRs {
-		return PCRInit{}, fmt.Errorf("%q: PCR %q is not a number in 0..%d", s, idx, tpmfront.NumPCRs-1)
+	if err != nil || pcr < 0 || pcr >= pcrbank.NumPCRs {
+		return PCRInit{}, fmt.Errorf("%q: PCR %q is not a number in 0..%d", s, idx, pcrbank.NumPCRs-1)
 	}
-	a, err := tpmfront.ParseAlg(bank)
+	a, err := pcrbank.ParseAlg(bank)
 	if err != nil {
 		return PCRInit{}, fmt.Errorf("%q: %w", s, err)
 	}
@@ -71,20 +71,20 @@ func ParsePCRInit(s string) (PCRInit, error) {
 }
 
 // Banks is the bank rule every prediction follows: none named means
-// tpmfront.DefaultAlgs; the result is a sorted copy.
-func Banks(named []tpmfront.Alg) []tpmfront.Alg {
+// pcrbank.DefaultAlgs; the result is a sorted copy.
+func Banks(named []pcrbank.Alg) []pcrbank.Alg {
 	if len(named) == 0 {
-		named = tpmfront.DefaultAlgs
+		named = pcrbank.DefaultAlgs
 	}
-	out := append([]tpmfront.Alg(nil), named...)
-	tpmfront.SortAlgs(out)
+	out := append([]pcrbank.Alg(nil), named...)
+	pcrbank.SortAlgs(out)
 	return out
 }
 
 // ParsePCRInits parses --pcr-init values for a prediction over banks (nil:
 // the defaults): each must name a predicted bank, and no PCR and bank
 // twice. Errors name the offending value.
-func ParsePCRInits(specs []string, banks []tpmfront.Alg) ([]PCRInit, error) {
+func ParsePCRInits(specs []string, banks []pcrbank.Alg) ([]PCRInit, error) {
 	active := Banks(banks)
 	var out []PCRInit
 	seen := map[[2]int]bool{}
@@ -138,7 +138,7 @@ func CheckFileKernel(kernel, cmdline string) error {
 
 // Report is a finished prediction.
 type Report struct {
-	Banks []tpmfront.Alg
+	Banks []pcrbank.Alg
 	// Steps are the plan's extends with each PCR before and after.
 	Steps []measure.Step
 	// Final holds, per bank, the value of every PCR the plan extended.
@@ -152,7 +152,7 @@ type Report struct {
 // starts from o.Init, and collect the result.
 func Run(o Options) (*Report, error) {
 	banks := Banks(o.Banks)
-	soft, err := tpmfront.NewSoft(banks)
+	soft, err := pcrbank.NewSoft(banks)
 	if err != nil {
 		return nil, err
 	}

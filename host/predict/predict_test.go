@@ -13,7 +13,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/host/pcrfile"
 	"github.com/vtpmboot/vtpmboot/internal/contract"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 func writeRandom(t testing.TB, dir, name string, n int) (string, []byte) {
@@ -41,7 +41,7 @@ func TestRunMatchesContract(t *testing.T) {
 	init4 := bytes.Repeat([]byte{0xab}, 32)
 
 	r, err := Run(Options{
-		Init:   []PCRInit{{PCR: 4, Alg: tpmfront.SHA256, Value: init4}},
+		Init:   []PCRInit{{PCR: 4, Alg: pcrbank.SHA256, Value: init4}},
 		Inputs: FileInputs(kp, []string{i1p, i2p}, cmdline),
 	})
 	if err != nil {
@@ -49,8 +49,8 @@ func TestRunMatchesContract(t *testing.T) {
 	}
 	b := contract.Boot{Kernel: kernel, Initrds: [][]byte{i1, i2}, Cmdline: cmdline}
 	want := pcrfile.Readings{
-		tpmfront.SHA1:   {4: b.PCR4(crypto.SHA1, nil), 5: b.PCR5(crypto.SHA1, nil)},
-		tpmfront.SHA256: {4: b.PCR4(crypto.SHA256, init4), 5: b.PCR5(crypto.SHA256, nil)},
+		pcrbank.SHA1:   {4: b.PCR4(crypto.SHA1, nil), 5: b.PCR5(crypto.SHA1, nil)},
+		pcrbank.SHA256: {4: b.PCR4(crypto.SHA256, init4), 5: b.PCR5(crypto.SHA256, nil)},
 	}
 	for a, pcrs := range want {
 		for p, v := range pcrs {
@@ -71,8 +71,8 @@ func TestRunMatchesContract(t *testing.T) {
 		"extend PCR 4 with kernel " + `"` + kp + `"`,
 		"digest " + string(hexs(s256(kernel))),
 		"before " + string(hexs(init4)),
-		"after  " + string(hexs(want[tpmfront.SHA256][4])),
-		"PCR 5  sha1    " + string(hexs(want[tpmfront.SHA1][5])),
+		"after  " + string(hexs(want[pcrbank.SHA256][4])),
+		"PCR 5  sha1    " + string(hexs(want[pcrbank.SHA1][5])),
 	} {
 		if !strings.Contains(text.String(), s) {
 			t.Errorf("text output lacks %q:\n%s", s, text.String())
@@ -90,14 +90,14 @@ func hexs(b []byte) []byte {
 }
 
 func TestNoInitrdIsEmptyDigest(t *testing.T) {
-	r, err := Run(Options{Banks: []tpmfront.Alg{tpmfront.SHA256},
+	r, err := Run(Options{Banks: []pcrbank.Alg{pcrbank.SHA256},
 		Inputs: measure.Inputs{Kernel: measure.BytesSource("k", []byte("K")), Cmdline: ""}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := contract.Boot{}.PCR5(crypto.SHA256, nil)
-	if !bytes.Equal(r.Final[tpmfront.SHA256][5], want) {
-		t.Errorf("PCR 5 = %x, want %x", r.Final[tpmfront.SHA256][5], want)
+	if !bytes.Equal(r.Final[pcrbank.SHA256][5], want) {
+		t.Errorf("PCR 5 = %x, want %x", r.Final[pcrbank.SHA256][5], want)
 	}
 	if len(r.Final) != 1 {
 		t.Errorf("banks %v, want only sha256", r.Final.Algs())
@@ -153,7 +153,7 @@ func TestJSONShape(t *testing.T) {
 
 func TestParsePCRInit(t *testing.T) {
 	in, err := ParsePCRInit("4:SHA1:0x" + strings.Repeat("AB", 20))
-	if err != nil || in.PCR != 4 || in.Alg != tpmfront.SHA1 || in.Value[19] != 0xab {
+	if err != nil || in.PCR != 4 || in.Alg != pcrbank.SHA1 || in.Value[19] != 0xab {
 		t.Fatalf("%+v %v", in, err)
 	}
 	for _, bad := range []string{"", "4", "4:sha1", "x:sha1:00", "24:sha1:00", "-1:sha1:00", "4:md5:00", "4:sha1:zz", "4:sha1:00", "4:sha1:00:00"} {
@@ -169,10 +169,10 @@ func TestRunErrors(t *testing.T) {
 	for name, o := range map[string]Options{
 		"missing kernel":   {Inputs: FileInputs(filepath.Join(dir, "nope"), nil, "")},
 		"directory initrd": {Inputs: FileInputs(k, []string{dir}, "")},
-		"init bank inactive": {Banks: []tpmfront.Alg{tpmfront.SHA1}, Inputs: FileInputs(k, nil, ""),
-			Init: []PCRInit{{PCR: 4, Alg: tpmfront.SHA256, Value: make([]byte, 32)}}},
+		"init bank inactive": {Banks: []pcrbank.Alg{pcrbank.SHA1}, Inputs: FileInputs(k, nil, ""),
+			Init: []PCRInit{{PCR: 4, Alg: pcrbank.SHA256, Value: make([]byte, 32)}}},
 		"init twice": {Inputs: FileInputs(k, nil, ""),
-			Init: []PCRInit{{PCR: 4, Alg: tpmfront.SHA1, Value: make([]byte, 20)}, {PCR: 4, Alg: tpmfront.SHA1, Value: make([]byte, 20)}}},
+			Init: []PCRInit{{PCR: 4, Alg: pcrbank.SHA1, Value: make([]byte, 20)}, {PCR: 4, Alg: pcrbank.SHA1, Value: make([]byte, 20)}}},
 	} {
 		if _, err := Run(o); err == nil {
 			t.Errorf("%s: no error", name)
@@ -182,21 +182,21 @@ func TestRunErrors(t *testing.T) {
 
 func TestCompare(t *testing.T) {
 	a1, a2 := bytes.Repeat([]byte{1}, 20), bytes.Repeat([]byte{2}, 32)
-	exp := pcrfile.Readings{tpmfront.SHA1: {4: a1, 5: a1}, tpmfront.SHA256: {4: a2, 5: a2}}
+	exp := pcrfile.Readings{pcrbank.SHA1: {4: a1, 5: a1}, pcrbank.SHA256: {4: a2, 5: a2}}
 
-	c := Compare(exp, pcrfile.Readings{tpmfront.SHA1: {4: a1, 5: a1, 0: a1}}, nil)
-	if !c.OK() || len(c.Rows) != 2 || len(c.Skipped) != 1 || c.Skipped[0] != tpmfront.SHA256 {
+	c := Compare(exp, pcrfile.Readings{pcrbank.SHA1: {4: a1, 5: a1, 0: a1}}, nil)
+	if !c.OK() || len(c.Rows) != 2 || len(c.Skipped) != 1 || c.Skipped[0] != pcrbank.SHA256 {
 		t.Errorf("sha1-only readings, default banks: %+v", c)
 	}
-	c = Compare(exp, pcrfile.Readings{tpmfront.SHA1: {4: a1, 5: a1}}, []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256})
+	c = Compare(exp, pcrfile.Readings{pcrbank.SHA1: {4: a1, 5: a1}}, []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256})
 	if c.OK() || len(c.Rows) != 4 || c.Rows[1].Status != Missing {
 		t.Errorf("required sha256 absent: %+v", c)
 	}
-	c = Compare(exp, pcrfile.Readings{tpmfront.SHA1: {4: a1}}, nil)
+	c = Compare(exp, pcrfile.Readings{pcrbank.SHA1: {4: a1}}, nil)
 	if c.OK() {
 		t.Errorf("PCR 5 absent from a present bank passed: %+v", c)
 	}
-	c = Compare(exp, pcrfile.Readings{tpmfront.SHA384: {4: make([]byte, 48)}}, nil)
+	c = Compare(exp, pcrfile.Readings{pcrbank.SHA384: {4: make([]byte, 48)}}, nil)
 	if c.OK() {
 		t.Error("no bank in common passed")
 	}
@@ -206,7 +206,7 @@ func TestCompare(t *testing.T) {
 		t.Errorf("table: %s", out.String())
 	}
 	bad := bytes.Repeat([]byte{9}, 32)
-	c = Compare(exp, pcrfile.Readings{tpmfront.SHA1: {4: a1, 5: a1}, tpmfront.SHA256: {4: a2, 5: bad}}, nil)
+	c = Compare(exp, pcrfile.Readings{pcrbank.SHA1: {4: a1, 5: a1}, pcrbank.SHA256: {4: a2, 5: bad}}, nil)
 	if c.OK() || c.Rows[3].Status != Mismatch {
 		t.Errorf("mismatch: %+v", c)
 	}

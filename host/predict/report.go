@@ -10,7 +10,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/host/pcrfile"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // WriteText prints the trace, then the final value of every extended PCR.
@@ -84,7 +84,7 @@ func (s Status) String() string {
 // Row is one line of a verification table.
 type Row struct {
 	PCR              int
-	Alg              tpmfront.Alg
+	Alg              pcrbank.Alg
 	Expected, Actual []byte
 	Status           Status
 }
@@ -94,7 +94,7 @@ type Comparison struct {
 	Rows []Row
 	// Skipped are predicted banks the readings do not have and that were
 	// not explicitly required (e.g. sha256 against a TPM 1.2 sysfs file).
-	Skipped []tpmfront.Alg
+	Skipped []pcrbank.Alg
 }
 
 // OK reports whether at least one value was compared and all matched.
@@ -116,8 +116,8 @@ func (c Comparison) OK() bool {
 // Skipped and reported, because a TPM 1.2 only ever has SHA-1 and a
 // default prediction covers SHA-256 too. Readings beyond the prediction
 // (other PCRs, other banks) are ignored: nothing predicts them.
-func Compare(expected, actual pcrfile.Readings, required []tpmfront.Alg) Comparison {
-	req := map[tpmfront.Alg]bool{}
+func Compare(expected, actual pcrfile.Readings, required []pcrbank.Alg) Comparison {
+	req := map[pcrbank.Alg]bool{}
 	for _, a := range required {
 		req[a] = true
 	}

@@ -14,10 +14,11 @@ package xl
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/vtpmboot/vtpmboot/boot/entry"
 )
 
 // MaxConfigSize bounds what ParseFile reads: a domU config is a few KiB, and
@@ -69,12 +70,12 @@ func ParseFile(path string) (*Config, error) {
 		return nil, fmt.Errorf("xl config: %w", err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	data, err := entry.ReadLimited(f, MaxConfigSize)
+	if errors.Is(err, entry.ErrTooLarge) {
+		return nil, fmt.Errorf("xl config: %s: larger than %d bytes, not a domU config", path, MaxConfigSize)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("xl config: read %s: %w", path, err)
-	}
-	if len(data) > MaxConfigSize {
-		return nil, fmt.Errorf("xl config: %s: larger than %d bytes, not a domU config", path, MaxConfigSize)
 	}
 	return Parse(path, data)
 }

@@ -36,7 +36,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 func main() {
@@ -320,7 +320,7 @@ func (d *demo) boot() (*report.Report, error) {
 	d.marks = filter.marks
 	o := qemutest.Options{
 		Kernel: filepath.Join(d.stubDir, "vmlinuz"), Initrd: filepath.Join(d.stubDir, "vtpmboot.cpio.gz"),
-		Append: e2e.StubAppend(), Disks: []qemutest.Disk{{Path: d.disk}}, TPM: tpmfront.Version20,
+		Append: e2e.StubAppend(), Disks: []qemutest.Disk{{Path: d.disk}}, TPM: pcrbank.Version20,
 		Timeout: 10 * time.Minute, Console: filter,
 	}
 	res, err := qemutest.Boot(d.ctx, o)

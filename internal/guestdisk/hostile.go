@@ -130,3 +130,69 @@ func Flip(file string, off int64, n int) error {
 	}
 	return Patch(file, off, b)
 }
+
+var blockCountRE = regexp.MustCompile(`(?m)^Block count:\s+(\d+)$`)
+
+// AliasDir turns the block-mapped (ext2/ext3, or ext4 without extents)
+// directory at path into the hostile directory of issue 18 item 2: its
+// twelve direct pointers and its single, double and triple indirect
+// pointers all name one block P, and its size becomes size bytes (at
+// most the filesystem's). P is filled with its own number as 32-bit
+// words, so read as an indirect block it points at itself everywhere,
+// and read as a directory block it is a run of valid entries with
+// rec_len = P mod 65536 and no name a lookup could match. Every block
+// of the directory is therefore P, and a lookup of a missing name reads
+// size bytes though the image holds one block of it. It returns P.
+func AliasDir(img, path string, size int64) (int64, error) {
+	bs, err := BlockSize(img)
+	if err != nil {
+		return 0, err
+	}
+	out, err := Debugfs(img, "stats")
+	if err != nil {
+		return 0, err
+	}
+	m := blockCountRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("debugfs stats on %s: no block count", img)
+	}
+	blocks, _ := strconv.ParseInt(m[1], 10, 64)
+	// A valid entry at every multiple of rec_len = P mod 65536: rec_len
+	// must divide the block and hold the name_len byte ((P>>16)&0xFF)
+	// plus the 8-byte header (as ext4_check_dir_entry requires).
+	p := int64(0)
+	for r := bs; r >= 8 && p == 0; r /= 2 {
+		for k := int64(0); k <= min(r-8, 255) && p == 0; k++ {
+			cand := k<<16 | r
+			if cand >= blocks {
+				break
+			}
+			out, err := Debugfs(img, fmt.Sprintf("testb %d", cand))
+			if err != nil {
+				return 0, err
+			}
+			if strings.Contains(out, "not in use") {
+				p = cand
+			}
+		}
+	}
+	if p == 0 {
+		return 0, fmt.Errorf("%s: no free block usable as a self-pointing directory block", img)
+	}
+	blk := make([]byte, bs)
+	for i := 0; i < len(blk); i += 4 {
+		blk[i], blk[i+1], blk[i+2], blk[i+3] = byte(p), byte(p>>8), byte(p>>16), byte(p>>24)
+	}
+	if err := Patch(img, p*bs, blk); err != nil {
+		return 0, err
+	}
+	cmds := []string{fmt.Sprintf("setb %d", p)}
+	for _, f := range []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "IND", "DIND", "TIND"} {
+		cmds = append(cmds, fmt.Sprintf("sif %s block[%s] %d", path, f, p))
+	}
+	cmds = append(cmds, fmt.Sprintf("sif %s size %d", path, min(size, blocks*bs)))
+	if _, err := DebugfsWrite(img, cmds...); err != nil {
+		return 0, err
+	}
+	return p, nil
+}

@@ -32,7 +32,7 @@ func Commands(l Loader) []string {
 	case Syslinux:
 		return append(base, "mkfs.vfat", "mcopy", "syslinux")
 	case GRUBLegacy:
-		return append(base, "mkfs.ext2", "grub")
+		return append(append(base, "mkfs.ext2"), grubLegacyCommands()...)
 	}
 	return base
 }
@@ -238,12 +238,16 @@ func grubLegacyFiles(c *Case, p *guestdisk.Partition) error {
 // e2fs_stage1_5 after the MBR, writes stage1 into the MBR and patches
 // stage2's config path.
 func installGRUBLegacy(ctx context.Context, dir, img string) error {
-	cmd := exec.CommandContext(ctx, "grub", "--batch", "--no-floppy", "--device-map=/dev/null")
+	argv, err := GRUBLegacyCommand()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, argv[0], append(argv[1:], "--batch", "--no-floppy", "--device-map=/dev/null")...)
 	cmd.Stdin = strings.NewReader("device (hd0) " + img + "\nroot (hd0,0)\nsetup (hd0)\nquit\n")
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte("succeeded")) || bytes.Contains(out, []byte("Error")) {
-		return fmt.Errorf("grub --batch setup: %v: %s", err, out)
+		return fmt.Errorf("%s --batch setup: %v: %s", strings.Join(argv, " "), err, out)
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Disk is a drive attached to the VM.
@@ -45,7 +45,7 @@ type Options struct {
 	Disks  []Disk
 	// TPM is Version12 or Version20; the zero value (VersionSoftware)
 	// boots without a TPM.
-	TPM tpmfront.Version
+	TPM pcrbank.Version
 	// TPMStateDir keeps the swtpm state in a directory the caller owns (to
 	// boot twice with the same TPM); "" uses a fresh temporary one.
 	TPMStateDir string
@@ -150,8 +150,8 @@ func Boot(ctx context.Context, o Options) (*Result, error) {
 
 	var tpm *swtpm
 	switch o.TPM {
-	case tpmfront.VersionSoftware:
-	case tpmfront.Version12, tpmfront.Version20:
+	case pcrbank.VersionSoftware:
+	case pcrbank.Version12, pcrbank.Version20:
 		state := o.TPMStateDir
 		if state == "" {
 			state = filepath.Join(tmp, "state")
@@ -291,9 +291,9 @@ type swtpm struct {
 	once   sync.Once
 }
 
-func startSwtpm(ctx context.Context, v tpmfront.Version, state, sock string) (*swtpm, error) {
+func startSwtpm(ctx context.Context, v pcrbank.Version, state, sock string) (*swtpm, error) {
 	args := []string{"socket", "--tpmstate", "dir=" + state, "--ctrl", "type=unixio,path=" + sock, "--terminate"}
-	if v == tpmfront.Version20 {
+	if v == pcrbank.Version20 {
 		args = append(args, "--tpm2")
 	}
 	s := &swtpm{cmd: exec.Command("swtpm", args...), sock: sock, done: make(chan struct{})}

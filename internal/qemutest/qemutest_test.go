@@ -11,7 +11,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/images"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 func parts(t *testing.T) (kernel, initrd string) {
@@ -44,7 +44,7 @@ func TestHarnessFaults(t *testing.T) {
 		// before /init runs, after tpm_tis has probed.
 		res, err := Boot(context.Background(), Options{
 			Kernel: kernel, Initrd: initrd, Append: "console=ttyS0 panic=-1",
-			TPM: tpmfront.Version20, KillTPMAfter: "Freeing unused kernel image",
+			TPM: pcrbank.Version20, KillTPMAfter: "Freeing unused kernel image",
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -67,7 +67,7 @@ func TestHarnessFaults(t *testing.T) {
 		t.Parallel()
 		res, err := Boot(context.Background(), Options{
 			Kernel: kernel, Initrd: initrd, Append: "console=ttyS0 panic=-1",
-			TPM: tpmfront.Version12, Timeout: 3 * time.Second,
+			TPM: pcrbank.Version12, Timeout: 3 * time.Second,
 		})
 		if err == nil || !strings.Contains(err.Error(), "timed out") || !strings.Contains(err.Error(), "console tail") {
 			t.Fatalf("err = %v, want a timeout naming the console tail", err)

@@ -26,12 +26,13 @@ import (
 	"time"
 
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
 // Instance is one running swtpm.
 type Instance struct {
-	Version tpmfront.Version
+	Version pcrbank.Version
 	Dir     string // TPM state and sockets
 	// Unix-socket instances (Start): the TPM command socket and swtpm's
 	// control channel.
@@ -59,14 +60,14 @@ const readyTimeout = 20 * time.Second
 // Start runs `swtpm socket` with unixio command and control sockets, with
 // the TPM already initialised and started (TPM_Startup/TPM2_Startup CLEAR),
 // as firmware would have left it.
-func Start(t testing.TB, v tpmfront.Version) *Instance {
+func Start(t testing.TB, v pcrbank.Version) *Instance {
 	t.Helper()
 	return StartWithState(t, v, "")
 }
 
 // StartWithState is Start on a state directory the caller keeps; "" means
 // a fresh one.
-func StartWithState(t testing.TB, v tpmfront.Version, state string) *Instance {
+func StartWithState(t testing.TB, v pcrbank.Version, state string) *Instance {
 	t.Helper()
 	testenv.NeedCommands(t, "swtpm")
 	dir := t.TempDir()
@@ -85,7 +86,7 @@ func StartWithState(t testing.TB, v tpmfront.Version, state string) *Instance {
 
 // StartTCP runs swtpm listening on two consecutive free loopback ports, so
 // tpm2-tools can reach it with TCTI() and tpmfront with Spec().
-func StartTCP(t testing.TB, v tpmfront.Version) *Instance {
+func StartTCP(t testing.TB, v pcrbank.Version) *Instance {
 	t.Helper()
 	return StartTCPWithState(t, v, "")
 }
@@ -93,7 +94,7 @@ func StartTCP(t testing.TB, v tpmfront.Version) *Instance {
 // StartTCPWithState is StartTCP on a state directory the caller keeps
 // (e.g. to boot a VM with it afterwards; swtpm_setup may have prepared
 // it); "" means a fresh one in the test's temporary directory.
-func StartTCPWithState(t testing.TB, v tpmfront.Version, state string) *Instance {
+func StartTCPWithState(t testing.TB, v pcrbank.Version, state string) *Instance {
 	t.Helper()
 	testenv.NeedCommands(t, "swtpm")
 	dir := t.TempDir()
@@ -156,9 +157,9 @@ func (in *Instance) Restart() {
 func (in *Instance) run() error {
 	extra, ready := in.args, in.ready
 	args := []string{"socket"}
-	if in.Version == tpmfront.Version20 {
+	if in.Version == pcrbank.Version20 {
 		args = append(args, "--tpm2")
-	} else if in.Version != tpmfront.Version12 {
+	} else if in.Version != pcrbank.Version12 {
 		return fmt.Errorf("swtpm: cannot emulate a %v", in.Version)
 	}
 	if in.State == "" {
@@ -244,10 +245,10 @@ func (in *Instance) TCTI() string {
 	return fmt.Sprintf("swtpm:host=%s,port=%d", in.Host, in.Port)
 }
 
-// Open connects a tpmfront.Target, failing the test if it cannot; the
+// Open connects a pcrbank.Target, failing the test if it cannot; the
 // Target is closed when the test ends. swtpm serves one connection at a
 // time, so close it before another client (tpm2-tools) needs the TPM.
-func (in *Instance) Open() tpmfront.Target {
+func (in *Instance) Open() pcrbank.Target {
 	in.t.Helper()
 	tg, err := tpmfront.Open(in.Spec())
 	if err != nil {

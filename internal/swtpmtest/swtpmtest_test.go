@@ -6,11 +6,11 @@ import (
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 func TestKillEndsProcess(t *testing.T) {
-	for _, v := range []tpmfront.Version{tpmfront.Version12, tpmfront.Version20} {
+	for _, v := range []pcrbank.Version{pcrbank.Version12, pcrbank.Version20} {
 		in := Start(t, v)
 		if got := in.Open().Version(); got != v {
 			t.Errorf("started %v, opened %v", v, got)
@@ -27,7 +27,7 @@ func TestKillEndsProcess(t *testing.T) {
 // swtpm TCTI, and documents the default allocation of a fresh swtpm state.
 func TestTCTI(t *testing.T) {
 	testenv.NeedCommands(t, "tpm2_getcap")
-	in := StartTCP(t, tpmfront.Version20)
+	in := StartTCP(t, pcrbank.Version20)
 	out, err := exec.Command("tpm2_getcap", "-T", in.TCTI(), "pcrs").CombinedOutput()
 	if err != nil {
 		t.Fatalf("tpm2_getcap -T %s: %v\n%s", in.TCTI(), err, out)

@@ -12,7 +12,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/images"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // targetInitramfs builds an initramfs holding only targetinit as /init.
@@ -82,10 +82,10 @@ func TestSmoke(t *testing.T) {
 	kernel := filepath.Join(testenv.RepoRoot(), ".cache", "kernel", "vmlinuz")
 	testenv.NeedFile(t, kernel, "run scripts/fetch-kernel.sh")
 	initrd := targetInitramfs(t)
-	for _, v := range []tpmfront.Version{tpmfront.Version12, tpmfront.Version20} {
+	for _, v := range []pcrbank.Version{pcrbank.Version12, pcrbank.Version20} {
 		t.Run(v.String(), func(t *testing.T) {
 			t.Parallel()
-			cmdline := "console=ttyS0 panic=-1 quiet loglevel=4 vtpmboot.smoke=" + map[tpmfront.Version]string{tpmfront.Version12: "12", tpmfront.Version20: "20"}[v]
+			cmdline := "console=ttyS0 panic=-1 quiet loglevel=4 vtpmboot.smoke=" + map[pcrbank.Version]string{pcrbank.Version12: "12", pcrbank.Version20: "20"}[v]
 			res, err := qemutest.Boot(context.Background(), qemutest.Options{
 				Kernel: kernel, Initrd: initrd, Append: cmdline, TPM: v,
 			})
@@ -126,41 +126,41 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("the ACPI log area's %d used bytes are not binary_bios_measurements (%d bytes)", len(area), len(r.EventLog))
 			}
 			if dir := os.Getenv("VTPMBOOT_CAPTURE_ACPI"); dir != "" {
-				name := map[tpmfront.Version]string{tpmfront.Version12: "seabios-tpm12", tpmfront.Version20: "seabios-tpm20"}[v]
+				name := map[pcrbank.Version]string{pcrbank.Version12: "seabios-tpm12", pcrbank.Version20: "seabios-tpm20"}[v]
 				for ext, b := range map[string]string{".table": table, ".area": area} {
 					if err := os.WriteFile(filepath.Join(dir, name+ext), []byte(b), 0o644); err != nil {
 						t.Fatal(err)
 					}
 				}
 			}
-			var banks []tpmfront.Alg
+			var banks []pcrbank.Alg
 			for a, pcrs := range r.PCRs {
 				banks = append(banks, a)
 				if len(pcrs) != 10 {
 					t.Errorf("%v bank has %d PCRs, want 0-9", a, len(pcrs))
 				}
 			}
-			tpmfront.SortAlgs(banks)
+			pcrbank.SortAlgs(banks)
 			t.Logf("%v banks %v, event log %d bytes", v, banks, len(r.EventLog))
-			if v == tpmfront.Version12 {
+			if v == pcrbank.Version12 {
 				want := replaySHA1Log(t, r.EventLog)
 				for i := 0; i <= 9; i++ {
 					exp, ok := want[i]
 					if !ok {
 						exp = make([]byte, 20)
 					}
-					if got := r.PCRs[tpmfront.SHA1][i]; string(got) != string(exp) {
+					if got := r.PCRs[pcrbank.SHA1][i]; string(got) != string(exp) {
 						t.Errorf("PCR %d = %x, event log replay gives %x", i, got, exp)
 					}
 				}
-			} else if r.PCRs[tpmfront.SHA256] == nil {
+			} else if r.PCRs[pcrbank.SHA256] == nil {
 				t.Error("TPM 2.0 without a sha256 bank")
-			} else if z := sha256.Size; len(r.PCRs[tpmfront.SHA256][4]) != z || allZero(r.PCRs[tpmfront.SHA256][4]) {
+			} else if z := sha256.Size; len(r.PCRs[pcrbank.SHA256][4]) != z || allZero(r.PCRs[pcrbank.SHA256][4]) {
 				// SeaBIOS measures into PCR 4 before Linux runs.
-				t.Errorf("sha256 PCR 4 = %x, want SeaBIOS's measurements", r.PCRs[tpmfront.SHA256][4])
+				t.Errorf("sha256 PCR 4 = %x, want SeaBIOS's measurements", r.PCRs[pcrbank.SHA256][4])
 			}
 			if os.Getenv("VTPMBOOT_SAVE_CONSOLE") != "" {
-				os.WriteFile(filepath.Join(os.Getenv("VTPMBOOT_SAVE_CONSOLE"), "smoke-"+map[tpmfront.Version]string{tpmfront.Version12: "tpm12", tpmfront.Version20: "tpm20"}[v]+".console"), []byte(res.Console), 0o644)
+				os.WriteFile(filepath.Join(os.Getenv("VTPMBOOT_SAVE_CONSOLE"), "smoke-"+map[pcrbank.Version]string{pcrbank.Version12: "tpm12", pcrbank.Version20: "tpm20"}[v]+".console"), []byte(res.Console), 0o644)
 			}
 		})
 	}

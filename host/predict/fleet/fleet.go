@@ -25,9 +25,10 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/config"
+	"github.com/vtpmboot/vtpmboot/host/loader"
 	"github.com/vtpmboot/vtpmboot/host/predict"
 	"github.com/vtpmboot/vtpmboot/host/xl"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Job is one guest config to predict.
@@ -96,7 +97,7 @@ func unwrap(err error) error {
 
 // Options are shared by every guest of a run.
 type Options struct {
-	Banks []tpmfront.Alg
+	Banks []pcrbank.Alg
 	Init  []predict.PCRInit
 	// Workers bounds the guests predicted at once; 0 means GOMAXPROCS.
 	Workers int
@@ -290,6 +291,11 @@ func predictOne(j Job, o Options, h measure.Hasher, m *memo) Result {
 		return fail(j.err)
 	}
 	c := j.cfg
+	if bl, err := c.Bootloader(); err != nil {
+		return fail(err)
+	} else if loader.IsLoader(bl) {
+		return predictLoader(c, name, o, h)
+	}
 	disks, so, notes, err := stubView(c)
 	if err != nil {
 		return fail(err)
@@ -414,7 +420,7 @@ func openDisks(c *xl.Config, disks []xl.Disk, so config.StubOptions) (*predict.G
 // WriteTable prints one line per guest: name, entry, then PCR 4 and 5 of
 // each bank as the first 16 hex digits. Guest-controlled text (titles) is
 // quoted.
-func WriteTable(w io.Writer, banks []tpmfront.Alg, rs []Result) error {
+func WriteTable(w io.Writer, banks []pcrbank.Alg, rs []Result) error {
 	bw := bufio.NewWriter(w)
 	fmt.Fprintf(bw, "%-20s %-24s", "GUEST", "ENTRY")
 	for _, a := range banks {

@@ -11,7 +11,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // stuck is a Hasher that never returns, standing in for a guest whose
@@ -19,7 +19,7 @@ import (
 // is why this backstop is hard to reach otherwise).
 type stuck struct{ release chan struct{} }
 
-func (s stuck) Hash([]tpmfront.Alg, []measure.Source) (tpmfront.Digests, error) {
+func (s stuck) Hash([]pcrbank.Alg, []measure.Source) (pcrbank.Digests, error) {
 	<-s.release
 	return nil, os.ErrDeadlineExceeded
 }
@@ -45,7 +45,7 @@ func TestGuestTimeout(t *testing.T) {
 	}
 	s := stuck{make(chan struct{})}
 	defer close(s.release)
-	o := Options{Banks: []tpmfront.Alg{tpmfront.SHA256}, GuestTimeout: 200 * time.Millisecond}
+	o := Options{Banks: []pcrbank.Alg{pcrbank.SHA256}, GuestTimeout: 200 * time.Millisecond}
 	start := time.Now()
 	r := predictWithin(jobs[0], o, s, &memo{})
 	if r.Err == nil || !strings.Contains(r.Err.Error(), "took longer than 200ms") || r.Doc.Error == "" {

@@ -10,14 +10,14 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/host/pcrfile"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Options choose how a Set becomes policies.
 type Options struct {
 	// PolicyAlg is the policy session's hash (the sealed object's
 	// nameAlg); zero means sha256, tpm2-tools' and systemd's default.
-	PolicyAlg tpmfront.Alg
+	PolicyAlg pcrbank.Alg
 	// Flat refuses more than MaxORBranches allowed values instead of
 	// folding them into a tree of PolicyORs.
 	Flat bool
@@ -89,7 +89,7 @@ const Structure12 = "TPM_COMPOSITE_HASH = SHA-1(TPM_PCR_COMPOSITE{TPM_PCR_SELECT
 func (s *Set) Build(o Options) (*Doc, error) {
 	alg := o.PolicyAlg
 	if alg == 0 {
-		alg = tpmfront.SHA256
+		alg = pcrbank.SHA256
 	}
 	d := &Doc{Contract: measure.ContractVersion, Selection: s.Selection, PolicyAlg: alg.String(), TPM2: map[string]TPM2Doc{}}
 	for _, a := range s.Banks {
@@ -126,7 +126,7 @@ func (s *Set) Build(o Options) (*Doc, error) {
 		}
 		d.TPM2[a.String()] = td
 	}
-	if s.HasBank(tpmfront.SHA1) {
+	if s.HasBank(pcrbank.SHA1) {
 		p, err := s.TPM12Policy()
 		if err != nil {
 			return nil, err
@@ -196,7 +196,7 @@ func (d *Doc) WriteText(w io.Writer) error {
 // values prints PCR=value pairs in PCR order ("4=ab12… 5=cd34…").
 func (d *Doc) values(m map[string]string) string {
 	var parts []string
-	for p := 0; p < tpmfront.NumPCRs; p++ {
+	for p := 0; p < pcrbank.NumPCRs; p++ {
 		if v, ok := m[strconv.Itoa(p)]; ok {
 			parts = append(parts, strconv.Itoa(p)+"="+v)
 		}

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // TPM2Values is the PCR values file of tpm2-tools for one bank: the raw
@@ -28,7 +28,7 @@ func TPM2Values(values [][]byte) []byte {
 
 // TPM2SelectionArg is the tpm2-tools -l argument matching TPM2Values and
 // PolicyPCR ("sha256:4,5").
-func TPM2SelectionArg(bank tpmfront.Alg, sel Selection) string {
+func TPM2SelectionArg(bank pcrbank.Alg, sel Selection) string {
 	return bank.String() + ":" + sel.String()
 }
 
@@ -39,7 +39,7 @@ func TPM2SelectionArg(bank tpmfront.Alg, sel Selection) string {
 // tpm2_pcr_value_to_string writes it, sorted by index and unique within
 // the one bank (tpm2_pcr_values_valid). systemd 252 (Debian 12) accepts
 // only indices here and rejects this form ("Failed to parse PCR number").
-func CryptenrollArg(bank tpmfront.Alg, sel Selection, values [][]byte) string {
+func CryptenrollArg(bank pcrbank.Alg, sel Selection, values [][]byte) string {
 	parts := make([]string, len(sel))
 	for i, p := range sel {
 		parts[i] = fmt.Sprintf("%d:%s=%x", p, bank, values[i])
@@ -61,7 +61,7 @@ const (
 // that is not a PCR number. Keylime checks each PCR on its own, so with
 // several allowed boots it also accepts a mix (PCR 4 of one boot with PCR
 // 5 of another); the TPM 2.0 PolicyOR does not.
-func (s *Set) Keylime(bank tpmfront.Alg) (map[string][]string, error) {
+func (s *Set) Keylime(bank pcrbank.Alg) (map[string][]string, error) {
 	if !s.HasBank(bank) {
 		return nil, fmt.Errorf("bank %v is not predicted (banks %v)", bank, s.Banks)
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/host/pcrfile"
 	"github.com/vtpmboot/vtpmboot/host/predict"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // DefaultSelection is what the stub extends: PCR 4 (kernel) and PCR 5
@@ -38,8 +38,8 @@ func ParseSelection(s string) (Selection, error) {
 	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '+' }) {
 		f = strings.TrimSpace(f)
 		n, err := strconv.Atoi(f)
-		if err != nil || len(f) > 2 || n < 0 || n >= tpmfront.NumPCRs {
-			return nil, fmt.Errorf("PCR %q is not a number in 0..%d", f, tpmfront.NumPCRs-1)
+		if err != nil || len(f) > 2 || n < 0 || n >= pcrbank.NumPCRs {
+			return nil, fmt.Errorf("PCR %q is not a number in 0..%d", f, pcrbank.NumPCRs-1)
 		}
 		seen[n] = true
 	}
@@ -76,7 +76,7 @@ func (s Selection) mask() [3]byte {
 // digest extended into it, per bank.
 type Event struct {
 	PCR     int
-	Digests tpmfront.Digests
+	Digests pcrbank.Digests
 }
 
 // Prediction is one allowed boot: the value of every PCR of interest per
@@ -84,7 +84,7 @@ type Event struct {
 type Prediction struct {
 	// Label names the boot for people ("guest web1, entry 0 \"Debian\"").
 	Label string
-	Banks []tpmfront.Alg
+	Banks []pcrbank.Alg
 	// Final holds the PCRs the plan extended, per bank.
 	Final pcrfile.Readings
 	// Init holds the starting values the prediction assumed (all others
@@ -98,7 +98,7 @@ type Prediction struct {
 
 // FromReport wraps a finished prediction.
 func FromReport(label string, r *predict.Report) Prediction {
-	p := Prediction{Label: label, Banks: append([]tpmfront.Alg(nil), r.Banks...), Final: r.Final,
+	p := Prediction{Label: label, Banks: append([]pcrbank.Alg(nil), r.Banks...), Final: r.Final,
 		Init: pcrfile.Readings{}, Contract: measure.ContractVersion}
 	for _, in := range r.Init {
 		if p.Init[in.Alg] == nil {
@@ -145,12 +145,12 @@ func FromJSON(label string, d *pcrfile.JSONDoc) (Prediction, error) {
 		}
 	}
 	for i, e := range d.Events {
-		if e.PCR < 0 || e.PCR >= tpmfront.NumPCRs {
+		if e.PCR < 0 || e.PCR >= pcrbank.NumPCRs {
 			return Prediction{}, fmt.Errorf("events[%d]: PCR %d out of range", i, e.PCR)
 		}
-		ev := Event{PCR: e.PCR, Digests: tpmfront.Digests{}}
+		ev := Event{PCR: e.PCR, Digests: pcrbank.Digests{}}
 		for name, h := range e.Digests {
-			a, err := tpmfront.ParseAlg(name)
+			a, err := pcrbank.ParseAlg(name)
 			if err != nil {
 				return Prediction{}, fmt.Errorf("events[%d]: %w", i, err)
 			}
@@ -168,14 +168,14 @@ func FromJSON(label string, d *pcrfile.JSONDoc) (Prediction, error) {
 func readingsFromJSON(field string, m map[string]map[string]string) (pcrfile.Readings, error) {
 	out := pcrfile.Readings{}
 	for name, pcrs := range m {
-		a, err := tpmfront.ParseAlg(name)
+		a, err := pcrbank.ParseAlg(name)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", field, err)
 		}
 		out[a] = map[int][]byte{}
 		for k, h := range pcrs {
 			n, err := strconv.Atoi(k)
-			if err != nil || len(k) > 2 || n < 0 || n >= tpmfront.NumPCRs {
+			if err != nil || len(k) > 2 || n < 0 || n >= pcrbank.NumPCRs {
 				return nil, fmt.Errorf("%s.%v: bad PCR number %q", field, a, k)
 			}
 			v, err := hex.DecodeString(h)
@@ -191,7 +191,7 @@ func readingsFromJSON(field string, m map[string]map[string]string) (pcrfile.Rea
 // Value is the value of PCR pcr in bank a after the boot: the predicted
 // one for an extended PCR, else the given starting value. ok is false when
 // the prediction says nothing about it.
-func (p *Prediction) Value(a tpmfront.Alg, pcr int) (v []byte, ok bool) {
+func (p *Prediction) Value(a pcrbank.Alg, pcr int) (v []byte, ok bool) {
 	if v, ok := p.Final[a][pcr]; ok {
 		return v, true
 	}
@@ -203,7 +203,7 @@ func (p *Prediction) Value(a tpmfront.Alg, pcr int) (v []byte, ok bool) {
 
 // Values returns the selected PCRs of bank a in selection order, or an
 // error naming the first PCR without a predicted or given value.
-func (p *Prediction) Values(a tpmfront.Alg, sel Selection) ([][]byte, error) {
+func (p *Prediction) Values(a pcrbank.Alg, sel Selection) ([][]byte, error) {
 	out := make([][]byte, len(sel))
 	for i, pcr := range sel {
 		v, ok := p.Value(a, pcr)
@@ -220,7 +220,7 @@ func (p *Prediction) Values(a tpmfront.Alg, sel Selection) ([][]byte, error) {
 type MissingError struct {
 	Label string
 	PCR   int
-	Alg   tpmfront.Alg
+	Alg   pcrbank.Alg
 }
 
 func (e *MissingError) Error() string {
@@ -237,7 +237,7 @@ func (e *MissingError) Error() string {
 // that bank would silently allow fewer boots than asked for.
 type Set struct {
 	Selection   Selection
-	Banks       []tpmfront.Alg
+	Banks       []pcrbank.Alg
 	Predictions []Prediction
 }
 
@@ -250,11 +250,11 @@ func NewSet(sel Selection, ps []Prediction) (*Set, error) {
 	if len(ps) == 0 {
 		return nil, errors.New("no prediction to build a policy from")
 	}
-	s := &Set{Selection: sel, Banks: append([]tpmfront.Alg(nil), ps[0].Banks...), Predictions: ps}
-	tpmfront.SortAlgs(s.Banks)
+	s := &Set{Selection: sel, Banks: append([]pcrbank.Alg(nil), ps[0].Banks...), Predictions: ps}
+	pcrbank.SortAlgs(s.Banks)
 	for _, p := range ps[1:] {
-		b := append([]tpmfront.Alg(nil), p.Banks...)
-		tpmfront.SortAlgs(b)
+		b := append([]pcrbank.Alg(nil), p.Banks...)
+		pcrbank.SortAlgs(b)
 		if !slices.Equal(b, s.Banks) {
 			return nil, fmt.Errorf("mixed banks: %s predicts %v, %s predicts %v; predict every boot with the same --bank",
 				labelOr(ps[0].Label, "the first prediction"), s.Banks, labelOr(p.Label, "another"), b)
@@ -278,12 +278,12 @@ func labelOr(l, def string) string {
 }
 
 // HasBank reports whether the set predicts bank a.
-func (s *Set) HasBank(a tpmfront.Alg) bool { return slices.Contains(s.Banks, a) }
+func (s *Set) HasBank(a pcrbank.Alg) bool { return slices.Contains(s.Banks, a) }
 
 // Tuples returns the distinct value tuples of bank a (one per allowed
 // boot, duplicates dropped, first occurrence order) and, for each, the
 // labels of the boots that give it.
-func (s *Set) Tuples(a tpmfront.Alg) (tuples [][][]byte, labels [][]string) {
+func (s *Set) Tuples(a pcrbank.Alg) (tuples [][][]byte, labels [][]string) {
 	idx := map[string]int{}
 	for i := range s.Predictions {
 		p := &s.Predictions[i]

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/host/pcrfile"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // The expected values here are written out from the specifications' byte
@@ -27,11 +27,11 @@ func rep(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
 // pred is an allowed boot whose sha1 and sha256 PCR 4 and 5 are filled
 // with the given bytes.
 func pred(label string, b4, b5 byte) Prediction {
-	return Prediction{Label: label, Banks: []tpmfront.Alg{tpmfront.SHA1, tpmfront.SHA256},
-		Final: pcrfile.Readings{tpmfront.SHA1: {4: rep(b4, 20), 5: rep(b5, 20)}, tpmfront.SHA256: {4: rep(b4, 32), 5: rep(b5, 32)}},
+	return Prediction{Label: label, Banks: []pcrbank.Alg{pcrbank.SHA1, pcrbank.SHA256},
+		Final: pcrfile.Readings{pcrbank.SHA1: {4: rep(b4, 20), 5: rep(b5, 20)}, pcrbank.SHA256: {4: rep(b4, 32), 5: rep(b5, 32)}},
 		Init:  pcrfile.Readings{}, Contract: 1,
-		Events: []Event{{PCR: 4, Digests: tpmfront.Digests{tpmfront.SHA1: rep(b4, 20), tpmfront.SHA256: rep(b4, 32)}},
-			{PCR: 5, Digests: tpmfront.Digests{tpmfront.SHA1: rep(b5, 20), tpmfront.SHA256: rep(b5, 32)}}}}
+		Events: []Event{{PCR: 4, Digests: pcrbank.Digests{pcrbank.SHA1: rep(b4, 20), pcrbank.SHA256: rep(b4, 32)}},
+			{PCR: 5, Digests: pcrbank.Digests{pcrbank.SHA1: rep(b5, 20), pcrbank.SHA256: rep(b5, 32)}}}}
 }
 
 func TestPolicyPCRSpec(t *testing.T) {
@@ -40,13 +40,13 @@ func TestPolicyPCRSpec(t *testing.T) {
 	// TPML_PCR_SELECTION{count 1, TPM_ALG_SHA256 0x000B, sizeofSelect 3,
 	// 0x30 0x00 0x00 (PCRs 4 and 5)} || H(PCR4 || PCR5)).
 	want := s256(make([]byte, 32), []byte{0, 0, 1, 0x7f}, []byte{0, 0, 0, 1, 0, 0x0b, 3, 0x30, 0, 0}, s256(v4, v5))
-	if got := PolicyPCR(tpmfront.SHA256, tpmfront.SHA256, Selection{4, 5}, [][]byte{v4, v5}); !bytes.Equal(got, want) {
+	if got := PolicyPCR(pcrbank.SHA256, pcrbank.SHA256, Selection{4, 5}, [][]byte{v4, v5}); !bytes.Equal(got, want) {
 		t.Errorf("PolicyPCR = %x, want %x", got, want)
 	}
 	// A sha1 bank under a sha256 policy session; PCRs 0, 7, 23.
 	w0, w7, w23 := rep(1, 20), rep(7, 20), rep(0x23, 20)
 	want = s256(make([]byte, 32), []byte{0, 0, 1, 0x7f}, []byte{0, 0, 0, 1, 0, 0x04, 3, 0x81, 0, 0x80}, s256(w0, w7, w23))
-	if got := PolicyPCR(tpmfront.SHA256, tpmfront.SHA1, Selection{0, 7, 23}, [][]byte{w0, w7, w23}); !bytes.Equal(got, want) {
+	if got := PolicyPCR(pcrbank.SHA256, pcrbank.SHA1, Selection{0, 7, 23}, [][]byte{w0, w7, w23}); !bytes.Equal(got, want) {
 		t.Errorf("PolicyPCR sha1 bank = %x, want %x", got, want)
 	}
 }
@@ -63,21 +63,21 @@ func TestPolicyORTree(t *testing.T) {
 		}
 		return out
 	}
-	tr, err := NewORTree(tpmfront.SHA256, leaves(1), false)
+	tr, err := NewORTree(pcrbank.SHA256, leaves(1), false)
 	if err != nil || !bytes.Equal(tr.Root(), leaf(0)) || len(tr.Groups) != 0 {
 		t.Fatalf("one leaf: %v %+v", err, tr)
 	}
-	tr, err = NewORTree(tpmfront.SHA256, leaves(3), false)
+	tr, err = NewORTree(pcrbank.SHA256, leaves(3), false)
 	if err != nil || !bytes.Equal(tr.Root(), or(leaf(0), leaf(1), leaf(2))) {
 		t.Fatalf("three leaves: %v", err)
 	}
-	tr, err = NewORTree(tpmfront.SHA256, leaves(8), false)
+	tr, err = NewORTree(pcrbank.SHA256, leaves(8), false)
 	if err != nil || len(tr.Groups) != 1 {
 		t.Fatalf("eight leaves: %v %d levels", err, len(tr.Groups))
 	}
 	// Nine: two groups of 5 and 4 (never a group of one, which
 	// TPM2_PolicyOR refuses), ORed again.
-	tr, err = NewORTree(tpmfront.SHA256, leaves(9), true)
+	tr, err = NewORTree(pcrbank.SHA256, leaves(9), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,11 +89,11 @@ func TestPolicyORTree(t *testing.T) {
 	if p := tr.Path(6); len(p) != 2 || len(p[0]) != 4 || !bytes.Equal(p[0][1], l[6]) || len(p[1]) != 2 {
 		t.Errorf("path of leaf 6: %x", p)
 	}
-	if _, err := NewORTree(tpmfront.SHA256, leaves(9), false); !errors.Is(err, ErrTooManyBranches) {
+	if _, err := NewORTree(pcrbank.SHA256, leaves(9), false); !errors.Is(err, ErrTooManyBranches) {
 		t.Errorf("nine leaves, flat: %v", err)
 	}
 	// 65 leaves: 9 groups at level 0 (sizes 8,7,...), 2 at level 1, root.
-	tr, err = NewORTree(tpmfront.SHA256, leaves(65), true)
+	tr, err = NewORTree(pcrbank.SHA256, leaves(65), true)
 	if err != nil || len(tr.Groups) != 3 || len(tr.Levels[1]) != 9 || len(tr.Levels[2]) != 2 {
 		t.Fatalf("65 leaves: %v, levels %d", err, len(tr.Levels))
 	}
@@ -104,7 +104,7 @@ func TestPolicyORTree(t *testing.T) {
 			}
 		}
 	}
-	if _, err := PolicyOR(tpmfront.SHA256, leaves(1)); err == nil {
+	if _, err := PolicyOR(pcrbank.SHA256, leaves(1)); err == nil {
 		t.Error("PolicyOR of one branch accepted")
 	}
 }
@@ -130,11 +130,11 @@ func TestSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tuples, labels := s.Tuples(tpmfront.SHA256)
+	tuples, labels := s.Tuples(pcrbank.SHA256)
 	if len(tuples) != 2 || len(labels[0]) != 2 || labels[0][1] != "dup of a" {
 		t.Fatalf("tuples %x labels %q", tuples, labels)
 	}
-	k, err := s.Keylime(tpmfront.SHA256)
+	k, err := s.Keylime(pcrbank.SHA256)
 	if err != nil || len(k["4"]) != 1 || len(k["5"]) != 2 || k["5"][0] != strings.Repeat("02", 32) {
 		t.Errorf("keylime %v %v", k, err)
 	}
@@ -151,25 +151,25 @@ func TestSet(t *testing.T) {
 	if _, err := NewSet(Selection{4, 7}, []Prediction{a}); err == nil || !strings.Contains(err.Error(), "--pcr-init 7:sha1=HEX") {
 		t.Errorf("PCR 7 without a value: %v", err)
 	}
-	a.Init[tpmfront.SHA1] = map[int][]byte{7: rep(7, 20)}
-	a.Init[tpmfront.SHA256] = map[int][]byte{7: rep(7, 32)}
+	a.Init[pcrbank.SHA1] = map[int][]byte{7: rep(7, 20)}
+	a.Init[pcrbank.SHA256] = map[int][]byte{7: rep(7, 32)}
 	s, err = NewSet(Selection{4, 7}, []Prediction{a})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if vs, _ := s.Predictions[0].Values(tpmfront.SHA256, s.Selection); !bytes.Equal(vs[1], rep(7, 32)) {
+	if vs, _ := s.Predictions[0].Values(pcrbank.SHA256, s.Selection); !bytes.Equal(vs[1], rep(7, 32)) {
 		t.Errorf("PCR 7 value %x", vs[1])
 	}
-	if _, err := s.Keylime(tpmfront.SHA256); err != nil {
+	if _, err := s.Keylime(pcrbank.SHA256); err != nil {
 		t.Error(err)
 	}
-	if _, err := (&Set{Selection: Selection{4, 10}, Banks: s.Banks, Predictions: s.Predictions}).Keylime(tpmfront.SHA256); err == nil {
+	if _, err := (&Set{Selection: Selection{4, 10}, Banks: s.Banks, Predictions: s.Predictions}).Keylime(pcrbank.SHA256); err == nil {
 		t.Error("Keylime policy over PCR 10 (IMA) accepted")
 	}
 
 	only1 := pred("sha1 only", 1, 2)
-	only1.Banks = []tpmfront.Alg{tpmfront.SHA1}
-	delete(only1.Final, tpmfront.SHA256)
+	only1.Banks = []pcrbank.Alg{pcrbank.SHA1}
+	delete(only1.Final, pcrbank.SHA256)
 	if _, err := NewSet(nil, []Prediction{b, only1}); err == nil || !strings.Contains(err.Error(), "mixed banks") {
 		t.Errorf("mixed banks: %v", err)
 	}
@@ -207,7 +207,7 @@ func TestFromJSON(t *testing.T) {
 	}
 	d.Init = map[string]map[string]string{"sha256": {"7": strings.Repeat("77", 32)}}
 	p, err := FromJSON("ok", &d)
-	if v, ok := p.Value(tpmfront.SHA256, 7); err != nil || !ok || v[0] != 0x77 {
+	if v, ok := p.Value(pcrbank.SHA256, 7); err != nil || !ok || v[0] != 0x77 {
 		t.Errorf("%+v %v", p, err)
 	}
 }

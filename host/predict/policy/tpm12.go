@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Composite12 is the TPM 1.2 TPM_COMPOSITE_HASH of the selected SHA-1 PCR
@@ -53,11 +53,11 @@ type TPM12 struct {
 
 // TPM12Policy computes the composites from the sha1 bank.
 func (s *Set) TPM12Policy() (*TPM12, error) {
-	if !s.HasBank(tpmfront.SHA1) {
+	if !s.HasBank(pcrbank.SHA1) {
 		return nil, fmt.Errorf("the TPM 1.2 composite needs the sha1 bank (banks %v)", s.Banks)
 	}
 	p := &TPM12{}
-	p.Tuples, p.Labels = s.Tuples(tpmfront.SHA1)
+	p.Tuples, p.Labels = s.Tuples(pcrbank.SHA1)
 	for _, vs := range p.Tuples {
 		c, err := Composite12(s.Selection, vs)
 		if err != nil {

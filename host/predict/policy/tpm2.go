@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // TPM 2.0 command codes that enter policy digests (TPM 2.0 Library, Part 2,
@@ -25,7 +25,7 @@ const MaxORBranches = 8
 // what tpm2-tools (pcr_parse_selection), systemd and go-tpm
 // (PCClientCompatible) send for 24 PCRs, and what the unsealing side must
 // send too.
-func pcrSelectionBytes(bank tpmfront.Alg, sel Selection) []byte {
+func pcrSelectionBytes(bank pcrbank.Alg, sel Selection) []byte {
 	m := sel.mask()
 	b := binary.BigEndian.AppendUint32(nil, 1)
 	b = binary.BigEndian.AppendUint16(b, uint16(bank))
@@ -36,7 +36,7 @@ func pcrSelectionBytes(bank tpmfront.Alg, sel Selection) []byte {
 // PCRDigest is TPM2_PolicyPCR's pcrDigest: the policy session's hash over
 // the selected PCR values concatenated in selection order (ascending PCR
 // index), as the TPM computes it from its PCRs.
-func PCRDigest(policyAlg tpmfront.Alg, values [][]byte) []byte {
+func PCRDigest(policyAlg pcrbank.Alg, values [][]byte) []byte {
 	h := policyAlg.New()
 	for _, v := range values {
 		h.Write(v)
@@ -52,7 +52,7 @@ func PCRDigest(policyAlg tpmfront.Alg, values [][]byte) []byte {
 //
 // This is what tpm2_createpolicy --policy-pcr prints and what
 // tpm2_create -L takes.
-func PolicyPCR(policyAlg, bank tpmfront.Alg, sel Selection, values [][]byte) []byte {
+func PolicyPCR(policyAlg, bank pcrbank.Alg, sel Selection, values [][]byte) []byte {
 	h := policyAlg.New()
 	h.Write(policyAlg.Zero())
 	h.Write(binary.BigEndian.AppendUint32(nil, ccPolicyPCR))
@@ -65,7 +65,7 @@ func PolicyPCR(policyAlg, bank tpmfront.Alg, sel Selection, values [][]byte) []b
 // resets the session digest to zero, then
 //
 //	policyDigest = H(0…0 ‖ TPM_CC_PolicyOR ‖ digest₁ ‖ … ‖ digestₙ)
-func PolicyOR(policyAlg tpmfront.Alg, branches [][]byte) ([]byte, error) {
+func PolicyOR(policyAlg pcrbank.Alg, branches [][]byte) ([]byte, error) {
 	if len(branches) < 2 || len(branches) > MaxORBranches {
 		return nil, fmt.Errorf("TPM2_PolicyOR takes 2 to %d branches, not %d", MaxORBranches, len(branches))
 	}
@@ -105,7 +105,7 @@ func (t *ORTree) Root() []byte { return t.Levels[len(t.Levels)-1][0] }
 // NewORTree builds the policy over leaves. One leaf needs no PolicyOR: the
 // root is the leaf. More than MaxORBranches leaves are an error unless
 // fold is set.
-func NewORTree(policyAlg tpmfront.Alg, leaves [][]byte, fold bool) (*ORTree, error) {
+func NewORTree(policyAlg pcrbank.Alg, leaves [][]byte, fold bool) (*ORTree, error) {
 	if len(leaves) == 0 {
 		return nil, errors.New("no policy branch")
 	}
@@ -158,7 +158,7 @@ func (t *ORTree) Path(i int) [][][]byte {
 
 // TPM2 is the TPM 2.0 policy of one bank.
 type TPM2 struct {
-	Bank, PolicyAlg tpmfront.Alg
+	Bank, PolicyAlg pcrbank.Alg
 	// Tuples are the distinct allowed values of the selected PCRs, Labels
 	// the boots that give each; Leaves[i] is the PolicyPCR digest of
 	// Tuples[i].
@@ -169,7 +169,7 @@ type TPM2 struct {
 }
 
 // TPM2Policy computes the policy of bank over every allowed boot of s.
-func (s *Set) TPM2Policy(bank, policyAlg tpmfront.Alg, fold bool) (*TPM2, error) {
+func (s *Set) TPM2Policy(bank, policyAlg pcrbank.Alg, fold bool) (*TPM2, error) {
 	if !s.HasBank(bank) {
 		return nil, fmt.Errorf("bank %v is not predicted (banks %v)", bank, s.Banks)
 	}

@@ -89,7 +89,7 @@ func newRig(t *testing.T, store func(*memStore) Store) *rig {
 			r.chs[id] = c
 			return c, nil
 		},
-		OpenTPM: func(uuid string) (TPM, string, error) {
+		OpenTPM: func(_ uint32, _, uuid string) (TPM, string, error) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			r.open = append(r.open, uuid)
@@ -219,7 +219,7 @@ func within(t *testing.T, what string, f func()) {
 func TestStuckServeDoesNotBlockOthers(t *testing.T) {
 	r := newRig(t, nil)
 	stuck := &blockTPM{in: make(chan struct{}), release: make(chan struct{})}
-	r.b.OpenTPM = func(uuid string) (TPM, string, error) {
+	r.b.OpenTPM = func(_ uint32, _, uuid string) (TPM, string, error) {
 		if uuid == uuidOf(7) {
 			return stuck, "stuck", nil
 		}
@@ -269,7 +269,7 @@ func TestStuckServeDoesNotBlockOthers(t *testing.T) {
 func TestSlowOpenDoesNotBlockOthers(t *testing.T) {
 	r := newRig(t, nil)
 	release := make(chan struct{})
-	r.b.OpenTPM = func(uuid string) (TPM, string, error) {
+	r.b.OpenTPM = func(_ uint32, _, uuid string) (TPM, string, error) {
 		if uuid == uuidOf(7) {
 			<-release
 		}

@@ -51,9 +51,11 @@ type Backend struct {
 	Root  string
 	// Connect maps the frontend's ring-ref and binds its event channel.
 	Connect func(frontendID, ringRef, port uint32) (Channel, error)
-	// OpenTPM gives the TPM for a device, by the uuid xl wrote (vtpm=
-	// uuid=), and says what it is for the log.
-	OpenTPM func(uuid string) (TPM, string, error)
+	// OpenTPM gives the TPM for a device of frontend domain domid
+	// (backend path be), by the uuid xl wrote (vtpm= uuid=), and says
+	// what it is for the log. The domid lets the TPM's owner tell one
+	// boot from the next (host/vtpm).
+	OpenTPM func(domid uint32, be, uuid string) (TPM, string, error)
 	// Logf must be safe to call from several goroutines.
 	Logf func(format string, args ...any)
 	// LogEvery is the window of each device's log limit: at most
@@ -448,7 +450,7 @@ func (b *Backend) connect(d *device, again bool) {
 	b.jobs.Add(1)
 	go func() {
 		defer b.jobs.Done()
-		tpm, what, err := b.OpenTPM(uuid)
+		tpm, what, err := b.OpenTPM(feID, d.be, uuid)
 		var ch Channel
 		if err == nil {
 			if ch, err = b.Connect(feID, ref, port); err != nil {

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // rsp is a TPM response of n bytes whose body is filled with b, so two
@@ -193,10 +193,10 @@ func TestSocketTPMSwtpmLate(t *testing.T) {
 		}
 		return b.Bytes()
 	}
-	for _, v := range []tpmfront.Version{tpmfront.Version12, tpmfront.Version20} {
+	for _, v := range []pcrbank.Version{pcrbank.Version12, pcrbank.Version20} {
 		var c cmds
 		var pcr0 []byte // the response's digest, at its end
-		if v == tpmfront.Version12 {
+		if v == pcrbank.Version12 {
 			// TPM_GetRandom(8), TPM_PCRRead(0) (TPM 1.2 part 3).
 			c = cmds{be(uint16(0xc1), uint32(14), uint32(0x46), uint32(8)), be(uint16(0xc1), uint32(14), uint32(0x15), uint32(0))}
 			pcr0 = make([]byte, 20)

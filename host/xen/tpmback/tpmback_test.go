@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
@@ -178,7 +179,7 @@ func (f *frontend) Close() error { return nil }
 // client) through the page protocol to a real swtpm, TPM 1.2 and 2.0:
 // extends land, and the values read back equal crypto/sha's.
 func TestServeSwtpm(t *testing.T) {
-	for _, v := range []tpmfront.Version{tpmfront.Version12, tpmfront.Version20} {
+	for _, v := range []pcrbank.Version{pcrbank.Version12, pcrbank.Version20} {
 		t.Run(v.String(), func(t *testing.T) {
 			sw := swtpmtest.Start(t, v)
 			tpm, err := DialSocket(sw.ServerSock)
@@ -199,7 +200,7 @@ func TestServeSwtpm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := tpmfront.Digests{}
+			d := pcrbank.Digests{}
 			for _, a := range banks {
 				d[a] = bytes.Repeat([]byte{0x5a}, a.Size())
 			}
@@ -213,10 +214,10 @@ func TestServeSwtpm(t *testing.T) {
 				}
 				var want []byte
 				switch a {
-				case tpmfront.SHA1:
+				case pcrbank.SHA1:
 					s := sha1.Sum(append(make([]byte, 20), d[a]...))
 					want = s[:]
-				case tpmfront.SHA256:
+				case pcrbank.SHA256:
 					s := sha256.Sum256(append(make([]byte, 32), d[a]...))
 					want = s[:]
 				default:

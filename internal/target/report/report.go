@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Markers around the block. The END line carries the SHA-256 of the body.
@@ -27,9 +27,9 @@ const (
 // Report is what the target system saw.
 type Report struct {
 	// Version is Version12 or Version20; VersionSoftware when no TPM was found.
-	Version tpmfront.Version
+	Version pcrbank.Version
 	// PCRs maps bank → PCR index → value, for every bank the kernel exposes.
-	PCRs map[tpmfront.Alg]map[int][]byte
+	PCRs map[pcrbank.Alg]map[int][]byte
 	// Cmdline is /proc/cmdline exactly, trailing newline included.
 	Cmdline string
 	// EventLog is binary_bios_measurements; empty when there was none.
@@ -62,18 +62,18 @@ const (
 func (r *Report) Format() string {
 	var body strings.Builder
 	switch r.Version {
-	case tpmfront.Version12:
+	case pcrbank.Version12:
 		body.WriteString("tpm-version 1.2\n")
-	case tpmfront.Version20:
+	case pcrbank.Version20:
 		body.WriteString("tpm-version 2.0\n")
 	default:
 		body.WriteString("tpm-version none\n")
 	}
-	algs := make([]tpmfront.Alg, 0, len(r.PCRs))
+	algs := make([]pcrbank.Alg, 0, len(r.PCRs))
 	for a := range r.PCRs {
 		algs = append(algs, a)
 	}
-	tpmfront.SortAlgs(algs)
+	pcrbank.SortAlgs(algs)
 	for _, a := range algs {
 		idx := make([]int, 0, len(r.PCRs[a]))
 		for i := range r.PCRs[a] {
@@ -141,7 +141,7 @@ func Parse(console string) (*Report, error) {
 	if got := hex.EncodeToString(sum[:]); got != want {
 		return nil, fmt.Errorf("console lines %d-%d: target report checksum mismatch (got %s, block says %s): interleaved kernel output?", start+1, end+1, got, want)
 	}
-	r := &Report{PCRs: map[tpmfront.Alg]map[int][]byte{}}
+	r := &Report{PCRs: map[pcrbank.Alg]map[int][]byte{}}
 	seenVersion, seenCmdline, seenLog := false, false, false
 	for i, line := range lines[start+1 : end] {
 		ln := start + 2 + i
@@ -150,11 +150,11 @@ func Parse(console string) (*Report, error) {
 		case "tpm-version":
 			switch val {
 			case "1.2":
-				r.Version = tpmfront.Version12
+				r.Version = pcrbank.Version12
 			case "2.0":
-				r.Version = tpmfront.Version20
+				r.Version = pcrbank.Version20
 			case "none":
-				r.Version = tpmfront.VersionSoftware
+				r.Version = pcrbank.VersionSoftware
 			default:
 				return nil, fmt.Errorf("console line %d: unknown TPM version %q", ln, val)
 			}
@@ -164,12 +164,12 @@ func Parse(console string) (*Report, error) {
 			if len(f) != 3 {
 				return nil, fmt.Errorf("console line %d: pcr line needs bank, index, value: %q", ln, line)
 			}
-			alg, err := tpmfront.ParseAlg(f[0])
+			alg, err := pcrbank.ParseAlg(f[0])
 			if err != nil {
 				return nil, fmt.Errorf("console line %d: %w", ln, err)
 			}
 			idx, err := strconv.Atoi(f[1])
-			if err != nil || idx < 0 || idx >= tpmfront.NumPCRs {
+			if err != nil || idx < 0 || idx >= pcrbank.NumPCRs {
 				return nil, fmt.Errorf("console line %d: bad PCR index %q", ln, f[1])
 			}
 			v, err := hex.DecodeString(f[2])

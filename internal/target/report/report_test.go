@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 func consoles(t testing.TB) map[string]string {
@@ -47,8 +47,8 @@ func TestParseCaptured(t *testing.T) {
 func TestRoundTripAndCorruption(t *testing.T) {
 	h := sha1.Sum([]byte("x"))
 	r := &Report{
-		Version:  tpmfront.Version12,
-		PCRs:     map[tpmfront.Alg]map[int][]byte{tpmfront.SHA1: {4: h[:], 0: make([]byte, 20)}},
+		Version:  pcrbank.Version12,
+		PCRs:     map[pcrbank.Alg]map[int][]byte{pcrbank.SHA1: {4: h[:], 0: make([]byte, 20)}},
 		Cmdline:  "console=ttyS0 a=\"b c\"\n",
 		EventLog: []byte{0, 1, 2, 255},
 		Errors:   []string{"read x: \"quoted\"\nnewline"},
@@ -59,7 +59,7 @@ func TestRoundTripAndCorruption(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.Version != r.Version || got.Cmdline != r.Cmdline || !bytes.Equal(got.EventLog, r.EventLog) ||
-		!bytes.Equal(got.PCRs[tpmfront.SHA1][4], h[:]) || len(got.Errors) != 1 || got.Errors[0] != r.Errors[0] {
+		!bytes.Equal(got.PCRs[pcrbank.SHA1][4], h[:]) || len(got.Errors) != 1 || got.Errors[0] != r.Errors[0] {
 		t.Errorf("round trip: got %+v, want %+v", got, r)
 	}
 	// A kernel message landing inside the block must be caught.
@@ -80,7 +80,7 @@ func FuzzParse(f *testing.F) {
 	for _, c := range consoles(f) {
 		f.Add(c)
 	}
-	f.Add((&Report{Version: tpmfront.Version20, Cmdline: "x"}).Format())
+	f.Add((&Report{Version: pcrbank.Version20, Cmdline: "x"}).Format())
 	f.Fuzz(func(t *testing.T, console string) {
 		r, err := Parse(console)
 		if err != nil {

@@ -24,7 +24,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/acpilog"
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 const (
@@ -34,7 +34,7 @@ const (
 )
 
 func main() {
-	r := &report.Report{PCRs: map[tpmfront.Alg]map[int][]byte{}}
+	r := &report.Report{PCRs: map[pcrbank.Alg]map[int][]byte{}}
 	fail := func(format string, a ...any) { r.Errors = append(r.Errors, fmt.Sprintf(format, a...)) }
 	mounts(fail)
 	// Kernel messages printed while the block goes out would break its
@@ -111,8 +111,8 @@ func collect(r *report.Report, fail func(string, ...any)) {
 	}
 	r.Version = version(fail)
 	switch r.Version {
-	case tpmfront.Version20:
-		for _, a := range tpmfront.AllAlgs {
+	case pcrbank.Version20:
+		for _, a := range pcrbank.AllAlgs {
 			dir := filepath.Join(tpmClass, "pcr-"+a.String())
 			if _, err := os.Stat(dir); err != nil {
 				continue
@@ -138,7 +138,7 @@ func collect(r *report.Report, fail func(string, ...any)) {
 		if len(r.PCRs) == 0 {
 			fail("TPM 2.0 without any %s/pcr-<bank> directory", tpmClass)
 		}
-	case tpmfront.Version12:
+	case pcrbank.Version12:
 		pcrs12(r, fail)
 	}
 	b, err := os.ReadFile(eventLog)
@@ -181,28 +181,28 @@ func extra(r *report.Report, k, v string) {
 	r.Extra[k] = v
 }
 
-func version(fail func(string, ...any)) tpmfront.Version {
+func version(fail func(string, ...any)) pcrbank.Version {
 	if b, err := os.ReadFile(filepath.Join(tpmClass, "tpm_version_major")); err == nil {
 		switch strings.TrimSpace(string(b)) {
 		case "1":
-			return tpmfront.Version12
+			return pcrbank.Version12
 		case "2":
-			return tpmfront.Version20
+			return pcrbank.Version20
 		}
 	}
 	if _, err := os.Stat(filepath.Join(tpmClass, "pcr-sha256")); err == nil {
-		return tpmfront.Version20
+		return pcrbank.Version20
 	}
 	if _, err := os.Stat(filepath.Join(tpmClass, "pcr-sha1")); err == nil {
-		return tpmfront.Version20
+		return pcrbank.Version20
 	}
 	for _, p := range []string{"pcrs", "device/pcrs"} {
 		if _, err := os.Stat(filepath.Join(tpmClass, p)); err == nil {
-			return tpmfront.Version12
+			return pcrbank.Version12
 		}
 	}
 	fail("%s: cannot tell the TPM version", tpmClass)
-	return tpmfront.VersionSoftware
+	return pcrbank.VersionSoftware
 }
 
 // pcrs12 parses the TPM 1.2 sysfs "pcrs" file: "PCR-04: 3A 3F ... \n".
@@ -220,7 +220,7 @@ func pcrs12(r *report.Report, fail func(string, ...any)) {
 		fail("read %s: %v", file, err)
 		return
 	}
-	r.PCRs[tpmfront.SHA1] = map[int][]byte{}
+	r.PCRs[pcrbank.SHA1] = map[int][]byte{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		name, val, ok := strings.Cut(sc.Text(), ":")
@@ -235,7 +235,7 @@ func pcrs12(r *report.Report, fail func(string, ...any)) {
 			continue
 		}
 		if idx <= maxPCR {
-			r.PCRs[tpmfront.SHA1][idx] = v
+			r.PCRs[pcrbank.SHA1][idx] = v
 		}
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
 
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
-	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // unsealRequested reports whether the command line carries e2e.unseal:
@@ -32,9 +32,9 @@ func unseal(r *report.Report) {
 	var secret []byte
 	var err error
 	switch r.Version {
-	case tpmfront.Version20:
+	case pcrbank.Version20:
 		secret, err = unseal20()
-	case tpmfront.Version12:
+	case pcrbank.Version12:
 		secret, err = unseal12()
 	default:
 		err = errors.New("no TPM")

@@ -20,13 +20,14 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/modload"
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
 const maxPCR = 9
 
 func main() {
-	r := &report.Report{PCRs: map[tpmfront.Alg]map[int][]byte{}}
+	r := &report.Report{PCRs: map[pcrbank.Alg]map[int][]byte{}}
 	fail := func(format string, a ...any) { r.Errors = append(r.Errors, fmt.Sprintf(format, a...)) }
 	out := collect(r, fail)
 	con, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0)

@@ -1,4 +1,4 @@
-package tpmfront
+package pcrbank
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package tpmfront
+package pcrbank
 
 import (
 	"crypto"
@@ -78,7 +78,7 @@ func (a Alg) Size() int {
 func (a Alg) New() hash.Hash {
 	h, ok := a.cryptoHash()
 	if !ok {
-		panic(fmt.Sprintf("tpmfront: no hash for %v", a))
+		panic(fmt.Sprintf("pcrbank: no hash for %v", a))
 	}
 	return h.New()
 }

@@ -1,0 +1,329 @@
+package diskimage
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
+	"github.com/vtpmboot/vtpmboot/internal/testenv"
+)
+
+// checkBudgetErr asserts err is the one budget error for disk, alone.
+func checkBudgetErr(t *testing.T, err error, op, name, disk string) {
+	t.Helper()
+	want := fmt.Sprintf("%s %s: disk %s: work budget exhausted (%d MiB of filesystem metadata read): the filesystem is hostile or corrupt", op, name, disk, MetadataBudget>>20)
+	if err == nil || err.Error() != want {
+		t.Errorf("%s %s:\n got %v\nwant %s", op, name, err, want)
+	}
+	if !errors.Is(err, ErrBudget) || !errors.Is(err, ErrCorrupt) {
+		t.Errorf("%v: want errors.Is ErrBudget and ErrCorrupt", err)
+	}
+}
+
+// The finding of issue 18 item 2, built with the real tools: a sparse
+// 16 GiB ext2 image, 5 MB on disk, whose root directory's direct, single,
+// double and triple indirect pointers all name one self-pointing block
+// (guestdisk.AliasDir, set with debugfs). Without a budget every lookup
+// of a missing name reads the 16 GiB the directory claims (5.1 s per
+// stat here, before the budget); with it the first such lookup stops
+// at MetadataBudget, and so does everything after it.
+func TestBudgetAliasedExtDir(t *testing.T) {
+	testenv.NeedCommands(t, "mkfs.ext2", "debugfs")
+	img := filepath.Join(t.TempDir(), "hostile.img")
+	sh(t, "truncate", "-s", "16G", img)
+	sh(t, "mkfs.ext2", "-q", "-F", "-b", "4096", img)
+	p, err := guestdisk.AliasDir(img, "/", 16<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// debugfs, not our reader, says every pointer tier maps to P: logical
+	// blocks 0 and 11 (direct), 12 (single), 1036 (double) and 1049612
+	// (triple indirect, 12+1024+1024²).
+	for _, lb := range []int{0, 11, 12, 1036, 1049612, 4194303} {
+		out := strings.TrimSpace(sh(t, "debugfs", "-R", fmt.Sprintf("bmap / %d", lb), img))
+		if !strings.HasSuffix(out, fmt.Sprint(p)) {
+			t.Fatalf("debugfs bmap / %d = %q, want block %d", lb, out, p)
+		}
+	}
+	if used := diskUsage(t, img); used > 16<<20 {
+		t.Fatalf("image takes %d bytes on disk; the attack needs only a few MB", used)
+	}
+
+	im, err := Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	fsys := im.Partitions()[0].FS
+	if fsys == nil {
+		t.Fatal(im.Partitions()[0].Err)
+	}
+	start := time.Now()
+	_, err = fs.Stat(fsys, "boot/grub/grub.cfg")
+	t.Logf("first stat refused after %v: %v", time.Since(start), err)
+	checkBudgetErr(t, err, "stat", "boot/grub/grub.cfg", img)
+	meta, data := im.WorkUsed()
+	if meta > MetadataBudget+64<<10 || data != 0 {
+		t.Errorf("work used: %d bytes metadata, %d data; want the metadata budget (%d) and not much more", meta, data, MetadataBudget)
+	}
+	// Spent is spent: every later operation on the disk fails alike,
+	// whatever it asks for, and reads nothing more.
+	_, err = fs.ReadDir(fsys, ".")
+	checkBudgetErr(t, err, "open", ".", img)
+	_, err = fs.ReadFile(fsys, "grub/grub.cfg")
+	checkBudgetErr(t, err, "open", "grub/grub.cfg", img)
+	if m2, _ := im.WorkUsed(); m2 > meta+2*hitCost {
+		t.Errorf("reads went on after the budget was spent: %d then %d bytes", meta, m2)
+	}
+}
+
+// diskUsage is the bytes a sparse file occupies, as du counts them.
+func diskUsage(t *testing.T, file string) int64 {
+	t.Helper()
+	out := strings.Fields(sh(t, "du", "-B1", file))
+	var n int64
+	fmt.Sscan(out[0], &n)
+	return n
+}
+
+// The budget is per disk, across operations and partitions: a directory
+// that costs 128 MiB per missing-name lookup (well under the budget, so
+// no single operation is refused) is refused once the lookups add up,
+// and then the disk's other, clean partition is refused too, while
+// another disk is not.
+func TestBudgetPerDisk(t *testing.T) {
+	testenv.NeedCommands(t, "mkfs.ext2", "debugfs", "sfdisk")
+	const dirSize = 128 << 20
+	files := []guestdisk.File{
+		{Path: "/boot/grub/grub.cfg", Data: []byte("menuentry x {\n}\n")},
+		{Path: "/boot/vmlinuz", Data: randBytes(7, 100000)},
+	}
+	disk := guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{
+		{FS: "ext2", SizeMB: 136, MkfsArgs: []string{"-b", "4096"}, Files: files, Tweak: func(img string) error {
+			_, err := guestdisk.AliasDir(img, "/boot/grub", dirSize)
+			return err
+		}},
+		{FS: "ext2", SizeMB: 8, Files: files},
+	}}
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := guestdisk.Build(disk, img); err != nil {
+		t.Fatal(err)
+	}
+	clean := filepath.Join(t.TempDir(), "clean.img")
+	if err := guestdisk.Build(guestdisk.Disk{Table: "gpt", Partitions: []guestdisk.Partition{{FS: "ext2", SizeMB: 8, Files: files}}}, clean); err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	parts := im.Partitions()
+	hostile, good := parts[0].FS, parts[1].FS
+	if hostile == nil || good == nil {
+		t.Fatalf("partitions: %v / %v", parts[0].Err, parts[1].Err)
+	}
+	if _, err := fs.ReadFile(good, "boot/vmlinuz"); err != nil {
+		t.Fatal(err)
+	}
+	// Each lookup reads the whole claimed directory, dirSize bytes, and
+	// touches the cached indirect blocks once or twice per directory
+	// block (hitCost each): between MetadataBudget/(dirSize*1.25) and
+	// MetadataBudget/dirSize of them fit, the next one does not.
+	most, least := MetadataBudget/dirSize, MetadataBudget*4/(dirSize*5)
+	for i := 0; ; i++ {
+		_, err := fs.Stat(hostile, fmt.Sprintf("boot/grub/missing-%d", i))
+		if errors.Is(err, fs.ErrNotExist) {
+			if i >= most {
+				t.Fatalf("lookup %d of a %d MiB directory not refused: the budget is not per disk", i+1, dirSize>>20)
+			}
+			continue
+		}
+		t.Logf("lookup %d refused", i+1)
+		if i < least {
+			t.Fatalf("lookup %d refused, want at least %d to fit: %v", i+1, least, err)
+		}
+		checkBudgetErr(t, err, "stat", fmt.Sprintf("boot/grub/missing-%d", i), img)
+		break
+	}
+	_, err = fs.ReadFile(good, "boot/vmlinuz")
+	checkBudgetErr(t, err, "open", "boot/vmlinuz", img)
+
+	other, err := Open(clean)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := fs.ReadFile(other.Partitions()[0].FS, "boot/vmlinuz"); err != nil {
+		t.Errorf("another disk: %v", err)
+	}
+}
+
+// File data has its own, larger budget: reading a file costs its bytes,
+// and a caller re-reading files in a loop stops at DataBudget. Run with
+// a small data limit, since the real one is gigabytes.
+func TestBudgetData(t *testing.T) {
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "k"), randBytes(3, 300000))
+	im, p := openBare(t, mkext(t, src, "4M"))
+	im.b.dataLimit = 1 << 20
+	n := 0
+	for ; n < 10; n++ {
+		b, err := fs.ReadFile(p.FS, "k")
+		if err != nil {
+			want := fmt.Sprintf("read k: disk %s: work budget exhausted (1 MiB of file data read): the filesystem is hostile or corrupt", im.name)
+			if !strings.Contains(err.Error(), want) || !errors.Is(err, ErrBudget) {
+				t.Errorf("got %v\nwant %s", err, want)
+			}
+			break
+		}
+		if len(b) != 300000 {
+			t.Fatalf("read %d bytes", len(b))
+		}
+	}
+	// 3 reads of 300000 bytes fit in 1 MiB, the 4th does not.
+	if n != 3 {
+		t.Errorf("%d full reads before the refusal, want 3", n)
+	}
+	if _, err := fs.Stat(p.FS, "k"); !errors.Is(err, ErrBudget) {
+		t.Errorf("stat after the data budget was spent: %v", err)
+	}
+}
+
+// What a real guest costs. The tree is a Debian kernel's /lib/modules
+// (4036 files, 396 MiB, from .cache/kernel) plus a /boot with that
+// kernel, a 64 MiB initrd and a grub.cfg, in ext4 and XFS images made
+// by mkfs. Three measures: what a boot reads (the config, the kernel,
+// the initrd), one lookup of the deepest module, and a walk that lists
+// every directory, stats every name and reads every file once, far
+// more than any boot. The test fails if the walk's metadata is not
+// well inside the budget.
+func TestBudgetRealTree(t *testing.T) {
+	mods := filepath.Join(testenv.RepoRoot(), ".cache", "kernel", "modules")
+	kernel := filepath.Join(testenv.RepoRoot(), ".cache", "kernel", "vmlinuz")
+	if _, err := os.Stat(mods); err != nil {
+		t.Fatalf("the Debian kernel's modules (make kernel): %v", err)
+	}
+	testenv.NeedCommands(t, "cp", "mkfs.ext4", "mkfs.xfs")
+	src := t.TempDir()
+	sh(t, "cp", "-a", mods, filepath.Join(src, "lib"))
+	writeFile(t, filepath.Join(src, "boot", "initrd.img-6.1.0-test"), randBytes(8, 64<<20))
+	sh(t, "cp", kernel, filepath.Join(src, "boot", "vmlinuz-6.1.0-test"))
+	writeFile(t, filepath.Join(src, "boot", "grub", "grub.cfg"), []byte(debianGrubCfg))
+	deepest := ""
+	filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if rel, _ := filepath.Rel(src, p); strings.Count(rel, "/") > strings.Count(deepest, "/") && !d.IsDir() {
+			deepest = rel
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		name string
+		mk   func() string
+	}{
+		{"ext4", func() string { return mkext(t, src, "700M") }},
+		{"xfs", func() string { return mkxfs(t, src, "800M") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := tc.mk()
+			im, p := openBare(t, img)
+			m0, _ := im.WorkUsed()
+			for _, f := range []string{"boot/grub/grub.cfg", "boot/vmlinuz-6.1.0-test", "boot/initrd.img-6.1.0-test"} {
+				if _, err := fs.ReadFile(p.FS, f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m1, d1 := im.WorkUsed()
+			if _, err := fs.Stat(p.FS, deepest); err != nil {
+				t.Fatal(err)
+			}
+			m2, _ := im.WorkUsed()
+			files := 0
+			err := fs.WalkDir(p.FS, ".", func(path string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				if _, err := fs.Stat(p.FS, path); err != nil {
+					return err
+				}
+				if d.Type().IsRegular() {
+					files++
+					f, err := p.FS.Open(path)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					if _, err := io.Copy(io.Discard, f); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m3, d3 := im.WorkUsed()
+			walk := m3 - m2
+			t.Logf("%s: open %d KiB metadata; boot (grub.cfg, kernel, initrd) %d KiB metadata, %.1f MiB data; one lookup of %s %d KiB; walk of %d files %.1f MiB metadata (budget %d MiB: margin %.0fx), %.1f MiB data",
+				tc.name, m0>>10, (m1-m0)>>10, float64(d1)/(1<<20), deepest, (m2-m1)>>10, files, float64(walk)/(1<<20), MetadataBudget>>20, float64(MetadataBudget)/float64(walk), float64(d3-d1)/(1<<20))
+			if files < 4000 {
+				t.Errorf("walked %d files, want the whole tree", files)
+			}
+			if walk*3 > MetadataBudget {
+				t.Errorf("a full walk of a real tree takes %d bytes of metadata, more than a third of the budget", walk)
+			}
+		})
+	}
+}
+
+// Debian 12's update-grub output, trimmed to what a guest's grub.cfg holds.
+const debianGrubCfg = `if [ -s $prefix/grubenv ]; then
+  load_env
+fi
+set default="0"
+if [ x"${feature_menuentry_id}" = xy ]; then
+  menuentry_id_option="--id"
+else
+  menuentry_id_option=""
+fi
+set timeout=5
+menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --class os $menuentry_id_option 'gnulinux-simple' {
+	load_video
+	insmod gzio
+	insmod part_gpt
+	insmod ext2
+	echo	'Loading Linux 6.1.0-test ...'
+	linux	/boot/vmlinuz-6.1.0-test root=/dev/xvda1 ro quiet
+	echo	'Loading initial ramdisk ...'
+	initrd	/boot/initrd.img-6.1.0-test
+}
+`
+
+// The fuzz harness sees the amplification class: the aliased seed, run
+// through FuzzSparseExt's body, is stopped by its budget (64 times the
+// input's size) with the budget error, and every byte it read was charged.
+// Without the budget its reads exceed that bound and checkWork fails the
+// input (checked by making budget.charge return nil).
+func TestFuzzBudgetSeesAliasing(t *testing.T) {
+	seed := aliasedSeed(t)
+	img := fuzzSparseExt(t, seed)
+	if img == nil {
+		t.Fatal("the aliased seed did not open")
+	}
+	meta, _ := img.WorkUsed()
+	if meta < img.b.metaLimit {
+		t.Errorf("the aliased seed cost %d bytes of metadata, under its fuzz budget %d: the seed does not exercise the class", meta, img.b.metaLimit)
+	}
+	_, err := fs.Stat(img.Partitions()[0].FS, "k")
+	if !errors.Is(err, ErrBudget) {
+		t.Errorf("stat after the fuzz budget: %v", err)
+	}
+	t.Logf("seed of %d bytes, image of %d MiB: budget %d KiB spent", len(seed), sparseExtSize>>20, img.b.metaLimit>>10)
+}
