@@ -65,13 +65,14 @@ func (c *countStore) Directory(p string) ([]string, error) {
 // rig is a backend over a memStore with echo TPMs, recording what it
 // opened and mapped.
 type rig struct {
-	s    *memStore
-	b    *Backend
-	mu   sync.Mutex
-	open []string // uuid
-	maps []string // frontend id/ring-ref/port
-	chs  map[uint32]*memChannel
-	logs []string
+	s       *memStore
+	b       *Backend
+	mu      sync.Mutex
+	open    []string // uuid
+	openFor []string // "domid backend-path" of each open
+	maps    []string // frontend id/ring-ref/port
+	chs     map[uint32]*memChannel
+	logs    []string
 }
 
 func newRig(t *testing.T, store func(*memStore) Store) *rig {
@@ -89,10 +90,11 @@ func newRig(t *testing.T, store func(*memStore) Store) *rig {
 			r.chs[id] = c
 			return c, nil
 		},
-		OpenTPM: func(_ uint32, _, uuid string) (TPM, string, error) {
+		OpenTPM: func(domid uint32, be, uuid string) (TPM, string, error) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			r.open = append(r.open, uuid)
+			r.openFor = append(r.openFor, fmt.Sprintf("%d %s", domid, be))
 			return &echoTPM{}, "echo", nil
 		},
 		Logf: func(f string, a ...any) {
@@ -409,8 +411,8 @@ func TestFrontendCannotChooseTPM(t *testing.T) {
 	r.event(feOf(7) + "/state")
 	r.event(feOf(7) + "/uuid")
 	r.event(feOf(7) + "/backend")
-	if len(r.open) != 1 || r.open[0] != uuidOf(7) || len(r.maps) != 1 || !strings.HasPrefix(r.maps[0], "7/") {
-		t.Errorf("guest 7 opened %v and mapped %v, want only %s and domain 7's page", r.open, r.maps, uuidOf(7))
+	if len(r.open) != 1 || r.open[0] != uuidOf(7) || r.openFor[0] != "7 "+beOf(7) || len(r.maps) != 1 || !strings.HasPrefix(r.maps[0], "7/") {
+		t.Errorf("guest 7 opened %v for %v and mapped %v, want only %s for domain 7 and domain 7's page", r.open, r.openFor, r.maps, uuidOf(7))
 	}
 	r.b.Close()
 }
@@ -516,7 +518,7 @@ func (a *abortTPM) Close() error { a.once.Do(func() { close(a.closed) }); return
 func TestCloseDrains(t *testing.T) {
 	r := newRig(t, nil)
 	tpm := &abortTPM{in: make(chan struct{}), release: make(chan struct{}), closed: make(chan struct{})}
-	r.b.OpenTPM = func(string) (TPM, string, error) { return tpm, "abort", nil }
+	r.b.OpenTPM = func(uint32, string, string) (TPM, string, error) { return tpm, "abort", nil }
 	r.connectAll(t, 1)
 	m := r.chs[1]
 	submit(m.page, tpmCmd(12), 0)

@@ -36,8 +36,8 @@ type fuzzRig struct {
 	b     *Backend
 	mu    sync.Mutex
 	chans map[uint32][]*memChannel
-	open  []string
-	lines int // guest 7's log lines, this backend
+	open  []string // "domid backend-path uuid" of each OpenTPM
+	lines int      // guest 7's log lines, this backend
 }
 
 func (f *fuzzRig) start() {
@@ -50,10 +50,10 @@ func (f *fuzzRig) start() {
 			f.chans[id] = append(f.chans[id], c)
 			return c, nil
 		},
-		OpenTPM: func(uuid string) (TPM, string, error) {
+		OpenTPM: func(domid uint32, be, uuid string) (TPM, string, error) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			f.open = append(f.open, uuid)
+			f.open = append(f.open, fmt.Sprintf("%d %s %s", domid, be, uuid))
 			return &echoTPM{}, "echo", nil
 		},
 		Logf: func(format string, a ...any) {
@@ -72,9 +72,9 @@ func (f *fuzzRig) check(after string) {
 	t := f.t
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, u := range f.open {
-		if u != uuidOf(7) && u != uuidOf(8) {
-			t.Fatalf("after %s: opened TPM %q", after, u)
+	for _, o := range f.open {
+		if o != fmt.Sprintf("7 %s %s", beOf(7), uuidOf(7)) && o != fmt.Sprintf("8 %s %s", beOf(8), uuidOf(8)) {
+			t.Fatalf("after %s: opened TPM (domain, device, uuid) %q", after, o)
 		}
 	}
 	live := 0
