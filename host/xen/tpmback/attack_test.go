@@ -607,3 +607,37 @@ func TestRun(t *testing.T) {
 	}
 	close(events)
 }
+
+// failChannel is a memChannel whose wait fails (an event channel device
+// that errors).
+type failChannel struct{ *memChannel }
+
+func (f failChannel) Wait() error { return errors.New("evtchn read: input/output error") }
+
+// A channel that fails ends the device with an error node and Closing,
+// once, not a device that looks connected with nobody serving it, nor a
+// loop of reconnects.
+func TestServeFailureCloses(t *testing.T) {
+	r := newRig(t, nil)
+	var chs []failChannel
+	r.b.Connect = func(id, ref, port uint32) (Channel, error) {
+		c := failChannel{newMemChannel()}
+		chs = append(chs, c)
+		return c, nil
+	}
+	addGuest(r.s, 1)
+	step(r.b)
+	initGuest(r.s, 1)
+	r.event(feOf(1) + "/state")
+	within(t, "the failed device closing", func() {
+		for r.state(1) != "5" {
+			time.Sleep(time.Millisecond)
+		}
+		r.b.jobs.Wait()
+	})
+	r.event(feOf(1) + "/state")
+	if !strings.Contains(r.s.data[beOf(1)+"/error"], "input/output error") || len(chs) != 1 || !chs[0].released {
+		t.Errorf("error node %q, %d connects, released %v", r.s.data[beOf(1)+"/error"], len(chs), len(chs) > 0 && chs[0].released)
+	}
+	r.b.Close()
+}

@@ -487,9 +487,23 @@ func (b *Backend) connect(d *device, again bool) {
 		d.events.printf("%s domain %d (ring-ref %d, event channel %d) to %s", how, feID, ref, port, what)
 		go func() {
 			defer close(c.done)
-			if err := Serve(ch, tpm, d.refused.printf); err != nil {
-				d.events.printf("serve: %v", err)
+			err := Serve(ch, tpm, d.refused.printf)
+			if err == nil {
+				return // interrupted: whoever did it tears down
 			}
+			// The channel failed (notify or wait): nothing will reach
+			// this frontend any more. Say so and let go, rather than
+			// look connected with no one serving; Closing with an error
+			// is left as it is until the frontend starts over.
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			d.events.printf("serve: %v", err)
+			if d.conn != c || b.stopping {
+				return
+			}
+			b.Store.Write(d.be+"/error", "serve: "+err.Error())
+			b.setState(d, xbClosing)
+			b.teardown(d, "serving failed", false)
 		}()
 		if !again {
 			b.setState(d, xbConnected)
