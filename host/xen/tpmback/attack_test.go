@@ -116,7 +116,7 @@ func (r *rig) event(p string) {
 		tok = "vtpmback-root"
 	}
 	r.b.HandleEvent(xenstore.WatchEvent{Path: p, Token: tok})
-	r.b.jobs.Wait()
+	r.b.waitJobs()
 }
 
 func (r *rig) connectAll(t *testing.T, n int) {
@@ -259,7 +259,7 @@ func TestStuckServeDoesNotBlockOthers(t *testing.T) {
 		t.Errorf("guest 7 said Closed (%q) or unmapped (%v) while its command still ran", r.state(7), r.chs[7].released)
 	}
 	close(stuck.release)
-	r.b.jobs.Wait()
+	r.b.waitJobs()
 	if r.state(7) != "6" || !r.chs[7].released {
 		t.Errorf("guest 7 after its command ended: state %q, unmapped %v", r.state(7), r.chs[7].released)
 	}
@@ -290,7 +290,7 @@ func TestSlowOpenDoesNotBlockOthers(t *testing.T) {
 		}
 	})
 	close(release)
-	r.b.jobs.Wait()
+	r.b.waitJobs()
 	if r.state(7) != "4" {
 		t.Errorf("guest 7 after its TPM opened: state %q", r.state(7))
 	}
@@ -633,7 +633,7 @@ func TestServeFailureCloses(t *testing.T) {
 		for r.state(1) != "5" {
 			time.Sleep(time.Millisecond)
 		}
-		r.b.jobs.Wait()
+		r.b.waitJobs()
 	})
 	r.event(feOf(1) + "/state")
 	if !strings.Contains(r.s.data[beOf(1)+"/error"], "input/output error") || len(chs) != 1 || !chs[0].released {

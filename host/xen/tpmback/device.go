@@ -67,7 +67,12 @@ type Backend struct {
 	devices  map[string]*device // by backend path
 	byFE     map[string]*device // by frontend path
 	stopping bool
-	jobs     sync.WaitGroup // connects and teardowns in flight
+	// jobs counts connects and teardowns in flight; idle is signalled
+	// when it drops to zero. Both under mu: a job can start from a
+	// goroutine that is not one (a failing serve loop), which a
+	// WaitGroup would not allow while someone waits.
+	jobs int
+	idle *sync.Cond
 }
 
 type device struct {
@@ -127,7 +132,31 @@ func (b *Backend) Run(ctx context.Context, events <-chan xenstore.WatchEvent) er
 	}
 }
 
+// startJob counts a job; call with mu held.
+func (b *Backend) startJob() { b.jobs++ }
+
+// endJob uncounts one; call with mu held.
+func (b *Backend) endJob() {
+	b.jobs--
+	if b.jobs == 0 {
+		b.idle.Broadcast()
+	}
+}
+
+// waitJobs waits until no job is in flight.
+func (b *Backend) waitJobs() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.init()
+	for b.jobs > 0 {
+		b.idle.Wait()
+	}
+}
+
 func (b *Backend) init() {
+	if b.idle == nil {
+		b.idle = sync.NewCond(&b.mu)
+	}
 	if b.devices == nil {
 		b.devices = map[string]*device{}
 		b.byFE = map[string]*device{}
@@ -447,9 +476,8 @@ func (b *Backend) connect(d *device, again bool) {
 	feID := d.feID
 	d.uuid = uuid
 	d.busy = true
-	b.jobs.Add(1)
+	b.startJob()
 	go func() {
-		defer b.jobs.Done()
 		tpm, what, err := b.OpenTPM(feID, d.be, uuid)
 		var ch Channel
 		if err == nil {
@@ -459,6 +487,7 @@ func (b *Backend) connect(d *device, again bool) {
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		defer b.endJob()
 		d.busy = false
 		if err != nil || b.stopping || d.gone {
 			d.uuid = ""
@@ -501,9 +530,9 @@ func (b *Backend) connect(d *device, again bool) {
 			if d.conn != c || b.stopping {
 				return
 			}
+			b.teardown(d, "serving failed", false)
 			b.Store.Write(d.be+"/error", "serve: "+err.Error())
 			b.setState(d, xbClosing)
-			b.teardown(d, "serving failed", false)
 		}()
 		if !again {
 			b.setState(d, xbConnected)
@@ -522,9 +551,8 @@ func (b *Backend) teardown(d *device, why string, drain bool) {
 	c := d.conn
 	d.conn = nil
 	d.busy = true
-	b.jobs.Add(1)
+	b.startJob()
 	go func() {
-		defer b.jobs.Done()
 		c.ch.Interrupt()
 		if drain {
 			select {
@@ -537,6 +565,7 @@ func (b *Backend) teardown(d *device, why string, drain bool) {
 		err := c.ch.Close()
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		defer b.endJob()
 		if err != nil {
 			b.Logf("%s: %v", d.be, err)
 		}
@@ -568,7 +597,7 @@ func (b *Backend) Close() {
 	}
 	b.mu.Unlock()
 	done := make(chan struct{})
-	go func() { b.jobs.Wait(); close(done) }()
+	go func() { b.waitJobs(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(drainTimeout + 5*time.Second):

@@ -123,7 +123,7 @@ func FuzzFrontendWrites(f *testing.F) {
 		fr.start()
 		initGuest(fr.s, 8)
 		fr.b.HandleEvent(xenstore.WatchEvent{Path: feOf(8) + "/state", Token: FrontendToken})
-		fr.b.jobs.Wait()
+		fr.b.waitJobs()
 		fr.check("start")
 		fe := feOf(7)
 		value := func(i *int) string {
@@ -188,7 +188,7 @@ func FuzzFrontendWrites(f *testing.F) {
 			if op&0x80 == 0 { // else the event is lost (coalesced, or before a watch)
 				fr.b.HandleEvent(xenstore.WatchEvent{Path: fe + node, Token: FrontendToken})
 			}
-			fr.b.jobs.Wait()
+			fr.b.waitJobs()
 			fr.check(fmt.Sprintf("op %d: %s%s", op, fe, node))
 		}
 		// A full reconcile sees whatever events were lost.
@@ -299,7 +299,7 @@ func FuzzEventPath(f *testing.F) {
 		step(r.b)
 		cs.n.Store(0)
 		r.b.HandleEvent(xenstore.WatchEvent{Path: p, Token: FrontendToken})
-		r.b.jobs.Wait()
+		r.b.waitJobs()
 		mine := strings.HasPrefix(p, root) || strings.HasPrefix(p, feOf(1)+"/state")
 		if n := cs.n.Load(); !mine && n != 0 {
 			t.Fatalf("event on %q cost %d requests", p, n)
