@@ -1,6 +1,8 @@
 package tpmback
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -63,13 +65,14 @@ func (c *countStore) Directory(p string) ([]string, error) {
 // rig is a backend over a memStore with echo TPMs, recording what it
 // opened and mapped.
 type rig struct {
-	s    *memStore
-	b    *Backend
-	mu   sync.Mutex
-	open []string // uuid
-	maps []string // frontend id/ring-ref/port
-	chs  map[uint32]*memChannel
-	logs []string
+	s       *memStore
+	b       *Backend
+	mu      sync.Mutex
+	open    []string // uuid
+	openFor []string // "domid backend-path" of each open
+	maps    []string // frontend id/ring-ref/port
+	chs     map[uint32]*memChannel
+	logs    []string
 }
 
 func newRig(t *testing.T, store func(*memStore) Store) *rig {
@@ -87,10 +90,11 @@ func newRig(t *testing.T, store func(*memStore) Store) *rig {
 			r.chs[id] = c
 			return c, nil
 		},
-		OpenTPM: func(_ uint32, _, uuid string) (TPM, string, error) {
+		OpenTPM: func(domid uint32, be, uuid string) (TPM, string, error) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			r.open = append(r.open, uuid)
+			r.openFor = append(r.openFor, fmt.Sprintf("%d %s", domid, be))
 			return &echoTPM{}, "echo", nil
 		},
 		Logf: func(f string, a ...any) {
@@ -112,7 +116,7 @@ func (r *rig) event(p string) {
 		tok = "vtpmback-root"
 	}
 	r.b.HandleEvent(xenstore.WatchEvent{Path: p, Token: tok})
-	r.b.jobs.Wait()
+	r.b.waitJobs()
 }
 
 func (r *rig) connectAll(t *testing.T, n int) {
@@ -255,7 +259,7 @@ func TestStuckServeDoesNotBlockOthers(t *testing.T) {
 		t.Errorf("guest 7 said Closed (%q) or unmapped (%v) while its command still ran", r.state(7), r.chs[7].released)
 	}
 	close(stuck.release)
-	r.b.jobs.Wait()
+	r.b.waitJobs()
 	if r.state(7) != "6" || !r.chs[7].released {
 		t.Errorf("guest 7 after its command ended: state %q, unmapped %v", r.state(7), r.chs[7].released)
 	}
@@ -286,7 +290,7 @@ func TestSlowOpenDoesNotBlockOthers(t *testing.T) {
 		}
 	})
 	close(release)
-	r.b.jobs.Wait()
+	r.b.waitJobs()
 	if r.state(7) != "4" {
 		t.Errorf("guest 7 after its TPM opened: state %q", r.state(7))
 	}
@@ -407,8 +411,8 @@ func TestFrontendCannotChooseTPM(t *testing.T) {
 	r.event(feOf(7) + "/state")
 	r.event(feOf(7) + "/uuid")
 	r.event(feOf(7) + "/backend")
-	if len(r.open) != 1 || r.open[0] != uuidOf(7) || len(r.maps) != 1 || !strings.HasPrefix(r.maps[0], "7/") {
-		t.Errorf("guest 7 opened %v and mapped %v, want only %s and domain 7's page", r.open, r.maps, uuidOf(7))
+	if len(r.open) != 1 || r.open[0] != uuidOf(7) || r.openFor[0] != "7 "+beOf(7) || len(r.maps) != 1 || !strings.HasPrefix(r.maps[0], "7/") {
+		t.Errorf("guest 7 opened %v for %v and mapped %v, want only %s for domain 7 and domain 7's page", r.open, r.openFor, r.maps, uuidOf(7))
 	}
 	r.b.Close()
 }
@@ -488,4 +492,152 @@ func TestRateLogWindows(t *testing.T) {
 		t.Errorf("lines %q", got)
 	}
 	r.stop()
+}
+
+// abortTPM answers once released; Close aborts a command in flight, as
+// closing an swtpm socket does.
+type abortTPM struct {
+	in, release, closed chan struct{}
+	once                sync.Once
+}
+
+func (a *abortTPM) Transmit(cmd []byte) ([]byte, error) {
+	a.in <- struct{}{}
+	select {
+	case <-a.release:
+		return append([]byte(nil), cmd...), nil
+	case <-a.closed:
+		return nil, errors.New("closed")
+	}
+}
+func (a *abortTPM) Close() error { a.once.Do(func() { close(a.closed) }); return nil }
+
+// TestCloseDrains: a backend stopping lets a command in flight finish
+// and answers it, rather than closing the TPM under it and leaving the
+// command on the page for the next backend to run a second time.
+func TestCloseDrains(t *testing.T) {
+	r := newRig(t, nil)
+	tpm := &abortTPM{in: make(chan struct{}), release: make(chan struct{}), closed: make(chan struct{})}
+	r.b.OpenTPM = func(uint32, string, string) (TPM, string, error) { return tpm, "abort", nil }
+	r.connectAll(t, 1)
+	m := r.chs[1]
+	submit(m.page, tpmCmd(12), 0)
+	m.toBack <- struct{}{}
+	<-tpm.in
+	go func() { time.Sleep(50 * time.Millisecond); close(tpm.release) }()
+	within(t, "Close", r.b.Close)
+	if State(m.page) != StateFinish {
+		t.Errorf("after Close the page is in state %d, want Finish (%d): the command was cut off", State(m.page), StateFinish)
+	}
+}
+
+// TestSharedUUIDRefused: two running domains whose configs name the same
+// vTPM; the second is refused with one line (and its error node), and
+// gets the vTPM once the first has let go of it.
+func TestSharedUUIDRefused(t *testing.T) {
+	r := newRig(t, nil)
+	addGuest(r.s, 1)
+	addGuest(r.s, 2)
+	r.s.Write(beOf(2)+"/uuid", uuidOf(1))
+	step(r.b)
+	initGuest(r.s, 1)
+	r.event(feOf(1) + "/state")
+	initGuest(r.s, 2)
+	r.event(feOf(2) + "/state")
+	if r.state(1) != "4" || r.state(2) != "5" || len(r.open) != 1 {
+		t.Fatalf("states %q %q, opened %v", r.state(1), r.state(2), r.open)
+	}
+	want := fmt.Sprintf("vTPM %s is in use by domain 1", uuidOf(1))
+	if !strings.Contains(r.s.data[beOf(2)+"/error"], want) || countLines(r, want) != 1 {
+		t.Errorf("error node %q, log %q; want one line saying %q", r.s.data[beOf(2)+"/error"], r.logs, want)
+	}
+	// Domain 1 goes; domain 2's frontend starts over and connects.
+	r.s.Write(beOf(1)+"/online", "0")
+	r.event(beOf(1) + "/online")
+	r.s.Write(feOf(2)+"/state", "6")
+	r.event(feOf(2) + "/state")
+	r.s.Write(feOf(2)+"/state", "1")
+	r.event(feOf(2) + "/state")
+	initGuest(r.s, 2)
+	r.event(feOf(2) + "/state")
+	if r.state(2) != "4" || len(r.open) != 2 || r.open[1] != uuidOf(1) {
+		t.Errorf("after domain 1 went: state %q, opened %v", r.state(2), r.open)
+	}
+	r.b.Close()
+}
+
+// Run looks at every device once at start (a device already waiting is
+// connected without any event), then follows events.
+func TestRun(t *testing.T) {
+	r := newRig(t, nil)
+	addGuest(r.s, 1)
+	initGuest(r.s, 1)
+	r.s.Write(beOf(1)+"/state", "2") // InitWait from before: a restart mid-handshake
+	events := make(chan xenstore.WatchEvent)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.b.Run(ctx, events) }()
+	wait := func(dom int, st string) {
+		within(t, fmt.Sprintf("domain %d state %s", dom, st), func() {
+			for r.state(dom) != st {
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	wait(1, "4")
+	addGuest(r.s, 2)
+	events <- xenstore.WatchEvent{Path: beOf(2), Token: RootToken}
+	wait(2, "2")
+	initGuest(r.s, 2)
+	events <- xenstore.WatchEvent{Path: feOf(2) + "/state", Token: FrontendToken}
+	wait(2, "4")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !r.s.watches[root] {
+		t.Error("Run did not watch the backend root")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, c := range r.chs {
+		if !c.released {
+			t.Errorf("domain %d's page mapped after Run returned", id)
+		}
+	}
+	close(events)
+}
+
+// failChannel is a memChannel whose wait fails (an event channel device
+// that errors).
+type failChannel struct{ *memChannel }
+
+func (f failChannel) Wait() error { return errors.New("evtchn read: input/output error") }
+
+// A channel that fails ends the device with an error node and Closing,
+// once, not a device that looks connected with nobody serving it, nor a
+// loop of reconnects.
+func TestServeFailureCloses(t *testing.T) {
+	r := newRig(t, nil)
+	var chs []failChannel
+	r.b.Connect = func(id, ref, port uint32) (Channel, error) {
+		c := failChannel{newMemChannel()}
+		chs = append(chs, c)
+		return c, nil
+	}
+	addGuest(r.s, 1)
+	step(r.b)
+	initGuest(r.s, 1)
+	r.event(feOf(1) + "/state")
+	within(t, "the failed device closing", func() {
+		for r.state(1) != "5" {
+			time.Sleep(time.Millisecond)
+		}
+		r.b.waitJobs()
+	})
+	r.event(feOf(1) + "/state")
+	if !strings.Contains(r.s.data[beOf(1)+"/error"], "input/output error") || len(chs) != 1 || !chs[0].released {
+		t.Errorf("error node %q, %d connects, released %v", r.s.data[beOf(1)+"/error"], len(chs), len(chs) > 0 && chs[0].released)
+	}
+	r.b.Close()
 }

@@ -1,6 +1,7 @@
 package tpmback
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path"
@@ -66,7 +67,12 @@ type Backend struct {
 	devices  map[string]*device // by backend path
 	byFE     map[string]*device // by frontend path
 	stopping bool
-	jobs     sync.WaitGroup // connects and teardowns in flight
+	// jobs counts connects and teardowns in flight; idle is signalled
+	// when it drops to zero. Both under mu: a job can start from a
+	// goroutine that is not one (a failing serve loop), which a
+	// WaitGroup would not allow while someone waits.
+	jobs int
+	idle *sync.Cond
 }
 
 type device struct {
@@ -78,6 +84,8 @@ type device struct {
 	// looked at again when it ends, not before.
 	busy bool
 	gone bool // removed from the store while busy
+	// uuid is the vTPM the device is connected to, or connecting to.
+	uuid string
 	// refused rate-limits Serve's lines (refused requests, TPM errors),
 	// events the rest; a guest can cause both as fast as it likes.
 	refused, events *rateLog
@@ -97,7 +105,58 @@ const FrontendToken = "vtpmback-frontend"
 // before it closes the TPM under it.
 const drainTimeout = 10 * time.Second
 
+// RootToken tags the watch Run sets on Root.
+const RootToken = "vtpmback-root"
+
+// Run serves until ctx is done or events is closed (the store's
+// connection ended): it watches Root, looks at every device once, then
+// hands each event to HandleEvent. It closes the backend before it
+// returns. events is the store client's (xenstore.Client.Events), which
+// coalesces and bounds them.
+func (b *Backend) Run(ctx context.Context, events <-chan xenstore.WatchEvent) error {
+	defer b.Close()
+	if err := b.Store.Watch(b.Root, RootToken); err != nil {
+		return fmt.Errorf("watch %s: %w", b.Root, err)
+	}
+	b.Step()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("xenstore connection closed")
+			}
+			b.HandleEvent(ev)
+		}
+	}
+}
+
+// startJob counts a job; call with mu held.
+func (b *Backend) startJob() { b.jobs++ }
+
+// endJob uncounts one; call with mu held.
+func (b *Backend) endJob() {
+	b.jobs--
+	if b.jobs == 0 {
+		b.idle.Broadcast()
+	}
+}
+
+// waitJobs waits until no job is in flight.
+func (b *Backend) waitJobs() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.init()
+	for b.jobs > 0 {
+		b.idle.Wait()
+	}
+}
+
 func (b *Backend) init() {
+	if b.idle == nil {
+		b.idle = sync.NewCond(&b.mu)
+	}
 	if b.devices == nil {
 		b.devices = map[string]*device{}
 		b.byFE = map[string]*device{}
@@ -160,15 +219,20 @@ func (b *Backend) HandleEvent(ev xenstore.WatchEvent) {
 		case len(parts) == 1:
 			b.reconcileDomain(parts[0], nil)
 		case parts[0] != "" && parts[1] != "":
-			b.refresh(path.Join(b.Root, parts[0], parts[1]))
+			b.refresh(b.Root + "/" + parts[0] + "/" + parts[1])
 		}
 		return
 	}
 	// The frontend path is /local/domain/<id>/device/vtpm/<n>; the event
 	// is on its state or below.
-	for p := ev.Path; strings.Count(p, "/") > 1; p = path.Dir(p) {
-		if d := b.byFE[strings.TrimSuffix(p, "/state")]; d != nil && strings.HasSuffix(p, "/state") {
-			b.refresh(d.be)
+	for p := ev.Path; len(p) > 0; p = p[:strings.LastIndexByte(p, '/')] {
+		if fe, ok := strings.CutSuffix(p, "/state"); ok {
+			if d := b.byFE[fe]; d != nil {
+				b.refresh(d.be)
+				return
+			}
+		}
+		if !strings.Contains(p, "/") {
 			return
 		}
 	}
@@ -178,13 +242,13 @@ func (b *Backend) HandleEvent(ev xenstore.WatchEvent) {
 // Root and forgets those no longer there. seen, if not nil, collects the
 // devices found.
 func (b *Backend) reconcileDomain(dom string, seen map[string]bool) {
-	dir := path.Join(b.Root, dom)
+	dir := b.Root + "/" + dom
 	ids, err := b.Store.Directory(dir)
 	if err != nil && !errors.Is(err, xenstore.ErrNotExist) {
 		b.Logf("list %s: %v", dir, err)
 		if seen != nil { // keep them: a hiccup is not a removal
 			for be := range b.devices {
-				if path.Dir(be) == dir {
+				if strings.HasPrefix(be, dir+"/") {
 					seen[be] = true
 				}
 			}
@@ -193,12 +257,15 @@ func (b *Backend) reconcileDomain(dom string, seen map[string]bool) {
 	}
 	here := map[string]bool{}
 	for _, id := range ids {
-		be := path.Join(dir, id)
+		be := dir + "/" + id
 		here[be] = true
 		if seen != nil {
 			seen[be] = true
 		}
 		b.refresh(be)
+	}
+	if seen != nil {
+		return // stepAll forgets what no domain listed, once
 	}
 	for _, d := range b.sorted() {
 		if path.Dir(d.be) == dir && !here[d.be] {
@@ -349,7 +416,16 @@ func (b *Backend) step(d *device, beState int) {
 	case (beState == xbInitWait || beState == xbConnected) && (feState == xbInitialised || feState == xbConnected) && d.conn == nil:
 		// Connected with no connection: the frontend is still using the
 		// page a backend that stopped (a restart of vtpmback) served.
-		// Map it again and go on.
+		// Map it again and go on. The grant is still the frontend's to
+		// give, and its event channel can be bound again: when the old
+		// backend's binding closed, Xen's evtchn_close
+		// (xen/common/event_channel.c) put the frontend's port back to
+		// ECS_UNBOUND with our domain as its remote. Serve handles the
+		// page before it waits, so a command submitted while no backend
+		// ran is answered. One the old backend had sent to the TPM but
+		// not answered when it died (a crash; Close lets commands
+		// finish) is run a second time: tpmif carries no sequence
+		// number that would tell.
 		b.connect(d, beState == xbConnected)
 	}
 }
@@ -387,11 +463,21 @@ func (b *Backend) connect(d *device, again bool) {
 		return
 	}
 	uuid = strings.TrimSpace(uuid)
+	// One vTPM, one domain: a second domain naming a uuid in use (a
+	// copied config, or a toolstack mistake) would share the first's
+	// PCRs. The same domain may come back (a soft reset keeps the
+	// domid); another one only once the first has let go.
+	for _, o := range b.devices {
+		if o != d && o.uuid == uuid && o.feID != d.feID && (o.conn != nil || o.busy) {
+			fail(fmt.Errorf("vTPM %s is in use by domain %d", uuid, o.feID))
+			return
+		}
+	}
 	feID := d.feID
+	d.uuid = uuid
 	d.busy = true
-	b.jobs.Add(1)
+	b.startJob()
 	go func() {
-		defer b.jobs.Done()
 		tpm, what, err := b.OpenTPM(feID, d.be, uuid)
 		var ch Channel
 		if err == nil {
@@ -401,7 +487,11 @@ func (b *Backend) connect(d *device, again bool) {
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		defer b.endJob()
 		d.busy = false
+		if err != nil || b.stopping || d.gone {
+			d.uuid = ""
+		}
 		if err == nil && (b.stopping || d.gone) {
 			ch.Close()
 			tpm.Close()
@@ -426,9 +516,23 @@ func (b *Backend) connect(d *device, again bool) {
 		d.events.printf("%s domain %d (ring-ref %d, event channel %d) to %s", how, feID, ref, port, what)
 		go func() {
 			defer close(c.done)
-			if err := Serve(ch, tpm, d.refused.printf); err != nil {
-				d.events.printf("serve: %v", err)
+			err := Serve(ch, tpm, d.refused.printf)
+			if err == nil {
+				return // interrupted: whoever did it tears down
 			}
+			// The channel failed (notify or wait): nothing will reach
+			// this frontend any more. Say so and let go, rather than
+			// look connected with no one serving; Closing with an error
+			// is left as it is until the frontend starts over.
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			d.events.printf("serve: %v", err)
+			if d.conn != c || b.stopping {
+				return
+			}
+			b.teardown(d, "serving failed", false)
+			b.Store.Write(d.be+"/error", "serve: "+err.Error())
+			b.setState(d, xbClosing)
 		}()
 		if !again {
 			b.setState(d, xbConnected)
@@ -447,9 +551,8 @@ func (b *Backend) teardown(d *device, why string, drain bool) {
 	c := d.conn
 	d.conn = nil
 	d.busy = true
-	b.jobs.Add(1)
+	b.startJob()
 	go func() {
-		defer b.jobs.Done()
 		c.ch.Interrupt()
 		if drain {
 			select {
@@ -462,11 +565,13 @@ func (b *Backend) teardown(d *device, why string, drain bool) {
 		err := c.ch.Close()
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		defer b.endJob()
 		if err != nil {
 			b.Logf("%s: %v", d.be, err)
 		}
 		d.events.printf("disconnected (%s)", why)
 		d.busy = false
+		d.uuid = ""
 		switch {
 		case b.stopping:
 		case d.gone:
@@ -492,7 +597,7 @@ func (b *Backend) Close() {
 	}
 	b.mu.Unlock()
 	done := make(chan struct{})
-	go func() { b.jobs.Wait(); close(done) }()
+	go func() { b.waitJobs(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(drainTimeout + 5*time.Second):

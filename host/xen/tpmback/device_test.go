@@ -223,7 +223,7 @@ func TestBackendConnectFailures(t *testing.T) {
 // to the end.
 func step(b *Backend) {
 	b.Step()
-	b.jobs.Wait()
+	b.waitJobs()
 }
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }

@@ -4,6 +4,17 @@
 // after it, and a state byte the two ends pass back and forth. It serves
 // the frontend's commands from any TPM transport (an swtpm socket), and
 // drives the xenbus handshake (device.go).
+//
+// Every frontend is taken for hostile: it writes its page and its
+// xenstore nodes as it likes, while we read them. What it can do to dom0
+// and to other guests is bounded: the page is read once, by atomic words,
+// into our memory and checked there (ring.go); the TPM opened and the
+// domain mapped come from the backend nodes the toolstack writes, never
+// the frontend's; a frontend's watch events cost a few reads of its own
+// device and coalesce in the store client; connects and teardowns run
+// outside the backend's lock; each device's log lines are rate-limited;
+// a TPM connection that failed mid-command is never used again
+// (SocketTPM).
 package tpmback
 
 import (

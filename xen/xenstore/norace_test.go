@@ -1,0 +1,5 @@
+//go:build !race
+
+package xenstore
+
+const raceEnabled = false
