@@ -89,8 +89,40 @@ type vtpm struct {
 	paths swtpm.Paths
 	dir   string // state directory (managed vTPMs)
 	ctrl  *swtpm.Ctrl
-	data  *swtpm.Data
 	log   []byte // this boot's event log (vtpmctl put-log)
+
+	// dataMu guards data alone (a leaf lock): a device's disconnect
+	// closes the data connection without waiting for mu, which a
+	// command to a hung swtpm holds.
+	dataMu sync.Mutex
+	data   *swtpm.Data
+}
+
+func (v *vtpm) getData() *swtpm.Data {
+	v.dataMu.Lock()
+	defer v.dataMu.Unlock()
+	return v.data
+}
+
+func (v *vtpm) setData(d *swtpm.Data) {
+	v.dataMu.Lock()
+	defer v.dataMu.Unlock()
+	v.data = d
+}
+
+// closeData closes the data connection if it is still d (nil: any).
+func (v *vtpm) closeData(d *swtpm.Data) {
+	v.dataMu.Lock()
+	if d == nil {
+		d = v.data
+	}
+	if v.data == d {
+		v.data = nil
+	}
+	v.dataMu.Unlock()
+	if d != nil {
+		d.Close()
+	}
 }
 
 // Manager owns every vTPM's swtpm.
@@ -278,10 +310,7 @@ func (m *Manager) dropConns(v *vtpm) {
 		v.ctrl.Close()
 		v.ctrl = nil
 	}
-	if v.data != nil {
-		v.data.Close()
-		v.data = nil
-	}
+	v.closeData(nil)
 }
 
 // die marks v dead: one line naming the guest and the vTPM. Nothing is
@@ -422,14 +451,15 @@ func (m *Manager) bind(v *vtpm, domid uint32, restore bool, why string) error {
 	if err := m.ensureStarted(v); err != nil {
 		return err
 	}
-	if v.data == nil {
-		d, err := swtpm.DialData(v.paths.Data)
-		if err != nil {
+	d := v.getData()
+	if d == nil {
+		var err error
+		if d, err = swtpm.DialData(v.paths.Data); err != nil {
 			return err
 		}
-		v.data = d
+		v.setData(d)
 	}
-	tpm2, err := swtpm.Reset(v.ctrl, v.data)
+	tpm2, err := swtpm.Reset(v.ctrl, d)
 	if err != nil {
 		m.dropConns(v)
 		return fmt.Errorf("vTPM %s: reset for domain %d: %w", v.rec.UUID, domid, err)
@@ -532,21 +562,21 @@ func (m *Manager) transmit(v *vtpm, cmd []byte) ([]byte, error) {
 	if v.rec.State == StateDead {
 		return nil, ErrDead
 	}
-	if v.data == nil {
-		d, err := swtpm.DialData(v.paths.Data)
-		if err != nil {
+	d := v.getData()
+	if d == nil {
+		var err error
+		if d, err = swtpm.DialData(v.paths.Data); err != nil {
 			if !m.swtpmAlive(v) {
 				m.die(v, "is gone")
 				return nil, ErrDead
 			}
 			return nil, err
 		}
-		v.data = d
+		v.setData(d)
 	}
-	rsp, err := v.data.Transmit(cmd)
+	rsp, err := d.Transmit(cmd)
 	if err != nil {
-		v.data.Close()
-		v.data = nil
+		v.closeData(d)
 		if !m.swtpmAlive(v) {
 			m.die(v, fmt.Sprintf("died (%v)", err))
 			return nil, ErrDead
@@ -579,14 +609,11 @@ func (h *Handle) Transmit(cmd []byte) ([]byte, error) {
 
 // Close lets go of the data connection when the device disconnects, so
 // that swtpm can serve another client (a host tool after the guest, as
-// e2e/xen reads PCRs); the binding and the TPM stay.
+// e2e/xen reads PCRs); the binding and the TPM stay. It does not wait
+// for a command in flight: closing the socket ends it (tpmback's
+// disconnect relies on that).
 func (h *Handle) Close() error {
-	h.v.mu.Lock()
-	defer h.v.mu.Unlock()
-	if h.v.data != nil {
-		h.v.data.Close()
-		h.v.data = nil
-	}
+	h.v.closeData(nil)
 	return nil
 }
 

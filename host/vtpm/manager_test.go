@@ -528,3 +528,38 @@ func TestHostReadsThroughOwner(t *testing.T) {
 		t.Fatalf("put-log for another domain: %v", err)
 	}
 }
+
+// A device disconnecting while swtpm hangs (SIGSTOP) does not wait for
+// the command in flight: closing the socket ends it. The swtpm still
+// runs, so the TPM is not dead: the next command reconnects to it (the
+// same process) and the PCRs are intact.
+func TestDisconnectDuringHungCommand(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	h, tg := e.guest(m, 5, u1)
+	measure(t, tg, 4, "kernel")
+	pid := m.vtpms[u1].rec.PID
+	syscall.Kill(pid, syscall.SIGSTOP)
+	done := make(chan error, 1)
+	go func() { _, err := tg.ReadPCR(4, tpmfront.SHA256); done <- err }()
+	time.Sleep(200 * time.Millisecond) // the command is in flight
+	closed := make(chan struct{})
+	go func() { h.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(pid, syscall.SIGCONT)
+		t.Fatal("Close waited for a hung swtpm")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the command in flight succeeded after its connection was closed")
+	}
+	syscall.Kill(pid, syscall.SIGCONT)
+	_, tg2 := e.guest(m, 5, u1)
+	if got := pcr(t, tg2, 4, tpmfront.SHA256); !bytes.Equal(got, fresh(tpmfront.SHA256, "kernel")) {
+		t.Fatalf("PCR 4 = %x after reconnecting, want %x", got, fresh(tpmfront.SHA256, "kernel"))
+	}
+	if m.vtpms[u1].rec.PID != pid || len(e.w.logsWith("stays dead")) != 0 {
+		t.Fatal("a hung-then-resumed swtpm was declared dead or replaced")
+	}
+}
