@@ -2,6 +2,7 @@ package vtpm
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
@@ -561,5 +562,53 @@ func TestDisconnectDuringHungCommand(t *testing.T) {
 	}
 	if m.vtpms[u1].rec.PID != pid || len(e.w.logsWith("stays dead")) != 0 {
 		t.Fatal("a hung-then-resumed swtpm was declared dead or replaced")
+	}
+}
+
+// The loader's path end to end on this side: a vtpmctl client asks a
+// real control socket served by the manager; the guest's device then
+// sees the loader's measurements; host-side reads agree.
+func TestControlSocket(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	sock := filepath.Join(e.root, "ctl", "vtpmback.sock")
+	l, err := vtpmctl.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go (&vtpmctl.Server{Handler: m, AllowUID: uint32(os.Getuid()), Logf: t.Logf}).Serve(ctx, l)
+	c := &vtpmctl.Client{Socket: sock}
+	e.w.set(7, true)
+	if reset, err := c.Boot(u1, 7, []vtpmctl.Measurement{{PCR: 4, Digests: digestsOf("kernel")}}); err != nil || !reset {
+		t.Fatalf("boot: %v %v", reset, err)
+	}
+	if _, err := c.Boot(u1, 7, nil); !errors.Is(err, vtpmctl.ErrAlreadyBooted) {
+		t.Fatalf("second boot: %v", err)
+	}
+	_, tg := e.guest(m, 7, u1)
+	if got := pcr(t, tg, 4, tpmfront.SHA1); !bytes.Equal(got, fresh(tpmfront.SHA1, "kernel")) {
+		t.Fatalf("guest reads PCR 4 = %x", got)
+	}
+	rsp, err := c.PCRs(u1, []int{4, 17})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsp.PCRs["sha256"]["4"] != hex.EncodeToString(fresh(tpmfront.SHA256, "kernel")) {
+		t.Fatalf("host reads %v", rsp.PCRs)
+	}
+	// libtpms after Startup(CLEAR): PCR 17 all ones (design notes).
+	if rsp.PCRs["sha256"]["17"] != strings.Repeat("ff", 32) {
+		t.Fatalf("PCR 17 = %s, want all ones after a reset", rsp.PCRs["sha256"]["17"])
+	}
+	if err := c.PutLog(u1, 7, []byte("events")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := c.GetLog(u1); err != nil || string(b) != "events" {
+		t.Fatalf("get-log %q %v", b, err)
+	}
+	if _, err := c.PCRs(u2, nil); !errors.Is(err, vtpmctl.ErrUnknownVTPM) {
+		t.Fatalf("unknown vTPM: %v", err)
 	}
 }
