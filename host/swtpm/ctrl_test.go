@@ -60,15 +60,6 @@ func extended(a tpmfront.Alg, data []byte) []byte {
 	return v[:]
 }
 
-func digest(a tpmfront.Alg, data []byte) tpmfront.Digests {
-	if a == tpmfront.SHA1 {
-		d := sha1.Sum(data)
-		return tpmfront.Digests{a: d[:]}
-	}
-	d := sha256.Sum256(data)
-	return tpmfront.Digests{a: d[:]}
-}
-
 func readPCR(t *testing.T, tg tpmfront.Target, pcr int, a tpmfront.Alg) []byte {
 	t.Helper()
 	v, err := tg.ReadPCR(pcr, a)
