@@ -424,15 +424,9 @@ func (m *Manager) ensureStarted(v *vtpm) error {
 		return err
 	}
 	// The version is the state's, whatever the configuration says now.
-	_, err2 := os.Stat(swtpm.PermanentStateFile(v.dir, true))
-	_, err1 := os.Stat(swtpm.PermanentStateFile(v.dir, false))
-	switch {
-	case err2 == nil:
-		tpm2 = true
-	case err1 == nil:
-		tpm2 = false
-	default:
-		return fmt.Errorf("vTPM %s: %s holds no TPM state", v.rec.UUID, v.dir)
+	tpm2, err := stateVersion(v.dir)
+	if err != nil {
+		return fmt.Errorf("vTPM %s: %w", v.rec.UUID, err)
 	}
 	pid, err := swtpm.Start(swtpm.StartOptions{Binary: m.cfg.Swtpm, State: v.dir, TPM2: tpm2, Paths: v.paths, Log: filepath.Join(v.dir, "swtpm.log")})
 	if err != nil {
@@ -441,6 +435,22 @@ func (m *Manager) ensureStarted(v *vtpm) error {
 	v.rec.PID, v.rec.TPM2 = pid, tpm2
 	return m.connectCtrl(v)
 }
+
+// stateVersion says which TPM a provisioned state directory holds.
+func stateVersion(dir string) (tpm2 bool, err error) {
+	if _, err := os.Stat(swtpm.PermanentStateFile(dir, true)); err == nil {
+		return true, nil
+	}
+	if _, err := os.Stat(swtpm.PermanentStateFile(dir, false)); err == nil {
+		return false, nil
+	}
+	return false, fmt.Errorf("%s holds no TPM state", dir)
+}
+
+// loaderMark records, with the vTPM's state (not under /run, which a
+// host reboot empties while xendomains keeps saved guests), that the
+// loader announces this vTPM's boots.
+func loaderMark(dir string) string { return filepath.Join(dir, "vtpmboot-loader") }
 
 // bind gives v to domid for a new boot (reset) or a restore (resume).
 func (m *Manager) bind(v *vtpm, domid uint32, restore bool, why string) error {
@@ -483,7 +493,14 @@ func (m *Manager) resume(v *vtpm, domid uint32, why string) error {
 			return err
 		}
 	} else {
-		if _, err := os.Stat(swtpm.VolatileStateFile(v.dir, v.rec.TPM2)); err != nil || v.rec.Boot == 0 {
+		// The stored volatile state is the evidence, not the bindings
+		// in /run: after a host reboot (xendomains saved the guests,
+		// vtpmback stored their TPMs) the bindings are gone.
+		tpm2, err := stateVersion(v.dir)
+		if err != nil {
+			tpm2 = v.rec.TPM2
+		}
+		if _, err := os.Stat(swtpm.VolatileStateFile(v.dir, tpm2)); err != nil {
 			return vtpmctl.Errorf(vtpmctl.CodeTPM, "vTPM %s: domain %d is a restored guest (%s) but no saved TPM state for it is here (a migrated guest's vTPM stays on the old host; an swtpm that died saves nothing): refused rather than reset under a running OS", v.rec.UUID, domid, why)
 		}
 		if err := m.ensureStarted(v); err != nil {
@@ -551,6 +568,8 @@ func (m *Manager) isRestore(v *vtpm, domid uint32) (bool, string) {
 		return false, "new HVM domain"
 	case v.rec.Loader && v.rec.Boot > 0:
 		return true, "no device model and no loader announcement"
+	case !v.rec.Admin && fileExists(loaderMark(filepath.Join(m.cfg.StateDir, v.rec.UUID))):
+		return true, "no device model and no loader announcement"
 	}
 	return false, "new domain"
 }
@@ -583,6 +602,11 @@ func (m *Manager) transmit(v *vtpm, cmd []byte) ([]byte, error) {
 		}
 	}
 	return rsp, err
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // Handle is a domain's TPM: commands go to its vTPM while the vTPM is
@@ -679,6 +703,11 @@ func (m *Manager) Boot(uuid string, domid uint32, ms []vtpmctl.Measurement) (boo
 	}
 	v.rec.Measured, v.rec.Loader = true, true
 	m.publish(v)
+	if !v.rec.Admin {
+		if err := os.WriteFile(loaderMark(v.dir), nil, 0o600); err != nil {
+			m.cfg.Logf("vTPM %s: %v", uuid, err)
+		}
+	}
 	tg, err := m.target(v)
 	if err != nil {
 		return true, vtpmctl.Errorf(vtpmctl.CodeTPM, "vTPM %s: %v", uuid, err)

@@ -612,3 +612,51 @@ func TestControlSocket(t *testing.T) {
 		t.Fatalf("unknown vTPM: %v", err)
 	}
 }
+
+// Debian's xendomains saves the guests at host shutdown (vtpmback stores
+// their TPMs as the domains go) and restores them at boot, when
+// /run/vtpmboot is empty: the restore still finds the stored state.
+func TestRestoreAfterHostReboot(t *testing.T) {
+	versions(t, func(t *testing.T, e *env) {
+		m := e.manager()
+		e.w.hvm(5, false)
+		h, tg := e.guest(m, 5, u1)
+		a := bankOf(tg)
+		measure(t, tg, 10, "running OS")
+		h.Close()
+		e.w.set(5, false)
+		m.Reap()
+		m.Close()
+		if err := os.RemoveAll(filepath.Join(e.root, "run")); err != nil { // tmpfs after reboot
+			t.Fatal(err)
+		}
+		m2 := e.manager()
+		e.w.hvm(1, true)
+		_, tg1 := e.guest(m2, 1, u1)
+		if got := pcr(t, tg1, 10, a); !bytes.Equal(got, fresh(a, "running OS")) {
+			t.Fatalf("PCR 10 after host reboot + restore = %x, want %x", got, fresh(a, "running OS"))
+		}
+	})
+}
+
+// A PV/PVH guest whose boots the loader announces: a new domain without
+// an announcement is its restore, also after a host reboot.
+func TestLoaderGuestRestore(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	e.w.set(3, true)
+	if _, err := m.Boot(u1, 3, []vtpmctl.Measurement{{PCR: 4, Digests: digestsOf("kernel")}}); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := e.guest(m, 3, u1)
+	h.Close()
+	e.w.set(3, false)
+	m.Reap()
+	m.Close()
+	os.RemoveAll(filepath.Join(e.root, "run"))
+	m2 := e.manager()
+	_, tg := e.guest(m2, 4, u1) // no device model, no boot request
+	if got := pcr(t, tg, 4, tpmfront.SHA256); !bytes.Equal(got, fresh(tpmfront.SHA256, "kernel")) {
+		t.Fatalf("restored loader guest's PCR 4 = %x, want %x", got, fresh(tpmfront.SHA256, "kernel"))
+	}
+}
