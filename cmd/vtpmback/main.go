@@ -204,6 +204,11 @@ func serve(o *options, logger *log.Logger) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// Stopping at host shutdown comes after xendomains saved the
+			// guests (the unit is ordered Before=xendomains.service): a
+			// domain gone since the last event still gets its TPM state
+			// stored for the restore.
+			m.Reap()
 			return <-ctlDone
 		case err := <-ctlDone:
 			return err
