@@ -2,8 +2,8 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -68,7 +68,7 @@ func (s mapStore) Directory(p string) ([]string, error) {
 		}
 	}
 	if len(set) == 0 {
-		return nil, errors.New("ENOENT")
+		return nil, &xenstore.Error{Op: "directory", Path: p, Errno: "ENOENT"}
 	}
 	var out []string
 	for k := range set {
@@ -99,3 +99,5 @@ func TestReserveConnected(t *testing.T) {
 		}
 	}
 }
+
+func itoa(d uint32) string { return strconv.FormatUint(uint64(d), 10) }
