@@ -157,9 +157,10 @@ func serve(o *options, logger *log.Logger) error {
 	defer xs.Close()
 	m, err := vtpm.New(vtpm.Config{
 		StateDir: o.stateDir, RunDir: o.runDir, SocketDir: o.socketDir, Conf: conf,
-		CA:     &swtpm.CA{Dir: o.caDir},
-		Exists: hv.Exists,
-		Logf:   logger.Printf,
+		CA:          &swtpm.CA{Dir: o.caDir},
+		Exists:      hv.Exists,
+		DeviceModel: vtpm.DeviceModel(xs.Read),
+		Logf:        logger.Printf,
 	})
 	if err != nil {
 		return err

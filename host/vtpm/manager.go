@@ -58,8 +58,8 @@ type Config struct {
 	// Exists asks the hypervisor whether a domain exists
 	// (xendom.Hypervisor.Exists).
 	Exists func(domid uint32) (bool, error)
-	// DeviceModel tells an HVM restore from a boot (see
-	// ProcDeviceModel); nil means ProcDeviceModel.
+	// DeviceModel tells an HVM restore from a boot (see DeviceModel,
+	// the function); nil: no domain has a device model known.
 	DeviceModel func(domid uint32) (hvm, incoming bool)
 	Logf        func(format string, args ...any)
 }
@@ -149,7 +149,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Conf = &Conf{TPM12: map[string]bool{}}
 	}
 	if cfg.DeviceModel == nil {
-		cfg.DeviceModel = ProcDeviceModel
+		cfg.DeviceModel = func(uint32) (bool, bool) { return false, false }
 	}
 	for _, d := range []string{cfg.StateDir, filepath.Join(cfg.RunDir, "tpm")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -554,7 +554,7 @@ func (m *Manager) Attach(domid uint32, be, uuid string) (*Handle, string, error)
 // starts a restored domain's device model with "-incoming fd:N"
 // (tools/libs/light/libxl_dm.c, libxl__build_device_model_args_new,
 // when state->saved_state is set, which only the restore and soft-reset
-// paths set), before it adds the vtpm device (libxl_create.c:
+// paths set; see DeviceModel), before it adds the vtpm device (libxl_create.c:
 // domcreate_launch_dm, then domcreate_attach_devices). PV and PVH have no
 // device model: a vTPM whose boots the loader announces is restored when
 // a new domain comes unannounced (libxl runs no bootloader on restore:
