@@ -89,7 +89,6 @@ type vtpm struct {
 	paths swtpm.Paths
 	dir   string // state directory (managed vTPMs)
 	ctrl  *swtpm.Ctrl
-	log   []byte // this boot's event log (vtpmctl put-log)
 
 	// dataMu guards data alone (a leaf lock): a device's disconnect
 	// closes the data connection without waiting for mu, which a
@@ -477,7 +476,9 @@ func (m *Manager) bind(v *vtpm, domid uint32, restore bool, why string) error {
 	v.rec.TPM2 = tpm2
 	v.rec.Domid, v.rec.State, v.rec.Measured = domid, StateRunning, false
 	v.rec.Boot++
-	v.log = nil
+	if err := os.Remove(m.logFile(v)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		m.cfg.Logf("vTPM %s: %v", v.rec.UUID, err)
+	}
 	m.cfg.Logf("vTPM %s: boot %d of domain %d (%s): TPM reset", v.rec.UUID, v.rec.Boot, domid, why)
 	m.publish(v)
 	return nil
@@ -789,8 +790,22 @@ func (m *Manager) PutLog(uuid string, domid uint32, log []byte) error {
 	if v.rec.Domid != domid || v.rec.State != StateRunning {
 		return vtpmctl.Errorf(vtpmctl.CodeBusy, "vTPM %s is not domain %d's running vTPM", uuid, domid)
 	}
-	v.log = append([]byte{}, log...)
-	return nil
+	p := m.logFile(v)
+	if err := os.WriteFile(p+".tmp", log, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(p+".tmp", p)
+}
+
+// logFile is where the current boot's event log is kept: beside a
+// managed vTPM's state (a restored boot continues, and so does its log,
+// also after a host reboot), or in the run directory for an
+// admin-started one. A reset removes it.
+func (m *Manager) logFile(v *vtpm) string {
+	if v.rec.Admin {
+		return filepath.Join(m.cfg.RunDir, "tpm", v.rec.UUID+".eventlog")
+	}
+	return filepath.Join(m.cfg.StateDir, v.rec.UUID, "boot-eventlog")
 }
 
 // GetLog returns the stored event log of the current boot.
@@ -801,7 +816,11 @@ func (m *Manager) GetLog(uuid string) ([]byte, error) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return append([]byte{}, v.log...), nil
+	b, err := os.ReadFile(m.logFile(v))
+	if errors.Is(err, os.ErrNotExist) {
+		return []byte{}, nil
+	}
+	return b, err
 }
 
 // Status lists the bindings.

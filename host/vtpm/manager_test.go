@@ -660,3 +660,26 @@ func TestLoaderGuestRestore(t *testing.T) {
 		t.Fatalf("restored loader guest's PCR 4 = %x, want %x", got, fresh(tpmfront.SHA256, "kernel"))
 	}
 }
+
+// The boot's event log survives a vtpmback restart and goes at the next
+// boot's reset.
+func TestEventLogLifetime(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	h, _ := e.guest(m, 5, u1)
+	if err := m.PutLog(u1, 5, []byte("boot 1 events")); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	m.Close()
+	m2 := e.manager()
+	if b, err := m2.GetLog(u1); err != nil || string(b) != "boot 1 events" {
+		t.Fatalf("after restart: %q %v", b, err)
+	}
+	e.w.set(5, false)
+	m2.Reap()
+	e.guest(m2, 6, u1)
+	if b, err := m2.GetLog(u1); err != nil || len(b) != 0 {
+		t.Fatalf("boot 2 has boot 1's log: %q %v", b, err)
+	}
+}
