@@ -202,6 +202,9 @@ func serve(o *options, logger *log.Logger) error {
 	logger.Printf("serving %s (control socket %s)", root, o.control)
 	m.Reap()
 	b.Step()
+	if err := notifyReady(); err != nil {
+		logger.Printf("sd_notify: %v", err)
+	}
 	for {
 		select {
 		case <-ctx.Done():
