@@ -412,6 +412,17 @@ func (m *Manager) ensureStarted(v *vtpm) error {
 		return nil
 	}
 	m.dropConns(v)
+	// An swtpm already running on this vTPM's sockets (the bindings
+	// file lost while it ran) is used, never doubled: two swtpms on one
+	// state directory would overwrite each other's state.
+	if pid, err := swtpm.ReadPID(v.paths.PID); err == nil && swtpm.Alive(pid) {
+		v.rec.PID = pid
+		if tpm2, err := stateVersion(v.dir); err == nil {
+			v.rec.TPM2 = tpm2
+		}
+		m.cfg.Logf("vTPM %s: swtpm pid %d already runs on %s: using it", v.rec.UUID, pid, v.paths.Ctrl)
+		return m.connectCtrl(v)
+	}
 	tpm2 := !m.cfg.Conf.TPM12[v.rec.UUID]
 	if _, err := os.Stat(v.dir); errors.Is(err, os.ErrNotExist) {
 		start := time.Now()

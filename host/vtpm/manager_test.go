@@ -683,3 +683,21 @@ func TestEventLogLifetime(t *testing.T) {
 		t.Fatalf("boot 2 has boot 1's log: %q %v", b, err)
 	}
 }
+
+// The bindings file lost while a guest's swtpm runs: the next vtpmback
+// uses that swtpm instead of starting a second one on the same state.
+func TestLostBindingsNoSecondSwtpm(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	h, _ := e.guest(m, 5, u1)
+	pid := m.vtpms[u1].rec.PID
+	h.Close()
+	m.Close()
+	os.Remove(filepath.Join(e.root, "run", "bindings.json"))
+	m2 := e.manager()
+	e.w.set(5, false)
+	e.guest(m2, 6, u1)
+	if got := m2.vtpms[u1].rec.PID; got != pid || !swtpm.Alive(pid) {
+		t.Fatalf("swtpm pid %d, was %d (alive %v): a second swtpm", got, pid, swtpm.Alive(pid))
+	}
+}
