@@ -446,6 +446,26 @@ func (m *Manager) ensureStarted(v *vtpm) error {
 	return m.connectCtrl(v)
 }
 
+// Provision makes vTPM uuid's state now (the configured version), so
+// its guest's first start does not wait for swtpm_setup and a verifier
+// can be given its certificates first. An existing state is left alone.
+func Provision(stateDir string, conf *Conf, ca *swtpm.CA, uuid string) (dir string, created bool, err error) {
+	if !vtpmctl.ValidUUID(uuid) {
+		return "", false, fmt.Errorf("%q is not a lower-case vTPM uuid", uuid)
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", false, err
+	}
+	dir = filepath.Join(stateDir, uuid)
+	if _, err := stateVersion(dir); err == nil {
+		return dir, false, nil
+	}
+	if _, err := os.Stat(dir); err == nil {
+		return "", false, fmt.Errorf("%s exists but holds no TPM state", dir)
+	}
+	return dir, true, ca.Provision(dir, conf == nil || !conf.TPM12[uuid])
+}
+
 // stateVersion says which TPM a provisioned state directory holds.
 func stateVersion(dir string) (tpm2 bool, err error) {
 	if _, err := os.Stat(swtpm.PermanentStateFile(dir, true)); err == nil {
