@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -104,15 +105,20 @@ func (e *env) manager() *Manager {
 }
 
 // killAll ends every swtpm a test left (vtpmback leaves them running on
-// purpose).
+// purpose): each swtpm whose command line names the test's directory,
+// found in /proc rather than by pid files, which a failing test may have
+// lost.
 func (e *env) killAll() {
-	for _, dir := range []string{filepath.Join(e.root, "run", "tpm"), filepath.Join(e.root, "admin")} {
-		pids, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
-		for _, p := range pids {
-			if pid, err := swtpm.ReadPID(p); err == nil && swtpm.Alive(pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-				swtpm.WaitGone(pid, 5*time.Second)
-			}
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range cmdlines {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.HasPrefix(b, []byte("swtpm\x00")) || !bytes.Contains(b, []byte(e.root+"/")) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+			swtpm.WaitGone(pid, 5*time.Second)
 		}
 	}
 }
