@@ -76,7 +76,9 @@ demo:
 # staging), the stub's prebuilt /init that mkstub packs when it is not run
 # from the source tree, and the optional hooks that write the next boot's
 # prediction (docs/pcrsim.md, "In the guest"). The hooks do nothing until
-# /etc/default/vtpmboot-predict says so. debian/rules calls this target:
+# /etc/default/vtpmboot-predict says so. vtpmback comes with
+# vtpmback.service and /etc/vtpmboot/vtpm.conf (kept if present; uninstall
+# leaves it and vTPM state alone). debian/rules calls this target:
 # a new command or unit is one word in COMMANDS, SBIN_COMMANDS or UNITS.
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -94,7 +96,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unkn
 COMMANDS      = pcrsim mkstub
 SBIN_COMMANDS = vtpmback
 # systemd units; @BINDIR@ and @SBINDIR@ in them become the install paths.
-UNITS = packaging/hooks/vtpmboot-predict.service packaging/hooks/vtpmboot-predict.path
+UNITS = packaging/hooks/vtpmboot-predict.service packaging/hooks/vtpmboot-predict.path packaging/systemd/vtpmback.service
 # The stub's /init exactly as images.GoBuild builds it (images/build.go:
 # buildEnv and Binary's flags), so that mkstub with the installed /init and
 # mkstub in the source tree give the same initramfs (e2e/deb compares them).
@@ -128,6 +130,8 @@ install: commands
 	  install -D -m 0644 out/$$(basename $$u) $(DESTDIR)$(SYSTEMDUNITDIR)/$$(basename $$u) || exit 1; done
 	[ -e $(DESTDIR)$(SYSCONFDIR)/default/vtpmboot-predict ] || \
 	  install -D -m 0644 packaging/hooks/vtpmboot-predict.default $(DESTDIR)$(SYSCONFDIR)/default/vtpmboot-predict
+	[ -e $(DESTDIR)$(SYSCONFDIR)/vtpmboot/vtpm.conf ] || \
+	  install -D -m 0644 packaging/systemd/vtpm.conf $(DESTDIR)$(SYSCONFDIR)/vtpmboot/vtpm.conf
 
 uninstall:
 	for c in $(COMMANDS); do rm -f $(DESTDIR)$(BINDIR)/$$c $(DESTDIR)$(MANDIR)/man1/$$c.1.gz; done

@@ -51,6 +51,7 @@ Options:
   --socket-dir DIR  admin-started swtpms at DIR/UUID.sock and DIR/UUID.ctrl
                     (used, never started or stopped, by vtpmback)
   --domid N         this backend domain's id (default 0)
+  --provision UUID  make vTPM UUID now (as its first use would) and exit
   --version         print the version
   --help            this text
 
@@ -61,6 +62,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 type options struct {
 	stateDir, caDir, runDir, control, config, socketDir string
+	provision                                           string
 	domid                                               int
 }
 
@@ -99,6 +101,7 @@ func parse(args []string, stdout, stderr io.Writer) (*options, *int) {
 	fs.StringVar(&o.config, "config", vtpm.DefaultConf, "")
 	fs.StringVar(&o.socketDir, "socket-dir", "", "")
 	fs.IntVar(&o.domid, "domid", 0, "")
+	fs.StringVar(&o.provision, "provision", "", "")
 	version := fs.Bool("version", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -140,11 +143,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return *code
 	}
 	logger := log.New(stderr, "vtpmback: ", 0)
+	if o.provision != "" {
+		if err := provision(o, stdout); err != nil {
+			logger.Print(err)
+			return 1
+		}
+		return 0
+	}
 	if err := serve(o, logger); err != nil {
 		logger.Print(err)
 		return 1
 	}
 	return 0
+}
+
+func provision(o *options, stdout io.Writer) error {
+	conf, err := vtpm.ReadConf(o.config)
+	if err != nil {
+		return err
+	}
+	ca := &swtpm.CA{Dir: o.caDir}
+	dir, created, err := vtpm.Provision(o.stateDir, conf, ca, o.provision)
+	if err != nil {
+		return err
+	}
+	what := "already provisioned"
+	if created {
+		what = "provisioned"
+	}
+	fmt.Fprintf(stdout, "vTPM %s %s in %s\nEK and platform certificates signed by %s (root %s)\n", o.provision, what, dir, ca.IssuerCert(), ca.RootCert())
+	return nil
 }
 
 func serve(o *options, logger *log.Logger) error {
@@ -164,9 +192,10 @@ func serve(o *options, logger *log.Logger) error {
 	defer xs.Close()
 	m, err := vtpm.New(vtpm.Config{
 		StateDir: o.stateDir, RunDir: o.runDir, SocketDir: o.socketDir, Conf: conf,
-		CA:     &swtpm.CA{Dir: o.caDir},
-		Exists: hv.Exists,
-		Logf:   logger.Printf,
+		CA:          &swtpm.CA{Dir: o.caDir},
+		Exists:      hv.Exists,
+		DeviceModel: vtpm.DeviceModel(xs.Read),
+		Logf:        logger.Printf,
 	})
 	if err != nil {
 		return err
@@ -208,9 +237,17 @@ func serve(o *options, logger *log.Logger) error {
 	logger.Printf("serving %s (control socket %s)", root, o.control)
 	m.Reap()
 	b.Step()
+	if err := notifyReady(); err != nil {
+		logger.Printf("sd_notify: %v", err)
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			// Stopping at host shutdown comes after xendomains saved the
+			// guests (the unit is ordered Before=xendomains.service): a
+			// domain gone since the last event still gets its TPM state
+			// stored for the restore.
+			m.Reap()
 			return <-ctlDone
 		case err := <-ctlDone:
 			return err

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
-	"errors"
+	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/xen/xenstore"
 )
 
@@ -68,7 +71,7 @@ func (s mapStore) Directory(p string) ([]string, error) {
 		}
 	}
 	if len(set) == 0 {
-		return nil, errors.New("ENOENT")
+		return nil, &xenstore.Error{Op: "directory", Path: p, Errno: "ENOENT"}
 	}
 	var out []string
 	for k := range set {
@@ -97,5 +100,35 @@ func TestReserveConnected(t *testing.T) {
 		if s[p] != want {
 			t.Errorf("%s = %s, want %s", p, s[p], want)
 		}
+	}
+}
+
+func itoa(d uint32) string { return strconv.FormatUint(uint64(d), 10) }
+
+// --provision makes the vTPM vtpmback would make at first use, once.
+func TestProvisionFlag(t *testing.T) {
+	testenv.NeedCommands(t, "swtpm_setup", "swtpm_localca")
+	root := t.TempDir()
+	conf := filepath.Join(root, "vtpm.conf")
+	os.WriteFile(conf, []byte("00000000-7e57-4000-8000-000000000012 tpm=1.2\n"), 0o644)
+	args := func(u string) []string {
+		return []string{"--state-dir", filepath.Join(root, "tpm"), "--ca-dir", filepath.Join(root, "ca"), "--config", conf, "--provision", u}
+	}
+	for u, file := range map[string]string{"00000000-7e57-4000-8000-000000000020": "tpm2-00.permall", "00000000-7e57-4000-8000-000000000012": "tpm-00.permall"} {
+		var out, errb bytes.Buffer
+		if code := run(args(u), &out, &errb); code != 0 || !strings.Contains(out.String(), "provisioned in") {
+			t.Fatalf("%s: exit %d: %s%s", u, code, out.String(), errb.String())
+		}
+		if _, err := os.Stat(filepath.Join(root, "tpm", u, file)); err != nil {
+			t.Fatalf("%s: %v", u, err)
+		}
+		out.Reset()
+		if code := run(args(u), &out, &errb); code != 0 || !strings.Contains(out.String(), "already provisioned") {
+			t.Fatalf("%s again: exit %d: %s", u, code, out.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run(args("../etc"), &out, &errb); code != 1 || !strings.Contains(errb.String(), "not a lower-case vTPM uuid") {
+		t.Fatalf("bad uuid: exit %d: %s", code, errb.String())
 	}
 }

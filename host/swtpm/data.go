@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,9 +24,11 @@ var ErrClosed = errors.New("swtpm data connection closed")
 // stream could be the failed command's, so it is never read as another's.
 // Safe for concurrent use, one command at a time.
 type Data struct {
-	mu      sync.Mutex
-	c       net.Conn
-	closed  bool
+	mu sync.Mutex // one command at a time
+	c  net.Conn
+	// closed is atomic so that Close does not wait for a command in
+	// flight: closing the socket is what ends it.
+	closed  atomic.Bool
 	Timeout time.Duration // one command; 0: none
 }
 
@@ -43,13 +46,12 @@ func DialData(path string) (*Data, error) {
 func (d *Data) Transmit(cmd []byte) ([]byte, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
+	if d.closed.Load() {
 		return nil, ErrClosed
 	}
 	rsp, err := d.roundTrip(cmd)
 	if err != nil {
-		d.closed = true
-		d.c.Close()
+		d.Close()
 	}
 	return rsp, err
 }
@@ -77,14 +79,12 @@ func (d *Data) roundTrip(cmd []byte) ([]byte, error) {
 	return rsp, nil
 }
 
-// Close closes the connection; swtpm then accepts the next client.
+// Close closes the connection, ending a command in flight; swtpm then
+// accepts the next client.
 func (d *Data) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
+	if d.closed.Swap(true) {
 		return nil
 	}
-	d.closed = true
 	return d.c.Close()
 }
 

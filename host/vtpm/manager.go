@@ -59,8 +59,8 @@ type Config struct {
 	// Exists asks the hypervisor whether a domain exists
 	// (xendom.Hypervisor.Exists).
 	Exists func(domid uint32) (bool, error)
-	// DeviceModel tells an HVM restore from a boot (see
-	// ProcDeviceModel); nil means ProcDeviceModel.
+	// DeviceModel tells an HVM restore from a boot (see DeviceModel,
+	// the function); nil: no domain has a device model known.
 	DeviceModel func(domid uint32) (hvm, incoming bool)
 	Logf        func(format string, args ...any)
 }
@@ -90,8 +90,39 @@ type vtpm struct {
 	paths swtpm.Paths
 	dir   string // state directory (managed vTPMs)
 	ctrl  *swtpm.Ctrl
-	data  *swtpm.Data
-	log   []byte // this boot's event log (vtpmctl put-log)
+
+	// dataMu guards data alone (a leaf lock): a device's disconnect
+	// closes the data connection without waiting for mu, which a
+	// command to a hung swtpm holds.
+	dataMu sync.Mutex
+	data   *swtpm.Data
+}
+
+func (v *vtpm) getData() *swtpm.Data {
+	v.dataMu.Lock()
+	defer v.dataMu.Unlock()
+	return v.data
+}
+
+func (v *vtpm) setData(d *swtpm.Data) {
+	v.dataMu.Lock()
+	defer v.dataMu.Unlock()
+	v.data = d
+}
+
+// closeData closes the data connection if it is still d (nil: any).
+func (v *vtpm) closeData(d *swtpm.Data) {
+	v.dataMu.Lock()
+	if d == nil {
+		d = v.data
+	}
+	if v.data == d {
+		v.data = nil
+	}
+	v.dataMu.Unlock()
+	if d != nil {
+		d.Close()
+	}
 }
 
 // Manager owns every vTPM's swtpm.
@@ -118,7 +149,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Conf = &Conf{TPM12: map[string]bool{}}
 	}
 	if cfg.DeviceModel == nil {
-		cfg.DeviceModel = ProcDeviceModel
+		cfg.DeviceModel = func(uint32) (bool, bool) { return false, false }
 	}
 	for _, d := range []string{cfg.StateDir, filepath.Join(cfg.RunDir, "tpm")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -279,10 +310,7 @@ func (m *Manager) dropConns(v *vtpm) {
 		v.ctrl.Close()
 		v.ctrl = nil
 	}
-	if v.data != nil {
-		v.data.Close()
-		v.data = nil
-	}
+	v.closeData(nil)
 }
 
 // die marks v dead: one line naming the guest and the vTPM. Nothing is
@@ -385,6 +413,17 @@ func (m *Manager) ensureStarted(v *vtpm) error {
 		return nil
 	}
 	m.dropConns(v)
+	// An swtpm already running on this vTPM's sockets (the bindings
+	// file lost while it ran) is used, never doubled: two swtpms on one
+	// state directory would overwrite each other's state.
+	if pid, err := swtpm.ReadPID(v.paths.PID); err == nil && swtpm.Alive(pid) {
+		v.rec.PID = pid
+		if tpm2, err := stateVersion(v.dir); err == nil {
+			v.rec.TPM2 = tpm2
+		}
+		m.cfg.Logf("vTPM %s: swtpm pid %d already runs on %s: using it", v.rec.UUID, pid, v.paths.Ctrl)
+		return m.connectCtrl(v)
+	}
 	tpm2 := !m.cfg.Conf.TPM12[v.rec.UUID]
 	if _, err := os.Stat(v.dir); errors.Is(err, os.ErrNotExist) {
 		start := time.Now()
@@ -396,15 +435,9 @@ func (m *Manager) ensureStarted(v *vtpm) error {
 		return err
 	}
 	// The version is the state's, whatever the configuration says now.
-	_, err2 := os.Stat(swtpm.PermanentStateFile(v.dir, true))
-	_, err1 := os.Stat(swtpm.PermanentStateFile(v.dir, false))
-	switch {
-	case err2 == nil:
-		tpm2 = true
-	case err1 == nil:
-		tpm2 = false
-	default:
-		return fmt.Errorf("vTPM %s: %s holds no TPM state", v.rec.UUID, v.dir)
+	tpm2, err := stateVersion(v.dir)
+	if err != nil {
+		return fmt.Errorf("vTPM %s: %w", v.rec.UUID, err)
 	}
 	pid, err := swtpm.Start(swtpm.StartOptions{Binary: m.cfg.Swtpm, State: v.dir, TPM2: tpm2, Paths: v.paths, Log: filepath.Join(v.dir, "swtpm.log")})
 	if err != nil {
@@ -413,6 +446,42 @@ func (m *Manager) ensureStarted(v *vtpm) error {
 	v.rec.PID, v.rec.TPM2 = pid, tpm2
 	return m.connectCtrl(v)
 }
+
+// Provision makes vTPM uuid's state now (the configured version), so
+// its guest's first start does not wait for swtpm_setup and a verifier
+// can be given its certificates first. An existing state is left alone.
+func Provision(stateDir string, conf *Conf, ca *swtpm.CA, uuid string) (dir string, created bool, err error) {
+	if !vtpmctl.ValidUUID(uuid) {
+		return "", false, fmt.Errorf("%q is not a lower-case vTPM uuid", uuid)
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", false, err
+	}
+	dir = filepath.Join(stateDir, uuid)
+	if _, err := stateVersion(dir); err == nil {
+		return dir, false, nil
+	}
+	if _, err := os.Stat(dir); err == nil {
+		return "", false, fmt.Errorf("%s exists but holds no TPM state", dir)
+	}
+	return dir, true, ca.Provision(dir, conf == nil || !conf.TPM12[uuid])
+}
+
+// stateVersion says which TPM a provisioned state directory holds.
+func stateVersion(dir string) (tpm2 bool, err error) {
+	if _, err := os.Stat(swtpm.PermanentStateFile(dir, true)); err == nil {
+		return true, nil
+	}
+	if _, err := os.Stat(swtpm.PermanentStateFile(dir, false)); err == nil {
+		return false, nil
+	}
+	return false, fmt.Errorf("%s holds no TPM state", dir)
+}
+
+// loaderMark records, with the vTPM's state (not under /run, which a
+// host reboot empties while xendomains keeps saved guests), that the
+// loader announces this vTPM's boots.
+func loaderMark(dir string) string { return filepath.Join(dir, "vtpmboot-loader") }
 
 // bind gives v to domid for a new boot (reset) or a restore (resume).
 func (m *Manager) bind(v *vtpm, domid uint32, restore bool, why string) error {
@@ -423,14 +492,15 @@ func (m *Manager) bind(v *vtpm, domid uint32, restore bool, why string) error {
 	if err := m.ensureStarted(v); err != nil {
 		return err
 	}
-	if v.data == nil {
-		d, err := swtpm.DialData(v.paths.Data)
-		if err != nil {
+	d := v.getData()
+	if d == nil {
+		var err error
+		if d, err = swtpm.DialData(v.paths.Data); err != nil {
 			return err
 		}
-		v.data = d
+		v.setData(d)
 	}
-	tpm2, err := swtpm.Reset(v.ctrl, v.data)
+	tpm2, err := swtpm.Reset(v.ctrl, d)
 	if err != nil {
 		m.dropConns(v)
 		return fmt.Errorf("vTPM %s: reset for domain %d: %w", v.rec.UUID, domid, err)
@@ -438,7 +508,9 @@ func (m *Manager) bind(v *vtpm, domid uint32, restore bool, why string) error {
 	v.rec.TPM2 = tpm2
 	v.rec.Domid, v.rec.State, v.rec.Measured = domid, StateRunning, false
 	v.rec.Boot++
-	v.log = nil
+	if err := os.Remove(m.logFile(v)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		m.cfg.Logf("vTPM %s: %v", v.rec.UUID, err)
+	}
 	m.cfg.Logf("vTPM %s: boot %d of domain %d (%s): TPM reset", v.rec.UUID, v.rec.Boot, domid, why)
 	m.publish(v)
 	return nil
@@ -454,7 +526,14 @@ func (m *Manager) resume(v *vtpm, domid uint32, why string) error {
 			return err
 		}
 	} else {
-		if _, err := os.Stat(swtpm.VolatileStateFile(v.dir, v.rec.TPM2)); err != nil || v.rec.Boot == 0 {
+		// The stored volatile state is the evidence, not the bindings
+		// in /run: after a host reboot (xendomains saved the guests,
+		// vtpmback stored their TPMs) the bindings are gone.
+		tpm2, err := stateVersion(v.dir)
+		if err != nil {
+			tpm2 = v.rec.TPM2
+		}
+		if _, err := os.Stat(swtpm.VolatileStateFile(v.dir, tpm2)); err != nil {
 			return vtpmctl.Errorf(vtpmctl.CodeTPM, "vTPM %s: domain %d is a restored guest (%s) but no saved TPM state for it is here (a migrated guest's vTPM stays on the old host; an swtpm that died saves nothing): refused rather than reset under a running OS", v.rec.UUID, domid, why)
 		}
 		if err := m.ensureStarted(v); err != nil {
@@ -508,7 +587,7 @@ func (m *Manager) Attach(domid uint32, be, uuid string) (*Handle, string, error)
 // starts a restored domain's device model with "-incoming fd:N"
 // (tools/libs/light/libxl_dm.c, libxl__build_device_model_args_new,
 // when state->saved_state is set, which only the restore and soft-reset
-// paths set), before it adds the vtpm device (libxl_create.c:
+// paths set; see DeviceModel), before it adds the vtpm device (libxl_create.c:
 // domcreate_launch_dm, then domcreate_attach_devices). PV and PVH have no
 // device model: a vTPM whose boots the loader announces is restored when
 // a new domain comes unannounced (libxl runs no bootloader on restore:
@@ -522,6 +601,8 @@ func (m *Manager) isRestore(v *vtpm, domid uint32) (bool, string) {
 		return false, "new HVM domain"
 	case v.rec.Loader && v.rec.Boot > 0:
 		return true, "no device model and no loader announcement"
+	case !v.rec.Admin && fileExists(loaderMark(filepath.Join(m.cfg.StateDir, v.rec.UUID))):
+		return true, "no device model and no loader announcement"
 	}
 	return false, "new domain"
 }
@@ -533,27 +614,32 @@ func (m *Manager) transmit(v *vtpm, cmd []byte) ([]byte, error) {
 	if v.rec.State == StateDead {
 		return nil, ErrDead
 	}
-	if v.data == nil {
-		d, err := swtpm.DialData(v.paths.Data)
-		if err != nil {
+	d := v.getData()
+	if d == nil {
+		var err error
+		if d, err = swtpm.DialData(v.paths.Data); err != nil {
 			if !m.swtpmAlive(v) {
 				m.die(v, "is gone")
 				return nil, ErrDead
 			}
 			return nil, err
 		}
-		v.data = d
+		v.setData(d)
 	}
-	rsp, err := v.data.Transmit(cmd)
+	rsp, err := d.Transmit(cmd)
 	if err != nil {
-		v.data.Close()
-		v.data = nil
+		v.closeData(d)
 		if !m.swtpmAlive(v) {
 			m.die(v, fmt.Sprintf("died (%v)", err))
 			return nil, ErrDead
 		}
 	}
 	return rsp, err
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // Handle is a domain's TPM: commands go to its vTPM while the vTPM is
@@ -580,14 +666,11 @@ func (h *Handle) Transmit(cmd []byte) ([]byte, error) {
 
 // Close lets go of the data connection when the device disconnects, so
 // that swtpm can serve another client (a host tool after the guest, as
-// e2e/xen reads PCRs); the binding and the TPM stay.
+// e2e/xen reads PCRs); the binding and the TPM stay. It does not wait
+// for a command in flight: closing the socket ends it (tpmback's
+// disconnect relies on that).
 func (h *Handle) Close() error {
-	h.v.mu.Lock()
-	defer h.v.mu.Unlock()
-	if h.v.data != nil {
-		h.v.data.Close()
-		h.v.data = nil
-	}
+	h.v.closeData(nil)
 	return nil
 }
 
@@ -653,6 +736,11 @@ func (m *Manager) Boot(uuid string, domid uint32, ms []vtpmctl.Measurement) (boo
 	}
 	v.rec.Measured, v.rec.Loader = true, true
 	m.publish(v)
+	if !v.rec.Admin {
+		if err := os.WriteFile(loaderMark(v.dir), nil, 0o600); err != nil {
+			m.cfg.Logf("vTPM %s: %v", uuid, err)
+		}
+	}
 	tg, err := m.target(v)
 	if err != nil {
 		return true, vtpmctl.Errorf(vtpmctl.CodeTPM, "vTPM %s: %v", uuid, err)
@@ -734,8 +822,22 @@ func (m *Manager) PutLog(uuid string, domid uint32, log []byte) error {
 	if v.rec.Domid != domid || v.rec.State != StateRunning {
 		return vtpmctl.Errorf(vtpmctl.CodeBusy, "vTPM %s is not domain %d's running vTPM", uuid, domid)
 	}
-	v.log = append([]byte{}, log...)
-	return nil
+	p := m.logFile(v)
+	if err := os.WriteFile(p+".tmp", log, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(p+".tmp", p)
+}
+
+// logFile is where the current boot's event log is kept: beside a
+// managed vTPM's state (a restored boot continues, and so does its log,
+// also after a host reboot), or in the run directory for an
+// admin-started one. A reset removes it.
+func (m *Manager) logFile(v *vtpm) string {
+	if v.rec.Admin {
+		return filepath.Join(m.cfg.RunDir, "tpm", v.rec.UUID+".eventlog")
+	}
+	return filepath.Join(m.cfg.StateDir, v.rec.UUID, "boot-eventlog")
 }
 
 // GetLog returns the stored event log of the current boot.
@@ -746,7 +848,11 @@ func (m *Manager) GetLog(uuid string) ([]byte, error) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return append([]byte{}, v.log...), nil
+	b, err := os.ReadFile(m.logFile(v))
+	if errors.Is(err, os.ErrNotExist) {
+		return []byte{}, nil
+	}
+	return b, err
 }
 
 // Status lists the bindings.

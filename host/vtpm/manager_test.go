@@ -2,12 +2,14 @@ package vtpm
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -104,15 +106,20 @@ func (e *env) manager() *Manager {
 }
 
 // killAll ends every swtpm a test left (vtpmback leaves them running on
-// purpose).
+// purpose): each swtpm whose command line names the test's directory,
+// found in /proc rather than by pid files, which a failing test may have
+// lost.
 func (e *env) killAll() {
-	for _, dir := range []string{filepath.Join(e.root, "run", "tpm"), filepath.Join(e.root, "admin")} {
-		pids, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
-		for _, p := range pids {
-			if pid, err := swtpm.ReadPID(p); err == nil && swtpm.Alive(pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-				swtpm.WaitGone(pid, 5*time.Second)
-			}
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range cmdlines {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.HasPrefix(b, []byte("swtpm\x00")) || !bytes.Contains(b, []byte(e.root+"/")) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+			swtpm.WaitGone(pid, 5*time.Second)
 		}
 	}
 }
@@ -527,5 +534,177 @@ func TestHostReadsThroughOwner(t *testing.T) {
 	}
 	if err := m.PutLog(u1, 6, []byte("x")); !errors.Is(err, vtpmctl.ErrBusy) {
 		t.Fatalf("put-log for another domain: %v", err)
+	}
+}
+
+// A device disconnecting while swtpm hangs (SIGSTOP) does not wait for
+// the command in flight: closing the socket ends it. The swtpm still
+// runs, so the TPM is not dead: the next command reconnects to it (the
+// same process) and the PCRs are intact.
+func TestDisconnectDuringHungCommand(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	h, tg := e.guest(m, 5, u1)
+	measure(t, tg, 4, "kernel")
+	pid := m.vtpms[u1].rec.PID
+	syscall.Kill(pid, syscall.SIGSTOP)
+	done := make(chan error, 1)
+	go func() { _, err := tg.ReadPCR(4, tpmfront.SHA256); done <- err }()
+	time.Sleep(200 * time.Millisecond) // the command is in flight
+	closed := make(chan struct{})
+	go func() { h.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(pid, syscall.SIGCONT)
+		t.Fatal("Close waited for a hung swtpm")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the command in flight succeeded after its connection was closed")
+	}
+	syscall.Kill(pid, syscall.SIGCONT)
+	_, tg2 := e.guest(m, 5, u1)
+	if got := pcr(t, tg2, 4, tpmfront.SHA256); !bytes.Equal(got, fresh(tpmfront.SHA256, "kernel")) {
+		t.Fatalf("PCR 4 = %x after reconnecting, want %x", got, fresh(tpmfront.SHA256, "kernel"))
+	}
+	if m.vtpms[u1].rec.PID != pid || len(e.w.logsWith("stays dead")) != 0 {
+		t.Fatal("a hung-then-resumed swtpm was declared dead or replaced")
+	}
+}
+
+// The loader's path end to end on this side: a vtpmctl client asks a
+// real control socket served by the manager; the guest's device then
+// sees the loader's measurements; host-side reads agree.
+func TestControlSocket(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	sock := filepath.Join(e.root, "ctl", "vtpmback.sock")
+	l, err := vtpmctl.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go (&vtpmctl.Server{Handler: m, AllowUID: uint32(os.Getuid()), Logf: t.Logf}).Serve(ctx, l)
+	c := &vtpmctl.Client{Socket: sock}
+	e.w.set(7, true)
+	if reset, err := c.Boot(u1, 7, []vtpmctl.Measurement{{PCR: 4, Digests: digestsOf("kernel")}}); err != nil || !reset {
+		t.Fatalf("boot: %v %v", reset, err)
+	}
+	if _, err := c.Boot(u1, 7, nil); !errors.Is(err, vtpmctl.ErrAlreadyBooted) {
+		t.Fatalf("second boot: %v", err)
+	}
+	_, tg := e.guest(m, 7, u1)
+	if got := pcr(t, tg, 4, tpmfront.SHA1); !bytes.Equal(got, fresh(tpmfront.SHA1, "kernel")) {
+		t.Fatalf("guest reads PCR 4 = %x", got)
+	}
+	rsp, err := c.PCRs(u1, []int{4, 17})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsp.PCRs["sha256"]["4"] != hex.EncodeToString(fresh(tpmfront.SHA256, "kernel")) {
+		t.Fatalf("host reads %v", rsp.PCRs)
+	}
+	// libtpms after Startup(CLEAR): PCR 17 all ones (design notes).
+	if rsp.PCRs["sha256"]["17"] != strings.Repeat("ff", 32) {
+		t.Fatalf("PCR 17 = %s, want all ones after a reset", rsp.PCRs["sha256"]["17"])
+	}
+	if err := c.PutLog(u1, 7, []byte("events")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := c.GetLog(u1); err != nil || string(b) != "events" {
+		t.Fatalf("get-log %q %v", b, err)
+	}
+	if _, err := c.PCRs(u2, nil); !errors.Is(err, vtpmctl.ErrUnknownVTPM) {
+		t.Fatalf("unknown vTPM: %v", err)
+	}
+}
+
+// Debian's xendomains saves the guests at host shutdown (vtpmback stores
+// their TPMs as the domains go) and restores them at boot, when
+// /run/vtpmboot is empty: the restore still finds the stored state.
+func TestRestoreAfterHostReboot(t *testing.T) {
+	versions(t, func(t *testing.T, e *env) {
+		m := e.manager()
+		e.w.hvm(5, false)
+		h, tg := e.guest(m, 5, u1)
+		a := bankOf(tg)
+		measure(t, tg, 10, "running OS")
+		h.Close()
+		e.w.set(5, false)
+		m.Reap()
+		m.Close()
+		if err := os.RemoveAll(filepath.Join(e.root, "run")); err != nil { // tmpfs after reboot
+			t.Fatal(err)
+		}
+		m2 := e.manager()
+		e.w.hvm(1, true)
+		_, tg1 := e.guest(m2, 1, u1)
+		if got := pcr(t, tg1, 10, a); !bytes.Equal(got, fresh(a, "running OS")) {
+			t.Fatalf("PCR 10 after host reboot + restore = %x, want %x", got, fresh(a, "running OS"))
+		}
+	})
+}
+
+// A PV/PVH guest whose boots the loader announces: a new domain without
+// an announcement is its restore, also after a host reboot.
+func TestLoaderGuestRestore(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	e.w.set(3, true)
+	if _, err := m.Boot(u1, 3, []vtpmctl.Measurement{{PCR: 4, Digests: digestsOf("kernel")}}); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := e.guest(m, 3, u1)
+	h.Close()
+	e.w.set(3, false)
+	m.Reap()
+	m.Close()
+	os.RemoveAll(filepath.Join(e.root, "run"))
+	m2 := e.manager()
+	_, tg := e.guest(m2, 4, u1) // no device model, no boot request
+	if got := pcr(t, tg, 4, tpmfront.SHA256); !bytes.Equal(got, fresh(tpmfront.SHA256, "kernel")) {
+		t.Fatalf("restored loader guest's PCR 4 = %x, want %x", got, fresh(tpmfront.SHA256, "kernel"))
+	}
+}
+
+// The boot's event log survives a vtpmback restart and goes at the next
+// boot's reset.
+func TestEventLogLifetime(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	h, _ := e.guest(m, 5, u1)
+	if err := m.PutLog(u1, 5, []byte("boot 1 events")); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	m.Close()
+	m2 := e.manager()
+	if b, err := m2.GetLog(u1); err != nil || string(b) != "boot 1 events" {
+		t.Fatalf("after restart: %q %v", b, err)
+	}
+	e.w.set(5, false)
+	m2.Reap()
+	e.guest(m2, 6, u1)
+	if b, err := m2.GetLog(u1); err != nil || len(b) != 0 {
+		t.Fatalf("boot 2 has boot 1's log: %q %v", b, err)
+	}
+}
+
+// The bindings file lost while a guest's swtpm runs: the next vtpmback
+// uses that swtpm instead of starting a second one on the same state.
+func TestLostBindingsNoSecondSwtpm(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager()
+	h, _ := e.guest(m, 5, u1)
+	pid := m.vtpms[u1].rec.PID
+	h.Close()
+	m.Close()
+	os.Remove(filepath.Join(e.root, "run", "bindings.json"))
+	m2 := e.manager()
+	e.w.set(5, false)
+	e.guest(m2, 6, u1)
+	if got := m2.vtpms[u1].rec.PID; got != pid || !swtpm.Alive(pid) {
+		t.Fatalf("swtpm pid %d, was %d (alive %v): a second swtpm", got, pid, swtpm.Alive(pid))
 	}
 }

@@ -99,6 +99,13 @@ func (s *Server) serveConn(c net.Conn) {
 	rsp := s.answer(c)
 	b, _ := json.Marshal(rsp)
 	c.Write(b)
+	// Closing with unread bytes makes the peer's read fail with
+	// ECONNRESET before it sees the answer (a refusal is sent before the
+	// request is read): half-close, then let the client finish, bounded.
+	if uc, ok := c.(*net.UnixConn); ok {
+		uc.CloseWrite()
+	}
+	io.Copy(io.Discard, io.LimitReader(c, MaxRequest+1))
 }
 
 func (s *Server) answer(c net.Conn) *Response {
