@@ -7,7 +7,6 @@ package stub
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -128,9 +127,6 @@ type Clock interface {
 	Sleep(time.Duration)
 }
 
-// Phase lines are parsed by the benchmark: keep "vtpmboot: phase NAME Nms".
-const phasePrefix = "vtpmboot: phase "
-
 // Poll interval and settle time of the wait for devices.
 const (
 	pollInterval = 50 * time.Millisecond
@@ -193,7 +189,7 @@ func Run(sys System, out io.Writer) (res *Result) {
 // newline lets a guest forge a line of its own, such as an event-log
 // marker.
 func (r *run) printf(format string, args ...any) {
-	fmt.Fprintln(r.out, "vtpmboot: "+termsafe.Line(fmt.Sprintf(format, args...)))
+	fmt.Fprintln(r.out, LinePrefix+termsafe.Line(fmt.Sprintf(format, args...)))
 }
 
 func (r *run) debugf(format string, args ...any) {
@@ -203,15 +199,15 @@ func (r *run) debugf(format string, args ...any) {
 }
 
 func (r *run) phase(name string, t0 time.Time) {
-	fmt.Fprintf(r.out, "%s%s %dms\n", phasePrefix, name, r.sys.Now().Sub(t0).Milliseconds())
+	fmt.Fprintln(r.out, PhaseLine(name, r.sys.Now().Sub(t0)))
 }
 
 func (r *run) powerOff(err error) {
 	var f *Fatal
 	if errors.As(err, &f) {
-		r.printf("FATAL: %s: %v", f.What, f.Err)
+		r.printf(fatalTag+"%s: %v", f.What, f.Err)
 	} else {
-		r.printf("FATAL: %v", err)
+		r.printf(fatalTag+"%v", err)
 	}
 	r.printf("powering off")
 	r.sys.PowerOff()
@@ -335,11 +331,11 @@ func (r *run) boot() error {
 		}
 	}
 	r.phase("kexec", t)
-	fmt.Fprintf(r.out, "%stotal %dms\n", phasePrefix, r.sys.Now().Sub(r.start).Milliseconds())
+	fmt.Fprintln(r.out, PhaseLine("total", r.sys.Now().Sub(r.start)))
 	if !r.res.Measured {
 		r.unmeasured()
 	}
-	r.printf("booting %s", discover.SourceName(choice.Entry.Kernel))
+	r.printf(bootingTag+"%s", discover.SourceName(choice.Entry.Kernel))
 	if err := r.sys.KexecExec(); err != nil {
 		return fatal("kexec", err)
 	}
@@ -647,16 +643,7 @@ func (r *run) measure(target pcrbank.Target, in measure.Inputs) error {
 	if err := eventlog.Write(&log, eventlog.FormatFor(target.Version()), banks, ms); err != nil {
 		return fatal("event log", err)
 	}
-	r.printf("BEGIN EVENTLOG")
-	enc := base64.StdEncoding.EncodeToString(log.Bytes())
-	for len(enc) > 76 {
-		fmt.Fprintln(r.out, enc[:76])
-		enc = enc[76:]
-	}
-	if enc != "" {
-		fmt.Fprintln(r.out, enc)
-	}
-	r.printf("END EVENTLOG")
+	eventlog.PrintConsole(r.out, log.Bytes())
 	if sum, err := r.sys.AppendFirmwareLog(target.Version(), ms); err != nil {
 		r.printf("event log not appended to the firmware's log (the log above is the only copy): %v", err)
 	} else {

@@ -540,7 +540,7 @@ func TestDisksAndTheSkipRule(t *testing.T) {
 			}
 			var phases []string
 			for _, l := range strings.Split(out.String(), "\n") {
-				if p, ok := strings.CutPrefix(l, phasePrefix); ok {
+				if p, ok := strings.CutPrefix(l, PhasePrefix); ok {
 					phases = append(phases, strings.Fields(p)[0])
 				}
 			}
