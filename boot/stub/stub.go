@@ -318,7 +318,7 @@ func (r *run) boot() error {
 	closeDisks()
 	load := func() error {
 		if err := r.sys.KexecLoad(kernel, initrd, choice.Entry.Cmdline); err != nil {
-			return fatal("kexec "+discover.SourceName(choice.Entry.Kernel)+" on "+choice.Partition.Name, err)
+			return fatal("kexec "+discover.SourceName(choice.Entry.Kernel)+" on "+choice.Volume.Name, err)
 		}
 		return nil
 	}
@@ -488,10 +488,10 @@ func describe(v disks.Volume) string {
 }
 
 func (r *run) choose(vols []disks.Volume) (*discover.Choice, error) {
-	s := disks.Choose(vols, r.opts.Entry)
+	s := discover.Choose(vols, r.opts.Entry)
 	choice, err := s.Choice, s.Err
 	for i, f := range s.Found {
-		r.printf("config %s /%s on %s (%s)%s", f.Format, f.Path, f.Partition.Name, f.Partition.GRUBDevice, map[bool]string{true: " <- used", false: ""}[i == 0])
+		r.printf("config %s /%s on %s (%s)%s", f.Format, f.Path, f.Volume.Name, f.Volume.GRUBDevice(), map[bool]string{true: " <- used", false: ""}[i == 0])
 		if f.Err != nil {
 			r.printf("  error: %q", f.Err.Error())
 			continue
@@ -536,7 +536,7 @@ func (r *run) checkMemory(c *discover.Choice) error {
 	}
 	var files int64
 	for i, name := range append([]string{c.Entry.Kernel}, c.Entry.Initrds...) {
-		f, size, err := discover.OpenFile(c.Partition.FS, name, entry.MaxInitrdTotalSize)
+		f, size, err := discover.OpenFile(c.Volume.FS, name, entry.MaxInitrdTotalSize)
 		if err != nil {
 			return nil // loading reports it, naming the file
 		}
@@ -566,7 +566,7 @@ func (r *run) load(c *discover.Choice) (kernel, initrd Image, in measure.Inputs,
 	kname := src.Kernel.Name()
 	kernel, err = r.loadImage(src.Kernel)
 	if err != nil {
-		return nil, nil, in, fatal("load kernel "+kname+" from "+c.Partition.Name, err)
+		return nil, nil, in, fatal("load kernel "+kname+" from "+c.Volume.Name, err)
 	}
 	in = measure.Inputs{
 		Kernel:  measure.ReaderAtSource{Label: kname, R: kernel, Size: kernel.Size()},
@@ -584,7 +584,7 @@ func (r *run) load(c *discover.Choice) (kernel, initrd Image, in measure.Inputs,
 		if errors.Is(err, kexec.ErrNoMemory) {
 			return nil, nil, in, fatal("load initrd", fmt.Errorf("initrd too large for guest memory: %s: give the guest more memory (xl: memory=)", err))
 		}
-		return nil, nil, in, fatal("load initrd from "+c.Partition.Name, err)
+		return nil, nil, in, fatal("load initrd from "+c.Volume.Name, err)
 	}
 	// The measured bytes are the whole sealed image kexec gets, padding
 	// between files included, read back from the memfd; its name is the

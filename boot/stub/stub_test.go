@@ -530,7 +530,7 @@ func TestDisksAndTheSkipRule(t *testing.T) {
 			if res.Err != nil || !f.execed {
 				t.Fatalf("%v\n%s", res.Err, out.String())
 			}
-			if got := res.Choice.Partition.Name; got != tc.chosen {
+			if got := res.Choice.Volume.Name; got != tc.chosen {
 				t.Errorf("booted from %s, want %s", got, tc.chosen)
 			}
 			for _, w := range tc.wants {
