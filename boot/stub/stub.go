@@ -27,9 +27,10 @@ import (
 	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
-// System is the machine the stub runs on, by concern, as go-tpm splits a
-// TPM into a one-method transport: each part can be faked on its own, and
-// the flow in this file needs none of Linux, so it and its tests build
+// System is everything the stub asks of the machine it runs on, grouped
+// by concern (Platform, Devices, TPMs, Booter, Clock). It is wide, not a
+// one-method transport: the flow in this file reaches the machine only
+// through it, so the flow needs none of Linux and it and its tests build
 // and run anywhere. Machine (system_linux.go) is the real one.
 type System interface {
 	Platform
