@@ -67,8 +67,9 @@ func needParts(t *testing.T) *Parts {
 	return parts
 }
 
-// bootSlots bounds concurrent VMs: a TCG boot keeps one core busy, and
-// the machine has two (VTPMBOOT_E2E_PARALLEL overrides).
+// bootSlots bounds the tests of this process that run a VM at once
+// (VTPMBOOT_E2E_PARALLEL overrides); across processes each boot also
+// holds a qemutest.LockMachine slot, one per CPU.
 var bootSlots = make(chan struct{}, parallelBoots())
 
 func parallelBoots() int {
