@@ -3,8 +3,6 @@ package discover
 import (
 	"bytes"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,11 +16,7 @@ import (
 // stub would read.
 func buildDisk(t *testing.T, d guestdisk.Disk) disks.Disk {
 	t.Helper()
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := guestdisk.Build(d, img); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(img)
+	b, err := guestdisk.BuildBytes(d)
 	if err != nil {
 		t.Fatal(err)
 	}

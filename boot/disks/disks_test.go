@@ -3,8 +3,6 @@ package disks
 import (
 	"bytes"
 	"errors"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -43,11 +41,7 @@ func TestPartitionName(t *testing.T) {
 
 func build(t *testing.T, d guestdisk.Disk) Disk {
 	t.Helper()
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := guestdisk.Build(d, img); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(img)
+	b, err := guestdisk.BuildBytes(d)
 	if err != nil {
 		t.Fatal(err)
 	}
