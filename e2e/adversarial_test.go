@@ -176,7 +176,7 @@ func advCases(p *Parts) []*advCase {
 		{
 			// (5) Partition 1 is ext4 with a broken superblock (0
 			// inodes per group), partition 2 a good /boot. Outcome (b):
-			// the one rule (disks.Choose) refuses to pass over a corrupt
+			// the one rule (discover.Choose) refuses to pass over a corrupt
 			// filesystem searched before the configuration it found.
 			// GRUB itself never searches partitions in order (its
 			// prefix is baked into core.img), so a GRUB installed on

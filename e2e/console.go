@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
+	"github.com/vtpmboot/vtpmboot/boot/stub"
 	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
@@ -20,7 +21,7 @@ func Lines(console string) []string {
 func StubLines(console string) []string {
 	var out []string
 	for _, l := range Lines(console) {
-		if strings.HasPrefix(l, "vtpmboot: ") {
+		if strings.HasPrefix(l, stub.LinePrefix) {
 			out = append(out, l)
 		}
 	}
@@ -31,7 +32,7 @@ func StubLines(console string) []string {
 func FatalLines(console string) []string {
 	var out []string
 	for _, l := range StubLines(console) {
-		if strings.HasPrefix(l, "vtpmboot: FATAL: ") {
+		if strings.HasPrefix(l, stub.FatalPrefix) {
 			out = append(out, l)
 		}
 	}
@@ -44,15 +45,12 @@ type Phase struct {
 	Ms   int
 }
 
-var phaseRE = regexp.MustCompile(`^vtpmboot: phase (\S+) (\d+)ms$`)
-
 // Phases are the stub's phase timings in console order.
 func Phases(console string) []Phase {
 	var out []Phase
 	for _, l := range StubLines(console) {
-		if m := phaseRE.FindStringSubmatch(l); m != nil {
-			ms, _ := strconv.Atoi(m[2])
-			out = append(out, Phase{m[1], ms})
+		if name, ms, ok := stub.ParsePhase(l); ok {
+			out = append(out, Phase{name, ms})
 		}
 	}
 	return out

@@ -67,24 +67,13 @@ func needParts(t *testing.T) *Parts {
 	return parts
 }
 
-// bootSlots bounds concurrent VMs: a TCG boot keeps one core busy, and
-// the machine has two (VTPMBOOT_E2E_PARALLEL overrides).
-var bootSlots = make(chan struct{}, parallelBoots())
-
-func parallelBoots() int {
-	if n, err := strconv.Atoi(os.Getenv("VTPMBOOT_E2E_PARALLEL")); err == nil && n > 0 {
-		return n
-	}
-	return 2
-}
-
 // boot runs one VM in a slot. The console is kept in
 // $VTPMBOOT_E2E_CONSOLES/<test>.console when that is set.
 func boot(t *testing.T, o qemutest.Options) *qemutest.Result {
 	t.Helper()
-	bootSlots <- struct{}{}
+	// qemutest.Boot holds a machine boot slot (qemutest.LockMachine), the
+	// one throttle every emulated boot of every test process goes through.
 	res, err := qemutest.Boot(context.Background(), o)
-	<-bootSlots
 	if dir := os.Getenv("VTPMBOOT_E2E_CONSOLES"); dir != "" && res != nil {
 		name := strings.ReplaceAll(t.Name(), "/", "_") + ".console"
 		if werr := os.WriteFile(filepath.Join(dir, name), []byte(res.Console), 0o644); werr != nil {

@@ -292,7 +292,7 @@ func TestStubReproducible(t *testing.T) {
 	// The second build runs from a copy of the sources at another path, the
 	// usual way reproducibility breaks (paths baked into the binary). A
 	// cold GOCACHE would also be a fair test, but rebuilding the standard
-	// library costs minutes on this shared machine.
+	// library costs minutes.
 	copyDir := filepath.Join(t.TempDir(), "elsewhere", "src")
 	copyTree(t, copyDir, "go.mod", "go.sum", "internal/target", "pcrbank", "boot/entry", "boot/measure", "boot/eventlog", "boot/acpilog", "boot/modload")
 	o.Init = GoBuild{Package: targetInit, Dir: copyDir}

@@ -112,17 +112,10 @@ func ResolveModules(dir string, names []string) (*ModuleSet, error) {
 		if len(f) < 3 || f[0] != "softdep" {
 			return
 		}
-		name, pre := modload.ModName(f[1]), false
-		for _, w := range f[2:] {
-			switch w {
-			case "pre:":
-				pre = true
-			case "post:":
-				pre = false
-			default:
-				if pre && !builtin[modload.ModName(w)] && !builtinAlias[w] {
-					softPre[name] = append(softPre[name], w)
-				}
+		name := modload.ModName(f[1])
+		for _, w := range modload.SoftPre(f[2:]) {
+			if !builtin[modload.ModName(w)] && !builtinAlias[w] {
+				softPre[name] = append(softPre[name], w)
 			}
 		}
 	}); err != nil {

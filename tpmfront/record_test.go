@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/vtpmboot/vtpmboot/internal/golden"
 	"github.com/vtpmboot/vtpmboot/internal/swtpmtest"
 	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
@@ -29,7 +29,7 @@ func (r *recorder) Read(p []byte) (int, error) {
 // a refused extend and read of PCR 30) against swtpm and checks that the
 // response stream equals testdata/responses/*.bin, the fuzz seeds: the
 // seeds are what a real TPM says, not something we made up.
-// VTPMBOOT_UPDATE_TESTDATA=1 rewrites them.
+// `go test ./tpmfront -run TestRecordedSessions -args -update` rewrites them.
 func TestRecordedSessions(t *testing.T) {
 	for _, v := range versions {
 		t.Run(v.String(), func(t *testing.T) {
@@ -59,18 +59,7 @@ func TestRecordedSessions(t *testing.T) {
 			}
 			tg.ReadPCR(30, pcrbank.SHA1)
 			file := filepath.Join("testdata", "responses", fmt.Sprintf("tpm%d-session.bin", map[pcrbank.Version]int{pcrbank.Version12: 12, pcrbank.Version20: 20}[v]))
-			if os.Getenv("VTPMBOOT_UPDATE_TESTDATA") == "1" {
-				if err := os.WriteFile(file, rec.got.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatalf("%v (VTPMBOOT_UPDATE_TESTDATA=1 records it)", err)
-			}
-			if !bytes.Equal(rec.got.Bytes(), want) {
-				t.Errorf("swtpm's responses differ from %s:\n got %x\nwant %x", file, rec.got.Bytes(), want)
-			}
+			golden.Bytes(t, file, rec.got.Bytes())
 		})
 	}
 }

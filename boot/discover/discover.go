@@ -14,53 +14,27 @@ import (
 	"syscall"
 
 	"github.com/vtpmboot/vtpmboot/boot/bls"
+	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/boot/grub2"
 	"github.com/vtpmboot/vtpmboot/boot/grublegacy"
 	"github.com/vtpmboot/vtpmboot/boot/syslinux"
 )
 
-// Partition is one filesystem to search.
-type Partition struct {
-	// Name is how the user knows it: "vda1" in the stub, "partition 1" in
-	// pcrsim. It appears in messages only, never in measurements.
-	Name string
-	FS   fs.FS
-	// GRUBDevice is GRUB's name for the partition ("hd0,msdos1",
-	// "hd0,gpt2"). GRUB2 configs that write ($root)/vmlinuz put it into
-	// BOOT_IMAGE=, so it reaches PCR 5; both the stub and pcrsim derive it
-	// with GRUBDevice() from the disk order, table type and partition
-	// number. Empty lets the GRUB2 parser assume hd0,msdos1.
-	GRUBDevice string
-}
-
-// GRUBDevice names a partition the way GRUB does: disk is 0-based,
-// partition 1-based; table is "mbr" or "gpt"; partition 0 means a disk
-// with no partition table.
-func GRUBDevice(disk int, table string, partition int) string {
-	switch {
-	case partition == 0:
-		return fmt.Sprintf("hd%d", disk)
-	case table == "gpt":
-		return fmt.Sprintf("hd%d,gpt%d", disk, partition)
-	}
-	return fmt.Sprintf("hd%d,msdos%d", disk, partition)
-}
-
 // candidate is one place a boot configuration may live.
 type candidate struct {
 	format entry.Format
 	path   string
 	dir    bool // BLS: a directory of entries rather than a file
-	parse  func(Partition, string) (*entry.Menu, error)
+	parse  func(disks.Volume, string) (*entry.Menu, error)
 }
 
-func parseGRUB2(p Partition, path string) (*entry.Menu, error) {
-	return grub2.ParseWith(p.FS, path, grub2.Options{Root: p.GRUBDevice})
+func parseGRUB2(p disks.Volume, path string) (*entry.Menu, error) {
+	return grub2.ParseWith(p.FS, path, grub2.Options{Root: p.GRUBDevice()})
 }
 
-func onFS(parse func(fs.FS, string) (*entry.Menu, error)) func(Partition, string) (*entry.Menu, error) {
-	return func(p Partition, path string) (*entry.Menu, error) { return parse(p.FS, path) }
+func onFS(parse func(fs.FS, string) (*entry.Menu, error)) func(disks.Volume, string) (*entry.Menu, error) {
+	return func(p disks.Volume, path string) (*entry.Menu, error) { return parse(p.FS, path) }
 }
 
 var (
@@ -106,21 +80,21 @@ func SearchPaths() []string {
 	return out
 }
 
-// Found is one configuration file (or BLS directory) found on a partition.
+// Found is one configuration file (or BLS directory) found on a volume.
 type Found struct {
-	Partition Partition
-	Format    entry.Format
-	Path      string
+	Volume disks.Volume
+	Format entry.Format
+	Path   string
 	// Menu is the parsed configuration; Err says why parsing failed.
 	Menu *entry.Menu
 	Err  error
 }
 
-// Discover lists every configuration on every partition in priority order:
-// partitions in the order given, and within a partition by searchOrder. The
-// first element is the one that boots; the rest are reported so a user can
-// see what was passed over.
-func Discover(parts []Partition) []Found {
+// search lists every configuration on every readable volume in priority
+// order: volumes in the order given, and within a volume by searchOrder.
+// The first element is the one that boots; the rest are reported so a
+// user can see what was passed over.
+func search(parts []disks.Volume) []Found {
 	var out []Found
 	for _, p := range parts {
 		if p.FS == nil {
@@ -137,20 +111,20 @@ func Discover(parts []Partition) []Found {
 				// loader would look, and booting a lower-priority
 				// leftover instead is what an attacker who corrupts it
 				// wants.
-				out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Err: fmt.Errorf("cannot read it: %w", err)})
+				out = append(out, Found{Volume: p, Format: c.format, Path: c.path, Err: fmt.Errorf("cannot read it: %w", err)})
 				continue
 			}
 			if st.IsDir() != c.dir {
 				if c.dir {
 					continue // a file named like the BLS directory holds no entries
 				}
-				out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Err: fmt.Errorf("not a regular file (%v)", st.Mode().Type())})
+				out = append(out, Found{Volume: p, Format: c.format, Path: c.path, Err: fmt.Errorf("not a regular file (%v)", st.Mode().Type())})
 				continue
 			}
 			if c.dir {
 				has, err := hasConfEntries(p.FS, c.path)
 				if err != nil {
-					out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Err: fmt.Errorf("cannot list it: %w", err)})
+					out = append(out, Found{Volume: p, Format: c.format, Path: c.path, Err: fmt.Errorf("cannot list it: %w", err)})
 					continue
 				}
 				if !has {
@@ -162,7 +136,7 @@ func Discover(parts []Partition) []Found {
 			bp := p
 			bp.FS = newBudgetFS(p.FS)
 			m, err := c.parse(bp, c.path)
-			out = append(out, Found{Partition: p, Format: c.format, Path: c.path, Menu: m, Err: err})
+			out = append(out, Found{Volume: p, Format: c.format, Path: c.path, Menu: m, Err: err})
 		}
 	}
 	return out
@@ -192,9 +166,9 @@ func NotThere(err error) bool {
 
 // Choice is the entry that will boot and why.
 type Choice struct {
-	Partition Partition
-	Found     Found
-	Entry     entry.Entry
+	Volume disks.Volume
+	Found  Found
+	Entry  entry.Entry
 	// Reason explains the choice in one sentence for the console and pcrsim.
 	Reason string
 }
@@ -211,18 +185,8 @@ var ErrDefaultUnbootable = errors.New("the boot loader's default is not a Linux 
 // ErrNoConfig means no partition holds a boot configuration vtpmboot reads.
 var ErrNoConfig = errors.New("no boot configuration found")
 
-// Choose discovers configurations and selects an entry: the boot loader's
-// default when selector is empty, otherwise the entry that selector names
-// (see SelectEntry). The configuration with the highest priority is the
-// only one used: if it is broken, Choose fails rather than quietly booting
-// from a lower-priority leftover file.
-func Choose(parts []Partition, selector string) (*Choice, error) {
-	found := Discover(parts)
-	return ChooseFrom(found, selector)
-}
-
-// ChooseFrom is Choose over an already discovered list.
-func ChooseFrom(found []Found, selector string) (*Choice, error) {
+// chooseFrom selects the entry of the first configuration found.
+func chooseFrom(found []Found, selector string) (*Choice, error) {
 	if len(found) == 0 {
 		var where []string
 		for _, c := range searchOrder {
@@ -232,17 +196,17 @@ func ChooseFrom(found []Found, selector string) (*Choice, error) {
 	}
 	f := found[0]
 	if f.Err != nil {
-		return nil, fmt.Errorf("%s on %s: %w", f.Path, f.Partition.Name, f.Err)
+		return nil, fmt.Errorf("%s on %s: %w", f.Path, f.Volume.Name, f.Err)
 	}
 	e, reason, err := SelectEntry(f.Menu, selector)
 	if err != nil {
-		return nil, fmt.Errorf("%s on %s: %w", f.Path, f.Partition.Name, err)
+		return nil, fmt.Errorf("%s on %s: %w", f.Path, f.Volume.Name, err)
 	}
 	if e.Kernel == "" {
 		return nil, fmt.Errorf("%s on %s: entry %d %q (line %d) has no Linux kernel vtpmboot can boot (chainloader or multiboot entries are not supported)",
-			f.Path, f.Partition.Name, e.Index, e.Title, e.Line)
+			f.Path, f.Volume.Name, e.Index, e.Title, e.Line)
 	}
-	if err := checkFiles(f.Partition, e); err != nil {
+	if err := checkFiles(f.Volume, e); err != nil {
 		fb, why, ok := fallback(f, selector, e, err)
 		if !ok {
 			return nil, err
@@ -250,10 +214,10 @@ func ChooseFrom(found []Found, selector string) (*Choice, error) {
 		e, reason = fb, reason+"; "+why
 	}
 	return &Choice{
-		Partition: f.Partition,
-		Found:     f,
-		Entry:     e,
-		Reason:    fmt.Sprintf("%s %s on %s: %s", f.Format, "/"+f.Path, f.Partition.Name, reason),
+		Volume: f.Volume,
+		Found:  f,
+		Entry:  e,
+		Reason: fmt.Sprintf("%s %s on %s: %s", f.Format, "/"+f.Path, f.Volume.Name, reason),
 	}, nil
 }
 
@@ -355,7 +319,7 @@ func fallback(f Found, selector string, def entry.Entry, err error) (entry.Entry
 			continue
 		}
 		e := f.Menu.Entries[i]
-		if e.Kernel == "" || checkFiles(f.Partition, e) != nil {
+		if e.Kernel == "" || checkFiles(f.Volume, e) != nil {
 			continue
 		}
 		return e, fmt.Sprintf("it fails to load (%v), so the loader falls back to entry %s %q", err, e.MenuPath, e.Title), true

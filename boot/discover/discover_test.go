@@ -11,6 +11,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 )
@@ -58,14 +59,14 @@ func withFiles(extra map[string]string) fstest.MapFS {
 
 func TestGRUB2WinsOverStaleMenuLst(t *testing.T) {
 	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": grubCfg, "boot/grub/menu.lst": menuLst})
-	c, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, "")
+	c, err := choose([]disks.Volume{{Name: "vda1", FS: fsys}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Found.Format != entry.GRUB2 || c.Entry.ID != "debian" {
 		t.Fatalf("chose %s entry %q", c.Found.Format, c.Entry.ID)
 	}
-	if found := Discover([]Partition{{Name: "vda1", FS: fsys}}); len(found) != 2 || found[1].Format != entry.GRUBLegacy {
+	if found := search([]disks.Volume{{Name: "vda1", FS: fsys}}); len(found) != 2 || found[1].Format != entry.GRUBLegacy {
 		t.Fatalf("Discover should list the passed-over menu.lst too: %+v", found)
 	}
 	if !strings.HasPrefix(c.Entry.Cmdline, "BOOT_IMAGE=/boot/vmlinuz-6.1 ") {
@@ -75,14 +76,14 @@ func TestGRUB2WinsOverStaleMenuLst(t *testing.T) {
 
 func TestSelectors(t *testing.T) {
 	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": grubCfg})
-	parts := []Partition{{Name: "vda1", FS: fsys}}
+	parts := []disks.Volume{{Name: "vda1", FS: fsys}}
 	for sel, wantTitle := range map[string]string{
 		"1":                                "Debian GNU/Linux (recovery mode)",
 		"debian-recovery":                  "Debian GNU/Linux (recovery mode)",
 		"Debian GNU/Linux (recovery mode)": "Debian GNU/Linux (recovery mode)",
 		"0":                                "Debian GNU/Linux",
 	} {
-		c, err := Choose(parts, sel)
+		c, err := choose(parts, sel)
 		if err != nil {
 			t.Fatalf("%q: %v", sel, err)
 		}
@@ -90,7 +91,7 @@ func TestSelectors(t *testing.T) {
 			t.Errorf("%q chose %q, want %q", sel, c.Entry.Title, wantTitle)
 		}
 	}
-	c, err := Choose(parts, "1")
+	c, err := choose(parts, "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestSelectors(t *testing.T) {
 		"9":    "no entry at position",
 		"nope": "no entry matches",
 	} {
-		if _, err := Choose(parts, sel); err == nil || !strings.Contains(err.Error(), wantErr) {
+		if _, err := choose(parts, sel); err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("%q: err %v, want %q", sel, err, wantErr)
 		}
 	}
@@ -110,19 +111,19 @@ func TestSelectors(t *testing.T) {
 
 func TestUnbootableAndMissing(t *testing.T) {
 	legacy := withFiles(map[string]string{"boot/grub/menu.lst": menuLst})
-	if _, err := Choose([]Partition{{Name: "xvda1", FS: legacy}}, "1"); err == nil || !strings.Contains(err.Error(), "Windows") {
+	if _, err := choose([]disks.Volume{{Name: "xvda1", FS: legacy}}, "1"); err == nil || !strings.Contains(err.Error(), "Windows") {
 		t.Errorf("chainloader entry: %v", err)
 	}
 	missing := fstest.MapFS{"boot/grub/grub.cfg": {Data: []byte(grubCfg)}}
-	_, err := Choose([]Partition{{Name: "xvda1", FS: missing}}, "")
+	_, err := choose([]disks.Volume{{Name: "xvda1", FS: missing}}, "")
 	if err == nil || !strings.Contains(err.Error(), "kernel") || !strings.Contains(err.Error(), "/boot/vmlinuz-6.1") || !strings.Contains(err.Error(), "Debian GNU/Linux") {
 		t.Errorf("missing kernel: %v", err)
 	}
-	if _, err := Choose([]Partition{{Name: "xvda1", FS: fstest.MapFS{}}}, ""); !errors.Is(err, ErrNoConfig) {
+	if _, err := choose([]disks.Volume{{Name: "xvda1", FS: fstest.MapFS{}}}, ""); !errors.Is(err, ErrNoConfig) {
 		t.Errorf("no config: %v", err)
 	}
 	broken := withFiles(map[string]string{"boot/grub/grub.cfg": "menuentry 'x' {\n linux /boot/vmlinuz-6.1\n", "boot/grub/menu.lst": menuLst})
-	if _, err := Choose([]Partition{{Name: "xvda1", FS: broken}}, ""); err == nil || !strings.Contains(err.Error(), "grub.cfg") {
+	if _, err := choose([]disks.Volume{{Name: "xvda1", FS: broken}}, ""); err == nil || !strings.Contains(err.Error(), "grub.cfg") {
 		t.Errorf("a broken grub.cfg must fail, not fall back to menu.lst: %v", err)
 	}
 }
@@ -132,7 +133,7 @@ func TestNotARegularFile(t *testing.T) {
 		"boot/grub/grub.cfg": {Data: []byte(grubCfg)},
 		"boot/vmlinuz-6.1":   {Mode: fs.ModeDir},
 	}
-	if _, err := Choose([]Partition{{Name: "p", FS: fsys}}, ""); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+	if _, err := choose([]disks.Volume{{Name: "p", FS: fsys}}, ""); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("directory as kernel: %v", err)
 	}
 }
@@ -155,7 +156,7 @@ func TestSymlinkCannotEscape(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	_, err = Choose([]Partition{{Name: "root", FS: root.FS()}}, "")
+	_, err = choose([]disks.Volume{{Name: "root", FS: root.FS()}}, "")
 	if err == nil {
 		t.Fatal("a kernel symlinked outside the filesystem was accepted")
 	}
@@ -163,7 +164,7 @@ func TestSymlinkCannotEscape(t *testing.T) {
 
 func TestInputsStreamWhatWasChosen(t *testing.T) {
 	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": grubCfg})
-	c, err := Choose([]Partition{{Name: "p", FS: fsys}}, "debian-recovery")
+	c, err := choose([]disks.Volume{{Name: "p", FS: fsys}}, "debian-recovery")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,17 +181,6 @@ func TestInputsStreamWhatWasChosen(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "/boot/initrd.img-6.1=initrd,/boot/extra.img=extra" || in.Kernel.Name() != "/boot/vmlinuz-6.1" {
 		t.Errorf("inputs %v kernel %s", got, in.Kernel.Name())
-	}
-}
-
-func TestGRUBDevice(t *testing.T) {
-	for _, c := range []struct {
-		disk, part  int
-		table, want string
-	}{{0, 1, "mbr", "hd0,msdos1"}, {1, 2, "gpt", "hd1,gpt2"}, {0, 0, "", "hd0"}} {
-		if got := GRUBDevice(c.disk, c.table, c.part); got != c.want {
-			t.Errorf("GRUBDevice(%d,%q,%d) = %q", c.disk, c.table, c.part, got)
-		}
 	}
 }
 
@@ -227,19 +217,19 @@ func TestUnreadableConfigIsNotSkipped(t *testing.T) {
 	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": grubCfg, "boot/grub/menu.lst": menuLst, "loader/entries/a.conf": "title A\nlinux /boot/vmlinuz-6.1\n"})
 	noGRUB2 := withFiles(map[string]string{"boot/grub/menu.lst": menuLst, "loader/entries/a.conf": "title A\nlinux /boot/vmlinuz-6.1\n"})
 	for bad, fsys := range map[string]fs.FS{"boot/grub/grub.cfg": fsys, "boot/grub": fsys, "loader/entries": noGRUB2} {
-		_, err := Choose([]Partition{{Name: "vda1", FS: errFS{fsys, bad}}}, "")
+		_, err := choose([]disks.Volume{{Name: "vda1", FS: errFS{fsys, bad}}}, "")
 		if err == nil || !errors.Is(err, errIO) || !strings.Contains(err.Error(), "vda1") {
 			t.Errorf("%s unreadable: err %v, want a refusal wrapping the I/O error", bad, err)
 		}
 	}
 	// A grub.cfg that is a directory is broken, not absent.
 	dir := withFiles(map[string]string{"boot/grub/grub.cfg/x": "", "boot/grub/menu.lst": menuLst})
-	if _, err := Choose([]Partition{{Name: "vda1", FS: dir}}, ""); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+	if _, err := choose([]disks.Volume{{Name: "vda1", FS: dir}}, ""); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("grub.cfg directory: %v", err)
 	}
 	// A path component that is a file is absence (ENOTDIR), as for GRUB.
 	file := withFiles(map[string]string{"boot/grub2": "a file", "boot/grub/menu.lst": menuLst})
-	if c, err := Choose([]Partition{{Name: "vda1", FS: file}}, ""); err != nil || c.Found.Format != entry.GRUBLegacy {
+	if c, err := choose([]disks.Volume{{Name: "vda1", FS: file}}, ""); err != nil || c.Found.Format != entry.GRUBLegacy {
 		t.Errorf("boot/grub2 a file: %v", err)
 	}
 }
@@ -254,14 +244,14 @@ func TestConfigByteBudget(t *testing.T) {
 	cfg := strings.Repeat("source /boot/grub/big.cfg\n", 1000) + "set timeout=5\nmenuentry x { linux /boot/vmlinuz-6.1 }\n"
 	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": cfg, "boot/grub/big.cfg": big})
 	start := time.Now()
-	_, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, "")
+	_, err := choose([]disks.Volume{{Name: "vda1", FS: fsys}}, "")
 	if !errors.Is(err, ErrBudget) || !strings.Contains(err.Error(), "big.cfg") {
 		t.Fatalf("err %v, want the budget refusal", err)
 	}
 	t.Logf("refused after %v", time.Since(start))
 	// The same file sourced a few times is fine.
 	fsys = withFiles(map[string]string{"boot/grub/grub.cfg": strings.Repeat("source /boot/grub/big.cfg\n", 3) + "set timeout=5\nmenuentry x { linux /boot/vmlinuz-6.1 }\n", "boot/grub/big.cfg": "set a=b\n"})
-	if _, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, ""); err != nil {
+	if _, err := choose([]disks.Volume{{Name: "vda1", FS: fsys}}, ""); err != nil {
 		t.Errorf("small sources: %v", err)
 	}
 }
@@ -271,16 +261,16 @@ func TestConfigByteBudget(t *testing.T) {
 // the way out in the message; an explicit choice still boots.
 func TestLoaderWouldWait(t *testing.T) {
 	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": "menuentry 'L' { linux /boot/vmlinuz-6.1 }\n"})
-	parts := []Partition{{Name: "vda1", FS: fsys}}
-	_, err := Choose(parts, "")
+	parts := []disks.Volume{{Name: "vda1", FS: fsys}}
+	_, err := choose(parts, "")
 	if !errors.Is(err, ErrWaitsForPerson) || !strings.Contains(err.Error(), "vtpmboot.entry=") || !strings.Contains(err.Error(), "timeout") {
 		t.Errorf("no timeout: %v", err)
 	}
-	if c, err := Choose(parts, "0"); err != nil || c.Entry.Title != "L" {
+	if c, err := choose(parts, "0"); err != nil || c.Entry.Title != "L" {
 		t.Errorf("explicit choice: %v", err)
 	}
 	fsys = withFiles(map[string]string{"boot/grub/grub.cfg": "set timeout=0\nmenuentry 'W' { chainloader +1 }\nmenuentry 'L' { linux /boot/vmlinuz-6.1 }\n"})
-	if _, err := Choose([]Partition{{Name: "vda1", FS: fsys}}, ""); !errors.Is(err, ErrDefaultUnbootable) || !strings.Contains(err.Error(), "chainloader") {
+	if _, err := choose([]disks.Volume{{Name: "vda1", FS: fsys}}, ""); !errors.Is(err, ErrDefaultUnbootable) || !strings.Contains(err.Error(), "chainloader") {
 		t.Errorf("chainloader default: %v", err)
 	}
 }
@@ -290,12 +280,18 @@ func TestLoaderWouldWait(t *testing.T) {
 func TestFallback(t *testing.T) {
 	fsys := withFiles(map[string]string{"boot/grub/grub.cfg": "set timeout=0\nset fallback=\"2 1\"\n" +
 		"menuentry 'Gone' { linux /boot/missing }\nmenuentry 'One' { linux /boot/vmlinuz-6.1 one }\nmenuentry 'Two' { linux /boot/missing-too }\n"})
-	parts := []Partition{{Name: "vda1", FS: fsys}}
-	c, err := Choose(parts, "")
+	parts := []disks.Volume{{Name: "vda1", FS: fsys}}
+	c, err := choose(parts, "")
 	if err != nil || c.Entry.Title != "One" || !strings.Contains(c.Reason, "falls back to entry 1") {
 		t.Fatalf("fallback: %+v %v", c, err)
 	}
-	if _, err := Choose(parts, "0"); err == nil || !errors.Is(err, fs.ErrNotExist) {
+	if _, err := choose(parts, "0"); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("explicit choice of the broken entry: %v", err)
 	}
+}
+
+// choose is Choose in the shape the tests below were written for.
+func choose(vols []disks.Volume, selector string) (*Choice, error) {
+	s := Choose(vols, selector)
+	return s.Choice, s.Err
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 
+	"github.com/vtpmboot/vtpmboot/boot/disks"
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/boot/kexec"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
@@ -44,7 +45,7 @@ func OpenFile(fsys fs.FS, name string, limit int64) (fs.File, int64, error) {
 // checkFiles makes sure the entry's files exist, are regular and within
 // the limits before anything is read, so a broken entry fails with a
 // message naming the entry and the path.
-func checkFiles(p Partition, e entry.Entry) error {
+func checkFiles(p disks.Volume, e entry.Entry) error {
 	where := fmt.Sprintf("entry %s %q (%s:%d) on %s", e.MenuPath, e.Title, "/"+e.Config, e.Line, p.Name)
 	f, size, err := OpenFile(p.FS, e.Kernel, entry.MaxKernelSize)
 	if err != nil {
@@ -107,11 +108,11 @@ func (s fsSource) Open() (io.ReadCloser, error) {
 // what it loaded.
 func (c *Choice) Inputs() measure.Inputs {
 	in := measure.Inputs{
-		Kernel:  fsSource{c.Partition.FS, c.Entry.Kernel, entry.MaxKernelSize},
+		Kernel:  fsSource{c.Volume.FS, c.Entry.Kernel, entry.MaxKernelSize},
 		Cmdline: c.Entry.Cmdline,
 	}
 	for _, p := range c.Entry.Initrds {
-		in.Initrds = append(in.Initrds, fsSource{c.Partition.FS, p, entry.MaxInitrdTotalSize})
+		in.Initrds = append(in.Initrds, fsSource{c.Volume.FS, p, entry.MaxInitrdTotalSize})
 	}
 	return in
 }

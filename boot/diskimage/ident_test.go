@@ -99,7 +99,7 @@ func TestIdentifyAgainstBlkid(t *testing.T) {
 	}
 }
 
-// Types with no mkfs on this machine (no btrfs-progs, no xorriso): the
+// Types whose mkfs the test tools leave out (btrfs-progs, xorriso): the
 // fields read, at the offsets the on-disk formats define.
 func TestIdentifySynthetic(t *testing.T) {
 	b := make([]byte, 128<<10)

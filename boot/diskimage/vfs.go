@@ -36,8 +36,9 @@ type vdirent struct {
 
 const typUnknown = ^fs.FileMode(0)
 
-// backend is what ext and FAT implement; vfs turns it into an fs.FS with
-// path resolution and symlink handling done once, here.
+// backend is what each filesystem reader implements (ext, FAT, XFS); vfs
+// turns it into an fs.FS with path resolution and symlink handling done
+// once, here.
 type backend interface {
 	root() (vnode, error)
 	// scanDir calls fn for each entry except "." and ".." until fn returns false.

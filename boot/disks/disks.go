@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vtpmboot/vtpmboot/boot/discover"
 	"github.com/vtpmboot/vtpmboot/boot/diskimage"
 )
 
@@ -69,14 +68,23 @@ func (v Volume) GRUBDevice() string {
 		return "-" // a break in the partition table, not a partition
 	}
 	if v.Index == 0 {
-		return discover.GRUBDevice(v.DiskIndex, "", 0)
+		return GRUBDevice(v.DiskIndex, "", 0)
 	}
-	return discover.GRUBDevice(v.DiskIndex, v.Table, v.Index)
+	return GRUBDevice(v.DiskIndex, v.Table, v.Index)
 }
 
-// Partition is the volume as the selector searches it.
-func (v Volume) Partition() discover.Partition {
-	return discover.Partition{Name: v.Name, FS: v.FS, GRUBDevice: v.GRUBDevice()}
+// GRUBDevice names a partition the way GRUB does: disk is 0-based,
+// partition 1-based; table is "mbr" or "gpt"; partition 0 means a disk
+// with no partition table. GRUB2 configs that write ($root)/vmlinuz put it
+// into BOOT_IMAGE=, so it reaches PCR 5.
+func GRUBDevice(disk int, table string, partition int) string {
+	switch {
+	case partition == 0:
+		return fmt.Sprintf("hd%d", disk)
+	case table == "gpt":
+		return fmt.Sprintf("hd%d,gpt%d", disk, partition)
+	}
+	return fmt.Sprintf("hd%d,msdos%d", disk, partition)
 }
 
 // PartitionName is Linux's name for partition n of disk: a disk whose
@@ -252,81 +260,3 @@ func run(s string) (string, string) {
 	}
 	return s[:i], s[i:]
 }
-
-// Selection is the outcome of the search over a guest's volumes.
-type Selection struct {
-	// Found lists every configuration found, the one that boots first.
-	Found  []discover.Found
-	Choice *discover.Choice
-	// Err is why nothing boots; Choice is nil then.
-	Err error
-	// Skipped are the volumes that were not searched, in order.
-	Skipped []Volume
-}
-
-// Choose searches the volumes in order with the one selector
-// (discover.Discover, then discover.ChooseFrom) and applies the rule for
-// volumes it cannot read (Skippable). The stub and pcrsim both call it, so
-// they pass over, and refuse, the same volumes.
-func Choose(vols []Volume, entrySelector string) *Selection {
-	s := &Selection{}
-	var parts []discover.Partition
-	pos := map[string]int{}
-	for i, v := range vols {
-		pos[v.Name] = i
-		if v.FS == nil {
-			s.Skipped = append(s.Skipped, v)
-			continue
-		}
-		parts = append(parts, v.Partition())
-	}
-	s.Found = discover.Discover(parts)
-	// The rule for unreadable volumes comes first: whatever the first
-	// configuration found says (even a broken entry), a volume before it
-	// that a boot loader could read would have been searched first.
-	if len(s.Found) > 0 {
-		first := s.Found[0]
-		at := pos[first.Partition.Name]
-		for _, v := range vols[:at] {
-			if v.FS == nil && !v.Skippable() {
-				hint := "vtpmboot.disk="
-				if d := vols[at].Device; d != "" {
-					hint += d
-				}
-				s.Err = &ShadowedError{Volume: v.Name, Err: v.Err, Config: "/" + first.Path, On: first.Partition.Name, Hint: hint}
-				return s
-			}
-		}
-	}
-	c, err := discover.ChooseFrom(s.Found, entrySelector)
-	if err != nil {
-		if errors.Is(err, discover.ErrNoConfig) && len(s.Skipped) > 0 {
-			var ns []string
-			for _, v := range s.Skipped {
-				ns = append(ns, v.Unreadable())
-			}
-			err = fmt.Errorf("%w; %s", err, strings.Join(ns, "; "))
-		}
-		s.Err = err
-		return s
-	}
-	s.Choice = c
-	return s
-}
-
-// ShadowedError is Choose's refusal to pass over a volume it cannot read
-// that is searched before the configuration it found.
-type ShadowedError struct {
-	Volume string // the unreadable volume
-	Err    error  // why it cannot be read
-	Config string // the configuration found after it
-	On     string // the volume holding Config
-	Hint   string // the vtpmboot.disk= setting that leaves Volume out
-}
-
-func (e *ShadowedError) Error() string {
-	return fmt.Sprintf("%s cannot be read (%v) and is searched before %s, which holds %s: a boot loader that reads %s could boot something else; repair it, or leave it out with %s",
-		e.Volume, e.Err, e.On, e.Config, e.Volume, e.Hint)
-}
-
-func (e *ShadowedError) Unwrap() error { return e.Err }

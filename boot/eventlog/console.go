@@ -10,11 +10,28 @@ import (
 )
 
 // Console markers around the base64 log the stub prints
-// (docs/measurements.md).
+// (docs/measurements.md): PrintConsole writes them, ExtractConsole reads
+// them. They are stub console lines, so they start with the stub's
+// "vtpmboot: " (stub.LinePrefix).
 const (
 	BeginMarker = "vtpmboot: BEGIN EVENTLOG"
 	EndMarker   = "vtpmboot: END EVENTLOG"
 )
+
+// PrintConsole prints log on a console as the stub does: BeginMarker, the
+// log in base64 lines of 76 characters, EndMarker.
+func PrintConsole(w io.Writer, log []byte) {
+	fmt.Fprintln(w, BeginMarker)
+	enc := base64.StdEncoding.EncodeToString(log)
+	for len(enc) > 76 {
+		fmt.Fprintln(w, enc[:76])
+		enc = enc[76:]
+	}
+	if enc != "" {
+		fmt.Fprintln(w, enc)
+	}
+	fmt.Fprintln(w, EndMarker)
+}
 
 // MaxLogSize bounds an event log read from a file or a console: a firmware
 // log is tens of KiB (QEMU gives 64 KiB, UEFI machines rarely exceed 1

@@ -99,11 +99,15 @@ type Log struct {
 	// Algs are the banks the log carries that vtpmboot can compute, in
 	// canonical order; for a SHA1Log always [SHA1].
 	Algs []pcrbank.Alg
-	// Events excludes the Spec ID Event03 header of a crypto-agile log. A
-	// SHA-1 log keeps every event, including the EV_NO_ACTION "Spec ID
-	// Event00/02" header some TPM 1.2 UEFI firmware writes: it carries no
-	// bank list Parse needs, and Replay skips EV_NO_ACTION anyway.
-	Events []Event
+	// UntrustedEvents are the events as parsed: anyone can write a log,
+	// so they say nothing about a machine until Verify has replayed them
+	// against its PCRs and returned them. Use them unverified only to
+	// widen what is read or printed, never to decide. They exclude the
+	// Spec ID Event03 header of a crypto-agile log. A SHA-1 log keeps
+	// every event, including the EV_NO_ACTION "Spec ID Event00/02" header
+	// some TPM 1.2 UEFI firmware writes: it carries no bank list Parse
+	// needs, and Replay skips EV_NO_ACTION anyway.
+	UntrustedEvents []Event
 }
 
 // Limits that keep a hostile log from costing more than its own size. A
@@ -287,7 +291,7 @@ func (l *Log) Replay(t pcrbank.Target) error {
 		d   pcrbank.Digests
 	}
 	var todo []extend
-	for i, e := range l.Events {
+	for i, e := range l.UntrustedEvents {
 		if e.Type == EVNoAction {
 			continue
 		}

@@ -132,10 +132,10 @@ func TestRoundTrip(t *testing.T) {
 				if l.Format != tc.f || fmt.Sprint(l.Algs) != fmt.Sprint(tc.algs) {
 					t.Fatalf("parsed %v %v, wrote %v %v", l.Format, l.Algs, tc.f, tc.algs)
 				}
-				if len(l.Events) != len(ms) {
-					t.Fatalf("parsed %d events, wrote %d", len(l.Events), len(ms))
+				if len(l.UntrustedEvents) != len(ms) {
+					t.Fatalf("parsed %d events, wrote %d", len(l.UntrustedEvents), len(ms))
 				}
-				for i, e := range l.Events {
+				for i, e := range l.UntrustedEvents {
 					m := ms[i]
 					if e.PCR != m.PCR || e.Type != EVIPL || !bytes.Equal(e.Data, m.EventData) {
 						t.Errorf("event %d: got PCR %d type 0x%x data %q, want PCR %d EV_IPL %q", i, e.PCR, e.Type, e.Data, m.PCR, m.EventData)
@@ -348,7 +348,7 @@ func replaySoft(t *testing.T, l *Log, banks []pcrbank.Alg) map[pcrbank.Alg]map[i
 		t.Fatal(err)
 	}
 	touched := map[int]bool{}
-	for _, e := range l.Events {
+	for _, e := range l.UntrustedEvents {
 		if e.Type != EVNoAction {
 			touched[e.PCR] = true
 		}
@@ -444,8 +444,8 @@ func TestUnknownAlgSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(l.Algs) != "[sha1 sha256]" || len(l.Events) != 1 || len(l.Events[0].Digests) != 2 {
-		t.Fatalf("parsed %v with events %+v", l.Algs, l.Events)
+	if fmt.Sprint(l.Algs) != "[sha1 sha256]" || len(l.UntrustedEvents) != 1 || len(l.UntrustedEvents[0].Digests) != 2 {
+		t.Fatalf("parsed %v with events %+v", l.Algs, l.UntrustedEvents)
 	}
 	got := replaySoft(t, l, l.Algs)
 	for _, a := range l.Algs {
@@ -471,7 +471,7 @@ func TestReplayErrors(t *testing.T) {
 		t.Errorf("replaying a SHA-1 log into a SHA-256 bank: %v", err)
 	}
 	// An event missing a bank must fail before anything is extended.
-	l.Events[2].Digests = nil
+	l.UntrustedEvents[2].Digests = nil
 	one, _ := pcrbank.NewSoft([]pcrbank.Alg{pcrbank.SHA1})
 	if err := l.Replay(one); err == nil || !strings.Contains(err.Error(), "event 2") {
 		t.Errorf("replaying an event without digests: %v", err)
@@ -622,15 +622,32 @@ func TestVerifyAppendedLog(t *testing.T) {
 			}
 			actual[pcrbank.SHA1][ev.Index] = sum(pcrbank.SHA1, old, ev.Digest)
 		}
-		if err := l.Verify(actual); err != nil {
+		if _, err := l.Verify(actual); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if n := l.SplitStub(); n != len(l.Events)-3 || !IsStubEvent(l.Events[n]) || IsStubEvent(l.Events[n-1]) {
-			t.Errorf("%s: SplitStub %d of %d events", name, n, len(l.Events))
+		// Only the PCRs read vouch for events: with PCRs 4 and 5 alone,
+		// the verified events are go-eventlog's events of those PCRs.
+		want := 0
+		for _, ev := range el.Events(register.HashSHA1) {
+			if ev.Index == 4 || ev.Index == 5 {
+				want++
+			}
+		}
+		evs, err := l.Verify(map[pcrbank.Alg]map[int][]byte{pcrbank.SHA1: {4: actual[pcrbank.SHA1][4], 5: actual[pcrbank.SHA1][5]}})
+		if err != nil || len(evs) != want || want < 3 {
+			t.Fatalf("%s: Verify of PCRs 4 and 5 gave %d events, %v; want %d", name, len(evs), err, want)
+		}
+		for _, e := range evs {
+			if e.PCR != 4 && e.PCR != 5 {
+				t.Errorf("%s: verified event of PCR %d, which was not read", name, e.PCR)
+			}
+		}
+		if n := l.SplitStub(); n != len(l.UntrustedEvents)-3 || !IsStubEvent(l.UntrustedEvents[n]) || IsStubEvent(l.UntrustedEvents[n-1]) {
+			t.Errorf("%s: SplitStub %d of %d events", name, n, len(l.UntrustedEvents))
 		}
 		actual[pcrbank.SHA1][5] = make([]byte, 20)
 		var re *ReplayError
-		if err := l.Verify(actual); !errors.As(err, &re) || fmt.Sprint(re.PCRs()) != "[5]" || !strings.Contains(err.Error(), "sha1 PCR 5") {
+		if evs, err := l.Verify(actual); evs != nil || !errors.As(err, &re) || fmt.Sprint(re.PCRs()) != "[5]" || !strings.Contains(err.Error(), "sha1 PCR 5") {
 			t.Errorf("%s: %v, want a ReplayError for sha1 PCR 5", name, err)
 		}
 	}

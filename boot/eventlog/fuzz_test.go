@@ -50,7 +50,7 @@ func FuzzParse(f *testing.F) {
 		}
 		// Whatever Parse keeps comes out of the input, so it cannot exceed it.
 		kept := 0
-		for i, e := range l.Events {
+		for i, e := range l.UntrustedEvents {
 			if e.PCR < 0 || e.PCR >= pcrbank.NumPCRs {
 				t.Fatalf("event %d: PCR %d", i, e.PCR)
 			}
@@ -78,7 +78,7 @@ func FuzzParse(f *testing.F) {
 		// A log whose events all carry every bank re-encodes: Write and
 		// Parse must agree with each other on arbitrary contents.
 		var ms []measure.Measurement
-		for _, e := range l.Events {
+		for _, e := range l.UntrustedEvents {
 			if pcrbank.CheckDigests(l.Algs, e.DigestMap()) != nil {
 				return
 			}
@@ -95,11 +95,11 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("parse re-encoded log: %v", err)
 		}
-		if l2.Format != l.Format || len(l2.Events) != len(l.Events) {
-			t.Fatalf("re-encoded log: %v with %d events, want %v with %d", l2.Format, len(l2.Events), l.Format, len(l.Events))
+		if l2.Format != l.Format || len(l2.UntrustedEvents) != len(l.UntrustedEvents) {
+			t.Fatalf("re-encoded log: %v with %d events, want %v with %d", l2.Format, len(l2.UntrustedEvents), l.Format, len(l.UntrustedEvents))
 		}
-		for i, e := range l2.Events {
-			want := l.Events[i]
+		for i, e := range l2.UntrustedEvents {
+			want := l.UntrustedEvents[i]
 			if e.PCR != want.PCR || !bytes.Equal(e.Data, want.Data) {
 				t.Fatalf("re-encoded event %d differs", i)
 			}
@@ -138,8 +138,8 @@ func TestParseAllocationBounded(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if len(l.Events) != n {
-			t.Fatalf("%s: %d events, want %d", name, len(l.Events), n)
+		if len(l.UntrustedEvents) != n {
+			t.Fatalf("%s: %d events, want %d", name, len(l.UntrustedEvents), n)
 		}
 		ratio := float64(after.TotalAlloc-before.TotalAlloc) / float64(len(b))
 		t.Logf("%s: %d-byte log, %.1f bytes allocated per input byte", name, len(b), ratio)
@@ -162,11 +162,11 @@ func TestParseTenMiBOfEmptyEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(l.Events) != len(b)/32 {
-		t.Fatalf("%d events, want %d", len(l.Events), len(b)/32)
+	if len(l.UntrustedEvents) != len(b)/32 {
+		t.Fatalf("%d events, want %d", len(l.UntrustedEvents), len(b)/32)
 	}
 	alloc := after.TotalAlloc - before.TotalAlloc
-	t.Logf("10 MiB of empty events: %d events, %.1f MB allocated", len(l.Events), float64(alloc)/1e6)
+	t.Logf("10 MiB of empty events: %d events, %.1f MB allocated", len(l.UntrustedEvents), float64(alloc)/1e6)
 	if alloc > 8*uint64(len(b)) {
 		t.Errorf("Parse allocated %d bytes for a %d-byte log", alloc, len(b))
 	}

@@ -130,7 +130,7 @@ func parseLog(b []byte, n *counts, s *slabs) (*Log, error) {
 	}
 	add := func(l *Log, e Event) {
 		if s != nil {
-			l.Events = append(l.Events, e)
+			l.UntrustedEvents = append(l.UntrustedEvents, e)
 		}
 	}
 	first, err := parseSHA1Event(c, 0, scratch[:0])
@@ -147,7 +147,7 @@ func parseLog(b []byte, n *counts, s *slabs) (*Log, error) {
 		l = &Log{Format: SHA1Log, Algs: []pcrbank.Alg{pcrbank.SHA1}}
 	}
 	if s != nil {
-		l.Events = s.events
+		l.UntrustedEvents = s.events
 	}
 	if l.Format == SHA1Log {
 		first.Digests = take(first.Digests)

@@ -85,19 +85,22 @@ func (l *Log) Values(algs []pcrbank.Alg) (map[pcrbank.Alg]map[int][]byte, error)
 // given must equal its replay. A PCR the log has no event for replays to
 // zero. It returns a *ReplayError naming the PCRs that differ, or another
 // error when the log cannot be replayed in a bank of actual at all (it
-// carries no digests for it).
-func (l *Log) Verify(actual map[pcrbank.Alg]map[int][]byte) error {
+// carries no digests for it). On success it returns the verified events,
+// as go-eventlog's Verify does: those of UntrustedEvents in a PCR that
+// actual holds, in log order; the events of PCRs not read are vouched for
+// by nothing and left out.
+func (l *Log) Verify(actual map[pcrbank.Alg]map[int][]byte) ([]Event, error) {
 	var algs []pcrbank.Alg
 	for a := range actual {
 		algs = append(algs, a)
 	}
 	if len(algs) == 0 {
-		return fmt.Errorf("verify event log: no PCR readings to verify against")
+		return nil, fmt.Errorf("verify event log: no PCR readings to verify against")
 	}
 	pcrbank.SortAlgs(algs)
 	replayed, err := l.Values(algs)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var re ReplayError
 	for _, a := range algs {
@@ -108,7 +111,7 @@ func (l *Log) Verify(actual map[pcrbank.Alg]map[int][]byte) error {
 		sort.Ints(pcrs)
 		for _, i := range pcrs {
 			if i < 0 || i >= pcrbank.NumPCRs {
-				return fmt.Errorf("verify event log: PCR %d out of range", i)
+				return nil, fmt.Errorf("verify event log: PCR %d out of range", i)
 			}
 			if !bytes.Equal(replayed[a][i], actual[a][i]) {
 				re.Mismatches = append(re.Mismatches, Mismatch{PCR: i, Alg: a, Replayed: replayed[a][i], Actual: actual[a][i]})
@@ -116,9 +119,18 @@ func (l *Log) Verify(actual map[pcrbank.Alg]map[int][]byte) error {
 		}
 	}
 	if len(re.Mismatches) > 0 {
-		return &re
+		return nil, &re
 	}
-	return nil
+	var out []Event
+	for _, e := range l.UntrustedEvents {
+		for _, a := range algs {
+			if _, read := actual[a][e.PCR]; read {
+				out = append(out, e)
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 // Append returns a log holding l's events followed by next's, as a
@@ -133,7 +145,7 @@ func (l *Log) Append(next *Log) (*Log, error) {
 		return nil, fmt.Errorf("cannot join logs with banks %v and %v", l.Algs, next.Algs)
 	}
 	out := &Log{Format: l.Format, Algs: l.Algs}
-	out.Events = append(append(make([]Event, 0, len(l.Events)+len(next.Events)), l.Events...), next.Events...)
+	out.UntrustedEvents = append(append(make([]Event, 0, len(l.UntrustedEvents)+len(next.UntrustedEvents)), l.UntrustedEvents...), next.UntrustedEvents...)
 	return out, nil
 }
 
@@ -146,18 +158,18 @@ func IsStubEvent(e Event) bool {
 }
 
 // SplitStub returns the index of the first of the stub's events in l, or
-// len(l.Events) when there is none: the events before it are the
+// len(l.UntrustedEvents) when there is none: the events before it are the
 // firmware's, whose replay gives the values the stub started from.
 func (l *Log) SplitStub() int {
-	for i, e := range l.Events {
+	for i, e := range l.UntrustedEvents {
 		if IsStubEvent(e) {
 			return i
 		}
 	}
-	return len(l.Events)
+	return len(l.UntrustedEvents)
 }
 
 // Prefix returns a log of the first n events of l.
 func (l *Log) Prefix(n int) *Log {
-	return &Log{Format: l.Format, Algs: l.Algs, Events: l.Events[:n:n]}
+	return &Log{Format: l.Format, Algs: l.Algs, UntrustedEvents: l.UntrustedEvents[:n:n]}
 }

@@ -7,7 +7,7 @@ import (
 	"testing/fstest"
 
 	"github.com/vtpmboot/vtpmboot/boot/grub2/grubenv"
-	"github.com/vtpmboot/vtpmboot/internal/loaderimg"
+	"github.com/vtpmboot/vtpmboot/internal/loadercase"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
 
@@ -23,7 +23,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("menuentry x { linux /a \"b c\" 'd' $x ${y} }"))
 	// The real-loader corpus (e2e/loader): configs real GRUB 2.06 booted.
-	cases, err := loaderimg.LoadCorpus(testenv.RepoRoot(), loaderimg.GRUB2)
+	cases, err := loadercase.LoadCorpus(testenv.RepoRoot(), loadercase.GRUB2)
 	if err != nil {
 		f.Fatal(err)
 	}

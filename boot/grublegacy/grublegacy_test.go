@@ -11,7 +11,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/internal/golden"
-	"github.com/vtpmboot/vtpmboot/internal/loaderimg"
+	"github.com/vtpmboot/vtpmboot/internal/loadercase"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
 
@@ -272,7 +272,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("default saved\ntitle a\\\nkernel /a\\\n\\\n"), []byte("0:3"))
 	// The real-loader corpus (e2e/loader): configs real GRUB 0.97 booted.
-	cases, err := loaderimg.LoadCorpus(testenv.RepoRoot(), loaderimg.GRUBLegacy)
+	cases, err := loadercase.LoadCorpus(testenv.RepoRoot(), loadercase.GRUBLegacy)
 	if err != nil {
 		f.Fatal(err)
 	}

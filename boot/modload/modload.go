@@ -130,23 +130,31 @@ func ReadModinfo(file string) (softPre, aliases []string, err error) {
 		case "alias":
 			aliases = append(aliases, v)
 		case "softdep":
-			// "pre: a b post: c"; only what must be there first matters.
-			pre := false
-			for _, w := range strings.Fields(v) {
-				switch w {
-				case "pre:":
-					pre = true
-				case "post:":
-					pre = false
-				default:
-					if pre {
-						softPre = append(softPre, w)
-					}
-				}
-			}
+			softPre = append(softPre, SoftPre(strings.Fields(v))...)
 		}
 	}
 	return softPre, aliases, nil
+}
+
+// SoftPre returns the "pre:" names of a softdep's words ("pre: a b post:
+// c" gives a, b): only what must be loaded first matters. It is the one
+// reader of that syntax, for .modinfo here and modules.softdep in images.
+func SoftPre(words []string) []string {
+	var out []string
+	pre := false
+	for _, w := range words {
+		switch w {
+		case "pre:":
+			pre = true
+		case "post:":
+			pre = false
+		default:
+			if pre {
+				out = append(out, w)
+			}
+		}
+	}
+	return out
 }
 
 // Set is a modules directory as the stub sees it. It remembers what it

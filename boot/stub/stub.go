@@ -7,7 +7,6 @@ package stub
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -28,9 +27,10 @@ import (
 	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
-// System is the machine the stub runs on, by concern, as go-tpm splits a
-// TPM into a one-method transport: each part can be faked on its own, and
-// the flow in this file needs none of Linux, so it and its tests build
+// System is everything the stub asks of the machine it runs on, grouped
+// by concern (Platform, Devices, TPMs, Booter, Clock). It is wide, not a
+// one-method transport: the flow in this file reaches the machine only
+// through it, so the flow needs none of Linux and it and its tests build
 // and run anywhere. Machine (system_linux.go) is the real one.
 type System interface {
 	Platform
@@ -128,9 +128,6 @@ type Clock interface {
 	Sleep(time.Duration)
 }
 
-// Phase lines are parsed by the benchmark: keep "vtpmboot: phase NAME Nms".
-const phasePrefix = "vtpmboot: phase "
-
 // Poll interval and settle time of the wait for devices.
 const (
 	pollInterval = 50 * time.Millisecond
@@ -193,7 +190,7 @@ func Run(sys System, out io.Writer) (res *Result) {
 // newline lets a guest forge a line of its own, such as an event-log
 // marker.
 func (r *run) printf(format string, args ...any) {
-	fmt.Fprintln(r.out, "vtpmboot: "+termsafe.Line(fmt.Sprintf(format, args...)))
+	fmt.Fprintln(r.out, LinePrefix+termsafe.Line(fmt.Sprintf(format, args...)))
 }
 
 func (r *run) debugf(format string, args ...any) {
@@ -203,15 +200,15 @@ func (r *run) debugf(format string, args ...any) {
 }
 
 func (r *run) phase(name string, t0 time.Time) {
-	fmt.Fprintf(r.out, "%s%s %dms\n", phasePrefix, name, r.sys.Now().Sub(t0).Milliseconds())
+	fmt.Fprintln(r.out, PhaseLine(name, r.sys.Now().Sub(t0)))
 }
 
 func (r *run) powerOff(err error) {
 	var f *Fatal
 	if errors.As(err, &f) {
-		r.printf("FATAL: %s: %v", f.What, f.Err)
+		r.printf(fatalTag+"%s: %v", f.What, f.Err)
 	} else {
-		r.printf("FATAL: %v", err)
+		r.printf(fatalTag+"%v", err)
 	}
 	r.printf("powering off")
 	r.sys.PowerOff()
@@ -322,7 +319,7 @@ func (r *run) boot() error {
 	closeDisks()
 	load := func() error {
 		if err := r.sys.KexecLoad(kernel, initrd, choice.Entry.Cmdline); err != nil {
-			return fatal("kexec "+discover.SourceName(choice.Entry.Kernel)+" on "+choice.Partition.Name, err)
+			return fatal("kexec "+discover.SourceName(choice.Entry.Kernel)+" on "+choice.Volume.Name, err)
 		}
 		return nil
 	}
@@ -335,11 +332,11 @@ func (r *run) boot() error {
 		}
 	}
 	r.phase("kexec", t)
-	fmt.Fprintf(r.out, "%stotal %dms\n", phasePrefix, r.sys.Now().Sub(r.start).Milliseconds())
+	fmt.Fprintln(r.out, PhaseLine("total", r.sys.Now().Sub(r.start)))
 	if !r.res.Measured {
 		r.unmeasured()
 	}
-	r.printf("booting %s", discover.SourceName(choice.Entry.Kernel))
+	r.printf(bootingTag+"%s", discover.SourceName(choice.Entry.Kernel))
 	if err := r.sys.KexecExec(); err != nil {
 		return fatal("kexec", err)
 	}
@@ -492,10 +489,10 @@ func describe(v disks.Volume) string {
 }
 
 func (r *run) choose(vols []disks.Volume) (*discover.Choice, error) {
-	s := disks.Choose(vols, r.opts.Entry)
+	s := discover.Choose(vols, r.opts.Entry)
 	choice, err := s.Choice, s.Err
 	for i, f := range s.Found {
-		r.printf("config %s /%s on %s (%s)%s", f.Format, f.Path, f.Partition.Name, f.Partition.GRUBDevice, map[bool]string{true: " <- used", false: ""}[i == 0])
+		r.printf("config %s /%s on %s (%s)%s", f.Format, f.Path, f.Volume.Name, f.Volume.GRUBDevice(), map[bool]string{true: " <- used", false: ""}[i == 0])
 		if f.Err != nil {
 			r.printf("  error: %q", f.Err.Error())
 			continue
@@ -540,7 +537,7 @@ func (r *run) checkMemory(c *discover.Choice) error {
 	}
 	var files int64
 	for i, name := range append([]string{c.Entry.Kernel}, c.Entry.Initrds...) {
-		f, size, err := discover.OpenFile(c.Partition.FS, name, entry.MaxInitrdTotalSize)
+		f, size, err := discover.OpenFile(c.Volume.FS, name, entry.MaxInitrdTotalSize)
 		if err != nil {
 			return nil // loading reports it, naming the file
 		}
@@ -570,7 +567,7 @@ func (r *run) load(c *discover.Choice) (kernel, initrd Image, in measure.Inputs,
 	kname := src.Kernel.Name()
 	kernel, err = r.loadImage(src.Kernel)
 	if err != nil {
-		return nil, nil, in, fatal("load kernel "+kname+" from "+c.Partition.Name, err)
+		return nil, nil, in, fatal("load kernel "+kname+" from "+c.Volume.Name, err)
 	}
 	in = measure.Inputs{
 		Kernel:  measure.ReaderAtSource{Label: kname, R: kernel, Size: kernel.Size()},
@@ -588,7 +585,7 @@ func (r *run) load(c *discover.Choice) (kernel, initrd Image, in measure.Inputs,
 		if errors.Is(err, kexec.ErrNoMemory) {
 			return nil, nil, in, fatal("load initrd", fmt.Errorf("initrd too large for guest memory: %s: give the guest more memory (xl: memory=)", err))
 		}
-		return nil, nil, in, fatal("load initrd from "+c.Partition.Name, err)
+		return nil, nil, in, fatal("load initrd from "+c.Volume.Name, err)
 	}
 	// The measured bytes are the whole sealed image kexec gets, padding
 	// between files included, read back from the memfd; its name is the
@@ -647,16 +644,7 @@ func (r *run) measure(target pcrbank.Target, in measure.Inputs) error {
 	if err := eventlog.Write(&log, eventlog.FormatFor(target.Version()), banks, ms); err != nil {
 		return fatal("event log", err)
 	}
-	r.printf("BEGIN EVENTLOG")
-	enc := base64.StdEncoding.EncodeToString(log.Bytes())
-	for len(enc) > 76 {
-		fmt.Fprintln(r.out, enc[:76])
-		enc = enc[76:]
-	}
-	if enc != "" {
-		fmt.Fprintln(r.out, enc)
-	}
-	r.printf("END EVENTLOG")
+	eventlog.PrintConsole(r.out, log.Bytes())
 	if sum, err := r.sys.AppendFirmwareLog(target.Version(), ms); err != nil {
 		r.printf("event log not appended to the firmware's log (the log above is the only copy): %v", err)
 	} else {

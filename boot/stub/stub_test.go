@@ -530,7 +530,7 @@ func TestDisksAndTheSkipRule(t *testing.T) {
 			if res.Err != nil || !f.execed {
 				t.Fatalf("%v\n%s", res.Err, out.String())
 			}
-			if got := res.Choice.Partition.Name; got != tc.chosen {
+			if got := res.Choice.Volume.Name; got != tc.chosen {
 				t.Errorf("booted from %s, want %s", got, tc.chosen)
 			}
 			for _, w := range tc.wants {
@@ -540,7 +540,7 @@ func TestDisksAndTheSkipRule(t *testing.T) {
 			}
 			var phases []string
 			for _, l := range strings.Split(out.String(), "\n") {
-				if p, ok := strings.CutPrefix(l, phasePrefix); ok {
+				if p, ok := strings.CutPrefix(l, PhasePrefix); ok {
 					phases = append(phases, strings.Fields(p)[0])
 				}
 			}

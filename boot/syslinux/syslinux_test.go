@@ -12,7 +12,7 @@ import (
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/internal/golden"
-	"github.com/vtpmboot/vtpmboot/internal/loaderimg"
+	"github.com/vtpmboot/vtpmboot/internal/loadercase"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
 
@@ -351,7 +351,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("include inc.cfg\ninclude inc.cfg\n"), []byte("include syslinux.cfg\n"))
 	// The real-loader corpus (e2e/loader): configs real SYSLINUX 6.04 booted.
-	cases, err := loaderimg.LoadCorpus(testenv.RepoRoot(), loaderimg.Syslinux)
+	cases, err := loadercase.LoadCorpus(testenv.RepoRoot(), loadercase.Syslinux)
 	if err != nil {
 		f.Fatal(err)
 	}

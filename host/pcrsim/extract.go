@@ -2,7 +2,6 @@ package pcrsim
 
 import (
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/vtpmboot/vtpmboot/boot/eventlog"
@@ -22,7 +21,7 @@ type ExtractConfig struct {
 // Extract pulls the event log the stub printed out of a saved console and
 // writes it, once it parses, as the binary TCG log.
 func Extract(c ExtractConfig, o IO) (int, error) {
-	var r io.Reader = o.Stdin
+	r := o.Stdin
 	if c.Console != "-" {
 		if err := checkFile("--console", c.Console); err != nil {
 			return 0, err

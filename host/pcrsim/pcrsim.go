@@ -104,7 +104,7 @@ func unwrapPath(err error) error {
 // filling memory; what names the kind of file in that error. With a nil
 // stdin, "-" is a file name like any other.
 func readInput(arg, path string, stdin io.Reader, limit int, what string) ([]byte, error) {
-	var r io.Reader = stdin
+	r := stdin
 	if path != "-" || stdin == nil {
 		if err := checkFile(arg, path); err != nil {
 			return nil, err

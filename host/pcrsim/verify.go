@@ -267,10 +267,12 @@ func (c *VerifyConfig) readExpected(v *verification, o IO) error {
 // report replays the --eventlog logs, then prints the comparison and the
 // event check.
 func report(v *verification, o IO) (int, error) {
+	var events []eventlog.Event
 	if v.log != nil {
 		// A log that does not describe this TPM is bad input: refuse it
 		// before printing anything that relies on it.
-		if err := v.log.Verify(v.actual); err != nil {
+		var err error
+		if events, err = v.log.Verify(v.actual); err != nil {
 			var re *eventlog.ReplayError
 			if errors.As(err, &re) {
 				return 0, argErr("--eventlog", "%s: %v: it is not this machine's log of this boot, or events are missing (the stub prints its own on the console when it cannot append them: pcrsim eventlog extract)", v.logName, err)
@@ -290,19 +292,19 @@ func report(v *verification, o IO) (int, error) {
 			code = ExitMismatch
 		}
 	}
-	if v.log != nil && !compareEvents(w, v) {
+	if v.log != nil && !compareEvents(w, v, events) {
 		code = ExitMismatch
 	}
 	return code, flush(w, nil)
 }
 
 // compareEvents prints how the verified events compare with the plan.
-func compareEvents(w io.Writer, v *verification) bool {
-	fmt.Fprintf(w, "event log %s replays to every PCR read (%d events)\n", v.logName, len(v.log.Events))
+func compareEvents(w io.Writer, v *verification, events []eventlog.Event) bool {
+	fmt.Fprintf(w, "event log %s replays to every PCR read (%d events)\n", v.logName, len(v.log.UntrustedEvents))
 	if v.plan == nil {
 		return true
 	}
-	diffs := predict.CompareEvents(v.log, v.plan)
+	diffs := predict.CompareEvents(events, v.plan)
 	for _, d := range diffs {
 		fmt.Fprintf(w, "EVENT MISMATCH %v\n", d)
 	}
@@ -319,7 +321,7 @@ func compareEvents(w io.Writer, v *verification) bool {
 func pcrsToRead(l *eventlog.Log) []int {
 	seen := map[int]bool{4: true, 5: true}
 	if l != nil {
-		for _, e := range l.Events {
+		for _, e := range l.UntrustedEvents {
 			if e.Type != eventlog.EVNoAction {
 				seen[e.PCR] = true
 			}

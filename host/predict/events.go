@@ -58,8 +58,9 @@ func ReadTarget(t pcrbank.Target, pcrs []int) (pcrfile.Readings, error) {
 // EventDiff is one way the stub's events in a log differ from a
 // prediction.
 type EventDiff struct {
-	// Index is the event's position in the log (0-based, the Spec ID
-	// header not counted); -1 when the event is missing.
+	// Index is the event's position among the verified events
+	// (eventlog.Log.Verify: the log's events of the PCRs read, 0-based);
+	// -1 when the event is missing.
 	Index int
 	// N is the measurement's number in the plan (1..3).
 	N        int
@@ -76,13 +77,14 @@ func (d EventDiff) String() string {
 	return fmt.Sprintf("measurement %d (%s) %s: expected %s, log has %s", d.N, at, d.What, d.Expected, d.Actual)
 }
 
-// CompareEvents compares the stub's events in l (eventlog.IsStubEvent, in
-// log order) with the prediction want, in every bank both carry: the
+// CompareEvents compares the stub's events among events, which
+// eventlog.Log.Verify returned (eventlog.IsStubEvent, in log order), with
+// the prediction want, in every bank both carry: the
 // PCR, the event data and each digest. No differences means the log's
 // events are exactly the predicted measurements.
-func CompareEvents(l *eventlog.Log, want []measure.Measurement) []EventDiff {
+func CompareEvents(events []eventlog.Event, want []measure.Measurement) []EventDiff {
 	var idx []int
-	for i, e := range l.Events {
+	for i, e := range events {
 		if eventlog.IsStubEvent(e) {
 			idx = append(idx, i)
 		}
@@ -96,7 +98,7 @@ func CompareEvents(l *eventlog.Log, want []measure.Measurement) []EventDiff {
 			diffs = append(diffs, EventDiff{Index: -1, N: n + 1, What: "event", Expected: fmt.Sprintf("%q in PCR %d", m.EventData, m.PCR), Actual: "nothing"})
 			continue
 		}
-		e := l.Events[idx[n]]
+		e := events[idx[n]]
 		if e.PCR != m.PCR {
 			diffs = append(diffs, EventDiff{Index: idx[n], N: n + 1, What: "PCR", Expected: strconv.Itoa(m.PCR), Actual: strconv.Itoa(e.PCR)})
 		}

@@ -177,12 +177,12 @@ func unwrapPathErr(err error) error {
 }
 
 // Selection is the result of discovery and selection over a Guest.
-type Selection = disks.Selection
+type Selection = discover.Selection
 
-// Choose runs the stub's search (disks.Choose: discovery, selection and
+// Choose runs the stub's search (discover.Choose: discovery, selection and
 // the rule for volumes that cannot be read).
 func (g *Guest) Choose(selector string) *Selection {
-	return disks.Choose(g.Volumes, selector)
+	return discover.Choose(g.Volumes, selector)
 }
 
 // Inputs are the choice's measurement inputs (discover's Choice.Inputs,
@@ -191,7 +191,7 @@ func (g *Guest) Choose(selector string) *Selection {
 // partition offset and path inside the filesystem.
 func (g *Guest) Inputs(c *discover.Choice) measure.Inputs {
 	in := c.Inputs()
-	base, ok := g.keys[c.Partition.Name]
+	base, ok := g.keys[c.Volume.Name]
 	if !ok {
 		return in
 	}

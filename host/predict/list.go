@@ -35,7 +35,7 @@ type GuestDoc struct {
 func Doc(s *Selection, r *Report, notes []string) GuestDoc {
 	d := GuestDoc{Notes: notes}
 	if s.Choice != nil {
-		d.Entry = &EntryDoc{Partition: s.Choice.Partition.Name, Entry: s.Choice.Entry}
+		d.Entry = &EntryDoc{Partition: s.Choice.Volume.Name, Entry: s.Choice.Entry}
 		if d.Entry.Initrds == nil {
 			d.Entry.Initrds = []string{}
 		}
@@ -88,7 +88,7 @@ type ListDoc struct {
 func List(s *Selection) ListDoc {
 	d := ListDoc{Configs: []ConfigDoc{}, Notes: NoteStrings(s)}
 	for i, f := range s.Found {
-		c := ConfigDoc{Partition: f.Partition.Name, Format: string(f.Format), File: "/" + f.Path, Entries: []entry.Entry{}}
+		c := ConfigDoc{Partition: f.Volume.Name, Format: string(f.Format), File: "/" + f.Path, Entries: []entry.Entry{}}
 		if f.Menu != nil {
 			c.Default, c.DefaultReason, c.Warnings = f.Menu.Default, f.Menu.DefaultReason, f.Menu.Warnings
 			c.Entries = f.Menu.Entries
@@ -104,7 +104,7 @@ func List(s *Selection) ListDoc {
 		default:
 			top := s.Found[0]
 			c.Status = "passed over"
-			c.Why = fmt.Sprintf("lower priority than %s /%s on %s", top.Format, top.Path, top.Partition.Name)
+			c.Why = fmt.Sprintf("lower priority than %s /%s on %s", top.Format, top.Path, top.Volume.Name)
 		}
 		if f.Err != nil {
 			c.Error = f.Err.Error()
@@ -112,7 +112,7 @@ func List(s *Selection) ListDoc {
 		d.Configs = append(d.Configs, c)
 	}
 	if s.Choice != nil {
-		d.Boots = &EntryDoc{Partition: s.Choice.Partition.Name, Entry: s.Choice.Entry}
+		d.Boots = &EntryDoc{Partition: s.Choice.Volume.Name, Entry: s.Choice.Entry}
 		d.Reason = s.Choice.Reason
 	} else if s.Err != nil {
 		d.Error = s.Err.Error()

@@ -2,17 +2,15 @@ package xl
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/vtpmboot/vtpmboot/internal/golden"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/xl/*.golden")
 
 func testdata(parts ...string) string {
 	return filepath.Join(append([]string{testenv.RepoRoot(), "testdata", "xl"}, parts...)...)
@@ -75,20 +73,7 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := summary(c)
-			golden := strings.TrimSuffix(f, ".cfg") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update and review the result)", err)
-			}
-			if got != string(want) {
-				t.Errorf("summary differs from %s\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			golden.Bytes(t, strings.TrimSuffix(f, ".cfg")+".golden", []byte(got))
 		})
 	}
 }

@@ -31,6 +31,8 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 
+	"github.com/vtpmboot/vtpmboot/boot/eventlog"
+	"github.com/vtpmboot/vtpmboot/boot/stub"
 	"github.com/vtpmboot/vtpmboot/e2e"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
 	"github.com/vtpmboot/vtpmboot/internal/qemutest"
@@ -285,26 +287,26 @@ func (c *consoleFilter) Write(p []byte) (int, error) {
 
 func (c *consoleFilter) line(l string) {
 	d := c.d
-	if strings.HasPrefix(l, "vtpmboot: ") {
+	if strings.HasPrefix(l, stub.LinePrefix) {
 		c.mark("first stub line")
 	}
 	switch {
-	case l == "vtpmboot: BEGIN EVENTLOG":
+	case l == eventlog.BeginMarker:
 		c.inLog = 1
-	case l == "vtpmboot: END EVENTLOG":
+	case l == eventlog.EndMarker:
 		fmt.Fprintf(d.w, "      %s %s\n", d.paint("2", "│"), d.paint("2", fmt.Sprintf("vtpmboot: [its TCG event log, %d lines of base64, not shown]", c.inLog-1)))
 		c.inLog = 0
 	case c.inLog > 0:
 		c.inLog++
-	case strings.HasPrefix(l, "vtpmboot: FATAL"):
+	case strings.HasPrefix(l, stub.FatalPrefix):
 		fmt.Fprintf(d.w, "      %s %s\n", d.paint("2", "│"), d.paint("1;31", l))
-	case strings.HasPrefix(l, "vtpmboot: phase "):
+	case strings.HasPrefix(l, stub.PhasePrefix):
 		fmt.Fprintf(d.w, "      %s %s\n", d.paint("2", "│"), d.paint("2", l))
-	case strings.HasPrefix(l, "vtpmboot: booting "):
+	case strings.HasPrefix(l, stub.BootingPrefix):
 		c.mark("stub: booting (kexec)")
 		fmt.Fprintf(d.w, "      %s %s\n", d.paint("2", "│"), d.paint("1", l))
 		fmt.Fprintf(d.w, "      %s\n", d.paint("2", "(kexec: the measured kernel is starting ...)"))
-	case strings.HasPrefix(l, "vtpmboot: "):
+	case strings.HasPrefix(l, stub.LinePrefix):
 		fmt.Fprintf(d.w, "      %s %s\n", d.paint("2", "│"), l)
 	case l == report.Begin && !c.target:
 		c.target = true

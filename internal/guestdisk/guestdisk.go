@@ -60,6 +60,21 @@ type Disk struct {
 	Tweak func(img string) error
 }
 
+// BuildBytes builds the disk image and returns its bytes, for tests that
+// read a disk from memory.
+func BuildBytes(d Disk) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "guestdisk")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	img := filepath.Join(dir, "disk.img")
+	if err := Build(d, img); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(img)
+}
+
 // Build writes the disk image to out.
 func Build(d Disk, out string) error {
 	tmp, err := os.MkdirTemp("", "guestdisk")

@@ -353,7 +353,7 @@ func ParseTarget(console string) (*TargetReport, error) { return report.Parse(co
 // LockMachine takes one of the machine's boot slots, held while a boot
 // runs: one slot per CPU, each a lock file (VTPMBOOT_QEMU_LOCK, default
 // /tmp/vtpm-qemu.lock, with ".0", ".1", ... appended). Test processes
-// started side by side (several packages, several engineers) then run at
+// started side by side (several packages, several test runs) then run at
 // most one emulated VM per core between them: a TCG guest is a core's
 // worth of work, and more at once push boots past their timeouts. The wait
 // is not part of a boot's timeout. These are different files from any

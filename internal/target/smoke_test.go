@@ -159,8 +159,8 @@ func TestSmoke(t *testing.T) {
 				// SeaBIOS measures into PCR 4 before Linux runs.
 				t.Errorf("sha256 PCR 4 = %x, want SeaBIOS's measurements", r.PCRs[pcrbank.SHA256][4])
 			}
-			if os.Getenv("VTPMBOOT_SAVE_CONSOLE") != "" {
-				os.WriteFile(filepath.Join(os.Getenv("VTPMBOOT_SAVE_CONSOLE"), "smoke-"+map[pcrbank.Version]string{pcrbank.Version12: "tpm12", pcrbank.Version20: "tpm20"}[v]+".console"), []byte(res.Console), 0o644)
+			if dir := os.Getenv("VTPMBOOT_E2E_CONSOLES"); dir != "" {
+				os.WriteFile(filepath.Join(dir, "smoke-"+map[pcrbank.Version]string{pcrbank.Version12: "tpm12", pcrbank.Version20: "tpm20"}[v]+".console"), []byte(res.Console), 0o644)
 			}
 		})
 	}

@@ -21,16 +21,13 @@ import (
 	"time"
 
 	"github.com/vtpmboot/vtpmboot/images"
+	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 )
 
 // Dom0Script is dom0's setup; it sources the plan (plan.sh in Options.Out).
 //
 //go:embed dom0.sh
 var Dom0Script []byte
-
-// HeavyLock is the machine-wide lock every QEMU boot takes (the helpers'
-// rule: two cores, engineers take turns).
-const HeavyLock = "/tmp/vtpm-heavy.lock"
 
 // Parts are the Xen files a boot needs.
 type Parts struct {
@@ -150,44 +147,10 @@ func Boot(ctx context.Context, p *Parts, o Options) (*Result, error) {
 	return res, nil
 }
 
-// Lock takes HeavyLock for a Xen boot unless an ancestor process already
-// holds it open (a developer ran `flock /tmp/vtpm-heavy.lock go test`:
-// waiting for that lock here would deadlock). The function returned
-// releases it.
+// Lock takes the whole machine for a Xen boot: every boot slot of
+// qemutest.LockMachineAll, the one throttle every emulated boot goes
+// through, since Xen under QEMU runs nested guests on every vCPU. The
+// function returned releases it.
 func Lock() (func(), error) {
-	if ancestorHolds(HeavyLock) {
-		return func() {}, nil
-	}
-	f, err := os.OpenFile(HeavyLock, os.O_RDWR|os.O_CREATE, 0o666)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", HeavyLock, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("flock %s: %w", HeavyLock, err)
-	}
-	return func() { f.Close() }, nil
-}
-
-func ancestorHolds(path string) bool {
-	pid := os.Getppid()
-	for i := 0; i < 32 && pid > 1; i++ {
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-		for _, fd := range fds {
-			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && l == path {
-				return true
-			}
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return false
-		}
-		// stat: pid (comm) state ppid ...; comm may hold spaces.
-		rest := b[bytes.LastIndexByte(b, ')')+1:]
-		var state string
-		if _, err := fmt.Sscan(string(rest), &state, &pid); err != nil {
-			return false
-		}
-	}
-	return false
+	return qemutest.LockMachineAll(context.Background())
 }

@@ -29,7 +29,7 @@ func consoles(t testing.TB) map[string]string {
 }
 
 // The captured consoles come from real boots (TestSmoke with
-// VTPMBOOT_SAVE_CONSOLE): serial "\r\n" line ends, kernel messages around
+// VTPMBOOT_E2E_CONSOLES): serial "\r\n" line ends, kernel messages around
 // the block.
 func TestParseCaptured(t *testing.T) {
 	for name, c := range consoles(t) {
