@@ -19,6 +19,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/host/vtpm"
 	"github.com/vtpmboot/vtpmboot/host/xen/tpmback"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
 )
 
@@ -153,7 +154,7 @@ func (h *host) vtpmback() (*vtpm.Manager, *tpmback.Backend) {
 }
 
 // create is xl create's device part plus the frontend connecting.
-func (h *host) create(b *tpmback.Backend, d uint32, uuid string) tpmfront.Target {
+func (h *host) create(b *tpmback.Backend, d uint32, uuid string) pcrbank.Target {
 	h.t.Helper()
 	h.mu.Lock()
 	h.live[d] = true
@@ -172,7 +173,7 @@ func (h *host) create(b *tpmback.Backend, d uint32, uuid string) tpmfront.Target
 	return h.tpm(d)
 }
 
-func (h *host) tpm(d uint32) tpmfront.Target {
+func (h *host) tpm(d uint32) pcrbank.Target {
 	h.t.Helper()
 	h.mu.Lock()
 	c := h.chans[d]
@@ -198,19 +199,19 @@ func (h *host) destroy(b *tpmback.Backend, m *vtpm.Manager, d uint32) {
 	m.Reap() // @releaseDomain
 }
 
-func pcr4(t *testing.T, tg tpmfront.Target) []byte {
+func pcr4(t *testing.T, tg pcrbank.Target) []byte {
 	t.Helper()
-	v, err := tg.ReadPCR(4, tpmfront.SHA256)
+	v, err := tg.ReadPCR(4, pcrbank.SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return v
 }
 
-func extend4(t *testing.T, tg tpmfront.Target, data string) {
+func extend4(t *testing.T, tg pcrbank.Target, data string) {
 	t.Helper()
 	banks, _ := tg.Banks()
-	d := tpmfront.Digests{}
+	d := pcrbank.Digests{}
 	for _, a := range banks {
 		h := a.New()
 		h.Write([]byte(data))

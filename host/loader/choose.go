@@ -20,7 +20,7 @@ const MaxCmdline = 1023
 // Choose reads the boot disk (disk index 0 of the guest, named vdev) with
 // the stub's reader and applies the stub's selection rules: vtpmboot.disk=
 // (disks.Select), the rule for unreadable volumes and vtpmboot.entry=
-// (disks.Choose). pcrsim predicts loader guests through this function too.
+// (discover.Choose). pcrsim predicts loader guests through this function too.
 func Choose(r io.ReaderAt, size int64, path, vdev string, opts ChooseOptions) (*discover.Choice, error) {
 	vols, err := disks.Read(0, disks.Disk{Linux: vdev, Path: path, R: r, Size: size})
 	if err != nil {
@@ -37,7 +37,7 @@ func Choose(r io.ReaderAt, size int64, path, vdev string, opts ChooseOptions) (*
 		}
 		return nil, fmt.Errorf("disk %s: nothing matches vtpmboot.disk=%s; volumes: %s", path, opts.Disk, strings.Join(have, ", "))
 	}
-	s := disks.Choose(sel, opts.Entry)
+	s := discover.Choose(sel, opts.Entry)
 	if s.Err != nil {
 		return nil, fmt.Errorf("disk %s: choose boot entry: %w", path, s.Err)
 	}

@@ -549,7 +549,7 @@ func TestDisconnectDuringHungCommand(t *testing.T) {
 	pid := m.vtpms[u1].rec.PID
 	syscall.Kill(pid, syscall.SIGSTOP)
 	done := make(chan error, 1)
-	go func() { _, err := tg.ReadPCR(4, tpmfront.SHA256); done <- err }()
+	go func() { _, err := tg.ReadPCR(4, pcrbank.SHA256); done <- err }()
 	time.Sleep(200 * time.Millisecond) // the command is in flight
 	closed := make(chan struct{})
 	go func() { h.Close(); close(closed) }()
@@ -564,8 +564,8 @@ func TestDisconnectDuringHungCommand(t *testing.T) {
 	}
 	syscall.Kill(pid, syscall.SIGCONT)
 	_, tg2 := e.guest(m, 5, u1)
-	if got := pcr(t, tg2, 4, tpmfront.SHA256); !bytes.Equal(got, fresh(tpmfront.SHA256, "kernel")) {
-		t.Fatalf("PCR 4 = %x after reconnecting, want %x", got, fresh(tpmfront.SHA256, "kernel"))
+	if got := pcr(t, tg2, 4, pcrbank.SHA256); !bytes.Equal(got, fresh(pcrbank.SHA256, "kernel")) {
+		t.Fatalf("PCR 4 = %x after reconnecting, want %x", got, fresh(pcrbank.SHA256, "kernel"))
 	}
 	if m.vtpms[u1].rec.PID != pid || len(e.w.logsWith("stays dead")) != 0 {
 		t.Fatal("a hung-then-resumed swtpm was declared dead or replaced")
@@ -595,14 +595,14 @@ func TestControlSocket(t *testing.T) {
 		t.Fatalf("second boot: %v", err)
 	}
 	_, tg := e.guest(m, 7, u1)
-	if got := pcr(t, tg, 4, tpmfront.SHA1); !bytes.Equal(got, fresh(tpmfront.SHA1, "kernel")) {
+	if got := pcr(t, tg, 4, pcrbank.SHA1); !bytes.Equal(got, fresh(pcrbank.SHA1, "kernel")) {
 		t.Fatalf("guest reads PCR 4 = %x", got)
 	}
 	rsp, err := c.PCRs(u1, []int{4, 17})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rsp.PCRs["sha256"]["4"] != hex.EncodeToString(fresh(tpmfront.SHA256, "kernel")) {
+	if rsp.PCRs["sha256"]["4"] != hex.EncodeToString(fresh(pcrbank.SHA256, "kernel")) {
 		t.Fatalf("host reads %v", rsp.PCRs)
 	}
 	// libtpms after Startup(CLEAR): PCR 17 all ones (design notes).
@@ -663,8 +663,8 @@ func TestLoaderGuestRestore(t *testing.T) {
 	os.RemoveAll(filepath.Join(e.root, "run"))
 	m2 := e.manager()
 	_, tg := e.guest(m2, 4, u1) // no device model, no boot request
-	if got := pcr(t, tg, 4, tpmfront.SHA256); !bytes.Equal(got, fresh(tpmfront.SHA256, "kernel")) {
-		t.Fatalf("restored loader guest's PCR 4 = %x, want %x", got, fresh(tpmfront.SHA256, "kernel"))
+	if got := pcr(t, tg, 4, pcrbank.SHA256); !bytes.Equal(got, fresh(pcrbank.SHA256, "kernel")) {
+		t.Fatalf("restored loader guest's PCR 4 = %x, want %x", got, fresh(pcrbank.SHA256, "kernel"))
 	}
 }
 
