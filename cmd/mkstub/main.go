@@ -79,27 +79,37 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// config is mkstub's command line.
+type config struct {
+	kernel, modules, outDir, initPath, initPkg, srcDir, modList, vtpmBack, disk string
+	noMods, showVer                                                             bool
+	extra                                                                       stringList
+}
+
+func newFlags(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("mkstub", flag.ContinueOnError)
-	// Parse errors are reported below in the --flag spelling users type;
-	// the flag package's own says "-flag".
+	// Parse errors are reported in the --flag spelling users type; the
+	// flag package's own says "-flag".
 	fs.SetOutput(io.Discard)
-	var (
-		kernel   = fs.String("kernel", "", "kernel image `VMLINUZ` to boot the stub with (e.g. /boot/vmlinuz-$(uname -r))")
-		modules  = fs.String("modules", "", "the kernel's modules, `DIR` = /lib/modules/<release> (must hold modules.dep)")
-		noMods   = fs.Bool("no-modules", false, "pack no kernel modules (a kernel with everything built in)")
-		outDir   = fs.String("o", "", "output `DIR` (created if missing)")
-		initPath = fs.String("init", "", "prebuilt static `PATH` packed as /init (default: see above)")
-		initPkg  = fs.String("init-package", "", "Go `PACKAGE` built as /init with go, in --src (default "+images.DefaultInitPackage+")")
-		srcDir   = fs.String("src", "", "vtpmboot source tree `DIR` that go build runs in")
-		modList  = fs.String("module-list", strings.Join(images.DefaultModules, ","), "comma-separated kernel `MODULES` to pack (dependencies are added)")
-		vtpmBack = fs.String("vtpm-backend", "", "`DOMAIN` serving the guest's vTPM in the example xl config (default Domain-0, where vtpmback runs)")
-		disk     = fs.String("disk", "format=raw, vdev=xvda, access=rw, target=/dev/vg0/guest", "guest disk `SPEC` for the example xl configs")
-		showVer  = fs.Bool("version", false, "print the version and exit")
-		extra    stringList
-	)
-	fs.StringVar(outDir, "output", "", "output `DIR` (same as -o)")
-	fs.Var(&extra, "add", "extra file `HOSTPATH:ARCHIVEPATH` for the initramfs (repeatable)")
+	fs.StringVar(&c.kernel, "kernel", "", "kernel image `VMLINUZ` to boot the stub with (e.g. /boot/vmlinuz-$(uname -r))")
+	fs.StringVar(&c.modules, "modules", "", "the kernel's modules, `DIR` = /lib/modules/<release> (must hold modules.dep)")
+	fs.BoolVar(&c.noMods, "no-modules", false, "pack no kernel modules (a kernel with everything built in)")
+	fs.StringVar(&c.outDir, "o", "", "output `DIR` (created if missing)")
+	fs.StringVar(&c.initPath, "init", "", "prebuilt static `PATH` packed as /init (default: see above)")
+	fs.StringVar(&c.initPkg, "init-package", "", "Go `PACKAGE` built as /init with go, in --src (default "+images.DefaultInitPackage+")")
+	fs.StringVar(&c.srcDir, "src", "", "vtpmboot source tree `DIR` that go build runs in")
+	fs.StringVar(&c.modList, "module-list", strings.Join(images.DefaultModules, ","), "comma-separated kernel `MODULES` to pack (dependencies are added)")
+	fs.StringVar(&c.vtpmBack, "vtpm-backend", "", "`DOMAIN` serving the guest's vTPM in the example xl config (default Domain-0, where vtpmback runs)")
+	fs.StringVar(&c.disk, "disk", "format=raw, vdev=xvda, access=rw, target=/dev/vg0/guest", "guest disk `SPEC` for the example xl configs")
+	fs.BoolVar(&c.showVer, "version", false, "print the version and exit")
+	fs.StringVar(&c.outDir, "output", "", "output `DIR` (same as -o)")
+	fs.Var(&c.extra, "add", "extra file `HOSTPATH:ARCHIVEPATH` for the initramfs (repeatable)")
+	return fs
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var c config
+	fs := newFlags(&c)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, usage, installedInit())
@@ -109,55 +119,60 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mkstub: %s (see --help)\n", flagError(err))
 		return exitUsage
 	}
-	if *showVer {
+	if c.showVer {
 		fmt.Fprintln(stdout, versionLine())
 		return exitOK
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "mkstub: "+format+"\n", a...)
+	o, err := c.options(ctx, fs.Args())
+	if err != nil {
+		fmt.Fprintf(stderr, "mkstub: %v\n", err)
 		return exitUsage
 	}
-	if fs.NArg() != 0 {
-		return usageErr("unexpected arguments %q (see --help)", fs.Args())
-	}
-	if *kernel == "" || *outDir == "" {
-		return usageErr("--kernel and -o DIR are required (see --help)")
-	}
-	if (*modules == "") == !*noMods {
-		return usageErr("give exactly one of --modules DIR and --no-modules")
-	}
-	if err := checkKernel(*kernel); err != nil {
-		return usageErr("%v", err)
-	}
-	o := images.StubOptions{ModulesDir: *modules}
-	if *modules != "" {
-		if _, err := os.Stat(filepath.Join(*modules, "modules.dep")); err != nil {
-			return usageErr("modules directory %s: %v", *modules, images.ErrNoModulesDep)
-		}
-		o.Modules = splitList(*modList)
-	}
-	var err error
-	if o.Extra, err = extraFiles(extra); err != nil {
-		return usageErr("%v", err)
-	}
-
-	init, err := chooseInit(*initPath, *initPkg, *srcDir)
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	// A prebuilt /init is an input: refuse a wrong one before building.
-	if p, ok := init.(images.Prebuilt); ok {
-		if _, err := p.Binary(ctx); err != nil {
-			return usageErr("%v", err)
-		}
-	}
-	o.Init = init
-	fmt.Fprintf(stdout, "init: %s\n", init)
-	if err := build(ctx, o, *kernel, *outDir, *vtpmBack, *disk, stdout); err != nil {
+	fmt.Fprintf(stdout, "init: %s\n", o.Init)
+	if err := build(ctx, o, c.kernel, c.outDir, c.vtpmBack, c.disk, stdout); err != nil {
 		fmt.Fprintf(stderr, "mkstub: %v\n", err)
 		return exitBuild
 	}
 	return exitOK
+}
+
+// options checks the command line and resolves it into what the
+// builder takes; its errors are usage errors.
+func (c *config) options(ctx context.Context, rest []string) (images.StubOptions, error) {
+	o := images.StubOptions{ModulesDir: c.modules}
+	switch {
+	case len(rest) != 0:
+		return o, fmt.Errorf("unexpected arguments %q (see --help)", rest)
+	case c.kernel == "" || c.outDir == "":
+		return o, errors.New("--kernel and -o DIR are required (see --help)")
+	case (c.modules == "") == !c.noMods:
+		return o, errors.New("give exactly one of --modules DIR and --no-modules")
+	}
+	if err := checkKernel(c.kernel); err != nil {
+		return o, err
+	}
+	if c.modules != "" {
+		if _, err := os.Stat(filepath.Join(c.modules, "modules.dep")); err != nil {
+			return o, fmt.Errorf("modules directory %s: %v", c.modules, images.ErrNoModulesDep)
+		}
+		o.Modules = splitList(c.modList)
+	}
+	var err error
+	if o.Extra, err = extraFiles(c.extra); err != nil {
+		return o, err
+	}
+	init, err := chooseInit(c.initPath, c.initPkg, c.srcDir)
+	if err != nil {
+		return o, err
+	}
+	// A prebuilt /init is an input: refuse a wrong one before building.
+	if p, ok := init.(images.Prebuilt); ok {
+		if _, err := p.Binary(ctx); err != nil {
+			return o, err
+		}
+	}
+	o.Init = init
+	return o, nil
 }
 
 func checkKernel(path string) error {

@@ -18,7 +18,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/host/vtpmctl"
 	"github.com/vtpmboot/vtpmboot/host/xen/tpmback"
 	"github.com/vtpmboot/vtpmboot/host/xen/xendom"
+	"github.com/vtpmboot/vtpmboot/host/xenver"
 	"github.com/vtpmboot/vtpmboot/xen/xenstore"
 )
 
@@ -201,8 +201,25 @@ func serve(o *options, logger *log.Logger) error {
 		return err
 	}
 	defer m.Close()
-	root := fmt.Sprintf("/local/domain/%d/backend/vtpm", o.domid)
-	b := &tpmback.Backend{
+	b := backend(xs, m, fmt.Sprintf("/local/domain/%d/backend/vtpm", o.domid), logger)
+	defer b.Close()
+	l, err := vtpmctl.Listen(o.control)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv := &vtpmctl.Server{Handler: m, Logf: logger.Printf}
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- srv.Serve(ctx, l) }()
+	logger.Printf("serving %s (control socket %s)", b.Root, o.control)
+	warnToolstack(ctx, logger)
+	return loop(ctx, xs, m, b, ctlDone, logger)
+}
+
+// backend serves every vtpm device under root through the manager.
+func backend(xs *xenstore.Client, m *vtpm.Manager, root string, logger *log.Logger) *tpmback.Backend {
+	return &tpmback.Backend{
 		Store:   xs,
 		Root:    root,
 		Connect: tpmback.XenChannel,
@@ -215,26 +232,20 @@ func serve(o *options, logger *log.Logger) error {
 		},
 		Logf: logger.Printf,
 	}
-	defer b.Close()
-	l, err := vtpmctl.Listen(o.control)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	srv := &vtpmctl.Server{Handler: m, Logf: logger.Printf}
-	ctlDone := make(chan error, 1)
-	go func() { ctlDone <- srv.Serve(ctx, l) }()
-	if err := xs.Watch(root, rootToken); err != nil {
+}
+
+// loop hands each watch event to the backend, which looks at the one
+// device it names (a guest writing its own nodes costs only its own
+// device), and asks the hypervisor which domains are gone when xenstore
+// says one was released. Devices a previous vtpmback had Connected are
+// served again by the first full Step (tpmback re-maps their ring).
+func loop(ctx context.Context, xs *xenstore.Client, m *vtpm.Manager, b *tpmback.Backend, ctlDone <-chan error, logger *log.Logger) error {
+	if err := xs.Watch(b.Root, tpmback.RootToken); err != nil {
 		return err
 	}
 	if err := xs.Watch("@releaseDomain", releaseToken); err != nil {
 		return err
 	}
-	if n := reserve(xs, root, logger.Printf); n > 0 {
-		logger.Printf("re-serving %d connected device(s) a previous vtpmback served", n)
-	}
-	logger.Printf("serving %s (control socket %s)", root, o.control)
 	m.Reap()
 	b.Step()
 	if err := notifyReady(); err != nil {
@@ -257,42 +268,30 @@ func serve(o *options, logger *log.Logger) error {
 			}
 			if ev.Token == releaseToken {
 				// A domain died, shut down or was soft-reset: ask the
-				// hypervisor which of ours are really gone.
+				// hypervisor which of ours are really gone, then look at
+				// every device (their domains' trees may be gone).
 				m.Reap()
+				b.Step()
+				continue
 			}
-			b.Step()
+			b.HandleEvent(ev)
 		}
 	}
 }
 
-const (
-	rootToken    = "vtpmback-root"
-	releaseToken = "vtpmback-release"
-)
+// releaseToken tags the @releaseDomain watch.
+const releaseToken = "vtpmback-release"
 
-// reserve makes devices a previous vtpmback had Connected be served
-// again: their backend state goes back to InitWait, where Step connects
-// a Connected frontend. Linux's xen-tpmfront ignores a backend's
-// InitWait while it is Connected (backend_changed's default case), so
-// the guest keeps its ring page and event channel, which the new
-// connection maps again; its TPM (re-adopted by host/vtpm) is unchanged.
-func reserve(s tpmback.Store, root string, logf func(string, ...any)) int {
-	n := 0
-	doms, _ := s.Directory(root)
-	for _, dom := range doms {
-		devs, _ := s.Directory(root + "/" + dom)
-		for _, dev := range devs {
-			be := root + "/" + dom + "/" + dev
-			st, err := s.Read(be + "/state")
-			if err != nil || strings.TrimSpace(st) != strconv.Itoa(4) {
-				continue
-			}
-			if err := s.Write(be+"/state", "2"); err != nil {
-				logf("%s: %v", be, err)
-				continue
-			}
-			n++
-		}
+// warnToolstack says so when dom0's libxl is one that cannot soft-reset
+// an HVM guest: the stub's kexec would lose every such guest, and the
+// admin should hear it before the first one does not come back.
+func warnToolstack(ctx context.Context, logger *log.Logger) {
+	v, src, err := xenver.Toolstack(ctx)
+	if err != nil {
+		logger.Printf("toolstack version unknown (%v): cannot check it against the libxl releases that cannot kexec HVM guests", err)
+		return
 	}
-	return n
+	if verdict, why := xenver.SoftResetVerdict(v); verdict != xenver.Good {
+		logger.Printf("WARNING: %s (version from %s)", why, src)
+	}
 }

@@ -83,26 +83,6 @@ func (s mapStore) Directory(p string) ([]string, error) {
 func (s mapStore) Watch(string, string) error   { return nil }
 func (s mapStore) Unwatch(string, string) error { return nil }
 
-// After a restart, Connected devices go back to InitWait (where the
-// backend connects a Connected frontend); others are left alone.
-func TestReserveConnected(t *testing.T) {
-	root := "/local/domain/0/backend/vtpm"
-	s := mapStore{
-		root + "/7/0/state": "4", root + "/7/0/frontend": "/local/domain/7/device/vtpm/0",
-		root + "/8/0/state": "2",
-		root + "/9/0/state": "6",
-		root + "/9/1/state": "4",
-	}
-	if n := reserve(s, root, t.Logf); n != 2 {
-		t.Fatalf("re-served %d devices, want 2", n)
-	}
-	for p, want := range map[string]string{root + "/7/0/state": "2", root + "/8/0/state": "2", root + "/9/0/state": "6", root + "/9/1/state": "2"} {
-		if s[p] != want {
-			t.Errorf("%s = %s, want %s", p, s[p], want)
-		}
-	}
-}
-
 func itoa(d uint32) string { return strconv.FormatUint(uint64(d), 10) }
 
 // --provision makes the vTPM vtpmback would make at first use, once.

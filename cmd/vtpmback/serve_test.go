@@ -117,7 +117,8 @@ func (h *host) exists(d uint32) (bool, error) {
 }
 
 // vtpmback is one run of vtpmback: manager and backend, as serve()
-// builds them, after reserve().
+// builds them; a device a previous run had Connected is served again
+// by the first Step (tpmback re-maps its ring).
 func (h *host) vtpmback() (*vtpm.Manager, *tpmback.Backend) {
 	h.t.Helper()
 	m, err := vtpm.New(vtpm.Config{
@@ -147,9 +148,9 @@ func (h *host) vtpmback() (*vtpm.Manager, *tpmback.Backend) {
 		},
 		Logf: h.t.Logf,
 	}
-	reserve(h.s, beRoot, h.t.Logf)
 	m.Reap()
 	b.Step()
+	b.Settle()
 	return m, b
 }
 
@@ -164,8 +165,10 @@ func (h *host) create(b *tpmback.Backend, d uint32, uuid string) pcrbank.Target 
 		h.s[k] = v
 	}
 	b.Step()
+	b.Settle()
 	h.s[fe+"/ring-ref"], h.s[fe+"/event-channel"], h.s[fe+"/feature-protocol-v2"], h.s[fe+"/state"] = "8", "5", "1", "3"
 	b.Step()
+	b.Settle()
 	if h.s[be+"/state"] != "4" {
 		h.t.Fatalf("domain %d's device: backend state %s (error %q)", d, h.s[be+"/state"], h.s[be+"/error"])
 	}
@@ -193,6 +196,7 @@ func (h *host) destroy(b *tpmback.Backend, m *vtpm.Manager, d uint32) {
 		}
 	}
 	b.Step()
+	b.Settle()
 	h.mu.Lock()
 	h.live[d] = false
 	h.mu.Unlock()

@@ -132,6 +132,11 @@ func (b *Backend) Run(ctx context.Context, events <-chan xenstore.WatchEvent) er
 	}
 }
 
+// Settle waits until the connects and teardowns that events started
+// are done, so that the store shows their outcome: for tests, and for a
+// caller that must know a device's state before it goes on.
+func (b *Backend) Settle() { b.waitJobs() }
+
 // startJob counts a job; call with mu held.
 func (b *Backend) startJob() { b.jobs++ }
 
