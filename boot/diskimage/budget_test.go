@@ -6,7 +6,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -326,4 +328,61 @@ func TestFuzzBudgetSeesAliasing(t *testing.T) {
 		t.Errorf("stat after the fuzz budget: %v", err)
 	}
 	t.Logf("seed of %d bytes, image of %d MiB: budget %d KiB spent", len(seed), sparseExtSize>>20, img.b.metaLimit>>10)
+}
+
+// The same pattern on XFS, made with xfs_db on a real mkfs.xfs image: a
+// leaf directory of 64 KiB directory blocks whose data fork is rewritten
+// to 117 extents (all its 2048-byte inode holds) that all map one
+// directory block. Every block passes the V5 checks (its header names the
+// block it is read from, and the owner), so each lookup of a missing
+// name reads 117 x 64 KiB; no single lookup is over any bound, and the
+// disk's budget stops them after about MetadataBudget / 7.3 MiB. A B+tree
+// fork repeats this 251 times per 4 KiB bmbt block.
+func TestBudgetAliasedXFSDir(t *testing.T) {
+	testenv.NeedCommands(t, "mkfs.xfs", "xfs_db")
+	src := t.TempDir()
+	for i := range 2000 {
+		writeFile(t, filepath.Join(src, "d", fmt.Sprintf("entry-with-a-long-name-to-fill-blocks-%d", i)), nil)
+	}
+	img := mkxfs(t, src, "2G", "-n", "size=65536", "-i", "size=2048")
+	// xfs_db, not our reader, says where the first data block is.
+	first := regexp.MustCompile(`data offset 0 startblock (\d+) `).FindStringSubmatch(xfsDB(t, img, "path /d", "bmap -d"))
+	if first == nil {
+		t.Fatal("xfs_db bmap: no first data block")
+	}
+	const n = 117
+	cmds := []string{"path /d", fmt.Sprintf("write -d core.nextents %d", n), fmt.Sprintf("write -d core.size %d", n*65536)}
+	for i := range n {
+		cmds = append(cmds, fmt.Sprintf("write -d u3.bmx[%d].startoff %d", i, 16*i), "write -d u3.bmx["+fmt.Sprint(i)+"].startblock "+first[1],
+			fmt.Sprintf("write -d u3.bmx[%d].blockcount 16", i), fmt.Sprintf("write -d u3.bmx[%d].extentflag 0", i))
+	}
+	xfsPatch(t, img, cmds...)
+	// xfs_db's inode verifier objects to the aliasing (its exit status
+	// says so) but still prints the map.
+	out, _ := exec.Command("xfs_db", "-r", "-c", "path /d", "-c", "bmap -d", img).CombinedOutput()
+	if got := strings.Count(string(out), "startblock "+first[1]+" "); got != n {
+		t.Fatalf("xfs_db bmap: %d extents at block %s, want %d", got, first[1], n)
+	}
+
+	im, p := openBare(t, img)
+	perLookup := int64(n * 65536)
+	most := MetadataBudget / perLookup
+	for i := int64(0); ; i++ {
+		_, err := fs.Stat(p.FS, fmt.Sprintf("d/missing-%d", i))
+		if errors.Is(err, fs.ErrNotExist) {
+			if i > most {
+				t.Fatalf("lookup %d not refused", i+1)
+			}
+			continue
+		}
+		t.Logf("lookup %d refused (each reads %d KiB)", i+1, perLookup>>10)
+		if i < most*4/5 {
+			t.Fatalf("lookup %d refused, want about %d to fit: %v", i+1, most, err)
+		}
+		checkBudgetErr(t, err, "stat", fmt.Sprintf("d/missing-%d", i), img)
+		break
+	}
+	if meta, _ := im.WorkUsed(); meta > MetadataBudget+perLookup {
+		t.Errorf("%d bytes of metadata read", meta)
+	}
 }
