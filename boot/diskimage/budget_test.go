@@ -386,3 +386,85 @@ func TestBudgetAliasedXFSDir(t *testing.T) {
 		t.Errorf("%d bytes of metadata read", meta)
 	}
 }
+
+// FAT chains: every link is checked and a chain cannot revisit a cluster,
+// but a chain that alternates between two distant halves of the FAT makes
+// each link a fresh 4 KiB read of the FAT window: 1.2 million links (a
+// 600 MiB FAT32 volume of 512-byte clusters, its file claiming them all)
+// read 4.9 GiB of FAT to open one file. The disk's budget stops the first
+// open. mkfs.vfat makes the volume; the chain is written into the first
+// FAT as the spec lays it out, and mshowfat (mtools, not our reader)
+// confirms it.
+func TestBudgetFATChain(t *testing.T) {
+	testenv.NeedCommands(t, "mkfs.vfat", "mcopy", "mshowfat")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fat.img")
+	writeFile(t, filepath.Join(dir, "k"), []byte("hi\n"))
+	sh(t, "mkfs.vfat", "-C", "-F", "32", "-s", "1", img, "614400")
+	sh(t, "mcopy", "-i", img, filepath.Join(dir, "k"), "::/")
+	raw, err := guestdisk.ReadAt(img, 0, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := func(off, n int) int64 {
+		var v int64
+		for i := n - 1; i >= 0; i-- {
+			v = v<<8 | int64(raw[off+i])
+		}
+		return v
+	}
+	bps, res, nfats, fatSz, tot := le(11, 2), le(14, 2), le(16, 1), le(36, 4), le(32, 4)
+	if raw[13] != 1 || le(44, 4) != 2 {
+		t.Fatalf("mkfs.vfat: %d sectors per cluster, root cluster %d", raw[13], le(44, 4))
+	}
+	dataOff := (res + nfats*fatSz) * bps
+	clusters := tot - res - nfats*fatSz
+	half := (clusters - 4) / 2
+	fat := make([]byte, 4*(clusters+2))
+	put := func(c, v int64) {
+		fat[4*c], fat[4*c+1], fat[4*c+2], fat[4*c+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+	}
+	existing, err := guestdisk.ReadAt(img, res*bps, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(fat, existing) // the media entries, and the root directory's EOC at cluster 2
+	// 3, 3+half, 4, 4+half, ...: consecutive links half the FAT apart.
+	links := 2 * half
+	prev := int64(-1)
+	for i := range half {
+		for _, c := range []int64{3 + i, 3 + half + i} {
+			if prev >= 0 {
+				put(prev, c)
+			}
+			prev = c
+		}
+	}
+	put(prev, 0x0FFFFFFF)
+	guestdisk.Patch(img, res*bps, fat)
+	// The root directory entry of K: first cluster 3, size covering every link.
+	root, err := guestdisk.ReadAt(img, dataOff, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ent := strings.Index(string(root), "K          ")
+	if ent < 0 || ent%32 != 0 {
+		t.Fatalf("no directory entry for K in the root directory")
+	}
+	size := links * bps
+	guestdisk.Patch(img, dataOff+int64(ent)+20, []byte{0, 0})
+	guestdisk.Patch(img, dataOff+int64(ent)+26, []byte{3, 0, byte(size), byte(size >> 8), byte(size >> 16), byte(size >> 24)})
+	show := sh(t, "sh", "-c", "mshowfat -i "+img+" ::k | head -c 60")
+	if want := fmt.Sprintf("::/k <3> <%d> <4> <%d>", 3+half, 4+half); !strings.HasPrefix(show, want) {
+		t.Fatalf("mshowfat: %q, want it to start %q", show, want)
+	}
+
+	im, p := openBare(t, img)
+	start := time.Now()
+	_, err = p.FS.Open("k")
+	t.Logf("open of a %d-link alternating chain refused after %v", links, time.Since(start))
+	checkBudgetErr(t, err, "open", "k", img)
+	if meta, _ := im.WorkUsed(); meta > MetadataBudget+8192 {
+		t.Errorf("%d bytes of metadata read", meta)
+	}
+}
