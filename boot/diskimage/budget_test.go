@@ -6,7 +6,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -326,4 +328,143 @@ func TestFuzzBudgetSeesAliasing(t *testing.T) {
 		t.Errorf("stat after the fuzz budget: %v", err)
 	}
 	t.Logf("seed of %d bytes, image of %d MiB: budget %d KiB spent", len(seed), sparseExtSize>>20, img.b.metaLimit>>10)
+}
+
+// The same pattern on XFS, made with xfs_db on a real mkfs.xfs image: a
+// leaf directory of 64 KiB directory blocks whose data fork is rewritten
+// to 117 extents (all its 2048-byte inode holds) that all map one
+// directory block. Every block passes the V5 checks (its header names the
+// block it is read from, and the owner), so each lookup of a missing
+// name reads 117 x 64 KiB; no single lookup is over any bound, and the
+// disk's budget stops them after about MetadataBudget / 7.3 MiB. A B+tree
+// fork repeats this 251 times per 4 KiB bmbt block.
+func TestBudgetAliasedXFSDir(t *testing.T) {
+	testenv.NeedCommands(t, "mkfs.xfs", "xfs_db")
+	src := t.TempDir()
+	for i := range 2000 {
+		writeFile(t, filepath.Join(src, "d", fmt.Sprintf("entry-with-a-long-name-to-fill-blocks-%d", i)), nil)
+	}
+	img := mkxfs(t, src, "2G", "-n", "size=65536", "-i", "size=2048")
+	// xfs_db, not our reader, says where the first data block is.
+	first := regexp.MustCompile(`data offset 0 startblock (\d+) `).FindStringSubmatch(xfsDB(t, img, "path /d", "bmap -d"))
+	if first == nil {
+		t.Fatal("xfs_db bmap: no first data block")
+	}
+	const n = 117
+	cmds := []string{"path /d", fmt.Sprintf("write -d core.nextents %d", n), fmt.Sprintf("write -d core.size %d", n*65536)}
+	for i := range n {
+		cmds = append(cmds, fmt.Sprintf("write -d u3.bmx[%d].startoff %d", i, 16*i), "write -d u3.bmx["+fmt.Sprint(i)+"].startblock "+first[1],
+			fmt.Sprintf("write -d u3.bmx[%d].blockcount 16", i), fmt.Sprintf("write -d u3.bmx[%d].extentflag 0", i))
+	}
+	xfsPatch(t, img, cmds...)
+	// xfs_db's inode verifier objects to the aliasing (its exit status
+	// says so) but still prints the map.
+	out, _ := exec.Command("xfs_db", "-r", "-c", "path /d", "-c", "bmap -d", img).CombinedOutput()
+	if got := strings.Count(string(out), "startblock "+first[1]+" "); got != n {
+		t.Fatalf("xfs_db bmap: %d extents at block %s, want %d", got, first[1], n)
+	}
+
+	im, p := openBare(t, img)
+	perLookup := int64(n * 65536)
+	most := MetadataBudget / perLookup
+	for i := int64(0); ; i++ {
+		_, err := fs.Stat(p.FS, fmt.Sprintf("d/missing-%d", i))
+		if errors.Is(err, fs.ErrNotExist) {
+			if i > most {
+				t.Fatalf("lookup %d not refused", i+1)
+			}
+			continue
+		}
+		t.Logf("lookup %d refused (each reads %d KiB)", i+1, perLookup>>10)
+		if i < most*4/5 {
+			t.Fatalf("lookup %d refused, want about %d to fit: %v", i+1, most, err)
+		}
+		checkBudgetErr(t, err, "stat", fmt.Sprintf("d/missing-%d", i), img)
+		break
+	}
+	if meta, _ := im.WorkUsed(); meta > MetadataBudget+perLookup {
+		t.Errorf("%d bytes of metadata read", meta)
+	}
+}
+
+// FAT chains: every link is checked and a chain cannot revisit a cluster,
+// but a chain that alternates between two distant halves of the FAT makes
+// each link a fresh 4 KiB read of the FAT window: 1.2 million links (a
+// 600 MiB FAT32 volume of 512-byte clusters, its file claiming them all)
+// read 4.9 GiB of FAT to open one file. The disk's budget stops the first
+// open. mkfs.vfat makes the volume; the chain is written into the first
+// FAT as the spec lays it out, and mshowfat (mtools, not our reader)
+// confirms it.
+func TestBudgetFATChain(t *testing.T) {
+	testenv.NeedCommands(t, "mkfs.vfat", "mcopy", "mshowfat")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fat.img")
+	writeFile(t, filepath.Join(dir, "k"), []byte("hi\n"))
+	sh(t, "mkfs.vfat", "-C", "-F", "32", "-s", "1", img, "614400")
+	sh(t, "mcopy", "-i", img, filepath.Join(dir, "k"), "::/")
+	raw, err := guestdisk.ReadAt(img, 0, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := func(off, n int) int64 {
+		var v int64
+		for i := n - 1; i >= 0; i-- {
+			v = v<<8 | int64(raw[off+i])
+		}
+		return v
+	}
+	bps, res, nfats, fatSz, tot := le(11, 2), le(14, 2), le(16, 1), le(36, 4), le(32, 4)
+	if raw[13] != 1 || le(44, 4) != 2 {
+		t.Fatalf("mkfs.vfat: %d sectors per cluster, root cluster %d", raw[13], le(44, 4))
+	}
+	dataOff := (res + nfats*fatSz) * bps
+	clusters := tot - res - nfats*fatSz
+	half := (clusters - 4) / 2
+	fat := make([]byte, 4*(clusters+2))
+	put := func(c, v int64) {
+		fat[4*c], fat[4*c+1], fat[4*c+2], fat[4*c+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+	}
+	existing, err := guestdisk.ReadAt(img, res*bps, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(fat, existing) // the media entries, and the root directory's EOC at cluster 2
+	// 3, 3+half, 4, 4+half, ...: consecutive links half the FAT apart.
+	links := 2 * half
+	prev := int64(-1)
+	for i := range half {
+		for _, c := range []int64{3 + i, 3 + half + i} {
+			if prev >= 0 {
+				put(prev, c)
+			}
+			prev = c
+		}
+	}
+	put(prev, 0x0FFFFFFF)
+	guestdisk.Patch(img, res*bps, fat)
+	// The root directory entry of K: first cluster 3, size covering every link.
+	root, err := guestdisk.ReadAt(img, dataOff, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ent := strings.Index(string(root), "K          ")
+	if ent < 0 || ent%32 != 0 {
+		t.Fatalf("no directory entry for K in the root directory")
+	}
+	size := links * bps
+	guestdisk.Patch(img, dataOff+int64(ent)+20, []byte{0, 0})
+	guestdisk.Patch(img, dataOff+int64(ent)+26, []byte{3, 0, byte(size), byte(size >> 8), byte(size >> 16), byte(size >> 24)})
+	show := sh(t, "sh", "-c", "mshowfat -i "+img+" ::k | head -c 60")
+	if want := fmt.Sprintf("::/k <3> <%d> <4> <%d>", 3+half, 4+half); !strings.HasPrefix(show, want) {
+		t.Fatalf("mshowfat: %q, want it to start %q", show, want)
+	}
+
+	im, p := openBare(t, img)
+	start := time.Now()
+	_, err = p.FS.Open("k")
+	t.Logf("open of a %d-link alternating chain refused after %v", links, time.Since(start))
+	checkBudgetErr(t, err, "open", "k", img)
+	if meta, _ := im.WorkUsed(); meta > MetadataBudget+8192 {
+		t.Errorf("%d bytes of metadata read", meta)
+	}
 }

@@ -148,7 +148,15 @@ func (f *fatFS) next(c uint32) (uint32, error) {
 		if n < 2 {
 			return 0, fmt.Errorf("%w: cluster %d past the end of the FAT", ErrCorrupt, c)
 		}
-		w := make([]byte, n)
+		// One buffer for every window: a chain hopping between distant
+		// windows reads one per link, and allocating each was most of
+		// its cost.
+		w := f.win[:0]
+		if int64(cap(w)) < n {
+			w = make([]byte, 0, winSize+4)
+		}
+		w = w[:n]
+		f.winOff = -1
 		if err := readFull(f.r, w, f.fatOff+start); err != nil {
 			return 0, fmt.Errorf("FAT: %w", err)
 		}
