@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
@@ -198,6 +199,8 @@ type picked struct {
 	// KernelDigests and InitrdDigests are in every bank receive was
 	// given (none: nil).
 	KernelDigests, InitrdDigests tpmfront.Digests
+	// HashBusy is how long hashing took, overlapped with the reading.
+	HashBusy time.Duration
 }
 
 // receive reads the picker's answer and writes the kernel and the initrd
@@ -224,23 +227,26 @@ func receive(r io.Reader, dir string, banks []tpmfront.Alg) (*picked, error) {
 		return nil, fmt.Errorf("%w: no kernel name", errPicker)
 	}
 	var err error
-	if p.KernelPath, p.KernelDigests, err = writeFile(r, dir, "kernel", entry.MaxKernelSize, banks); err != nil {
+	var busy time.Duration
+	if p.KernelPath, p.KernelDigests, busy, err = writeFile(r, dir, "kernel", entry.MaxKernelSize, banks); err != nil {
 		return nil, err
 	}
+	p.HashBusy += busy
 	if p.Initrd != "" {
-		if p.InitrdPath, p.InitrdDigests, err = writeFile(r, dir, "ramdisk", entry.MaxInitrdTotalSize, banks); err != nil {
+		if p.InitrdPath, p.InitrdDigests, busy, err = writeFile(r, dir, "ramdisk", entry.MaxInitrdTotalSize, banks); err != nil {
 			os.Remove(p.KernelPath)
 			return nil, err
 		}
+		p.HashBusy += busy
 	}
 	return &p, nil
 }
 
-func writeFile(r io.Reader, dir, name string, limit int64, banks []tpmfront.Alg) (string, tpmfront.Digests, error) {
+func writeFile(r io.Reader, dir, name string, limit int64, banks []tpmfront.Alg) (string, tpmfront.Digests, time.Duration, error) {
 	path := dir + "/" + name
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return "", nil, fmt.Errorf("create %s: %w", path, err)
+		return "", nil, 0, fmt.Errorf("create %s: %w", path, err)
 	}
 	bw := bufio.NewWriterSize(f, chunkSize)
 	hs := newMultiHash(banks)
@@ -248,15 +254,15 @@ func writeFile(r io.Reader, dir, name string, limit int64, banks []tpmfront.Alg)
 	if err == nil {
 		err = bw.Flush()
 	}
-	d := hs.Sum()
+	d, busy := hs.Sum()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(path)
-		return "", nil, fmt.Errorf("write %s: %w", path, err)
+		return "", nil, 0, fmt.Errorf("write %s: %w", path, err)
 	}
-	return path, d, nil
+	return path, d, busy, nil
 }
 
 // Source of a written file under the guest's name for it: the event log
