@@ -72,7 +72,9 @@ demo:
 	scripts/demo.sh
 
 # Installs pcrsim, pcrsim(1) and its bash completion where Debian expects
-# them (PREFIX=/usr for a package; DESTDIR for staging), and the optional
+# them (PREFIX=/usr for a package; DESTDIR for staging), vtpmback (dom0's
+# vTPM service) with vtpmback.service and /etc/vtpmboot/vtpm.conf (kept if
+# present; uninstall leaves it and vTPM state alone), and the optional
 # hooks that write the next boot's prediction (docs/pcrsim.md, "In the
 # guest"). The hooks do nothing until /etc/default/vtpmboot-predict says so.
 PREFIX  ?= /usr/local
@@ -82,10 +84,17 @@ MANDIR  ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 SYSCONFDIR  ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SBINDIR ?= $(PREFIX)/sbin
 install:
 	mkdir -p out
 	$(GO) build -trimpath -o out/pcrsim ./cmd/pcrsim
 	install -D -m 0755 out/pcrsim $(DESTDIR)$(BINDIR)/pcrsim
+	$(GO) build -trimpath -o out/vtpmback ./cmd/vtpmback
+	install -D -m 0755 out/vtpmback $(DESTDIR)$(SBINDIR)/vtpmback
+	sed 's|@SBINDIR@|$(SBINDIR)|' packaging/systemd/vtpmback.service > out/vtpmback.service
+	install -D -m 0644 out/vtpmback.service $(DESTDIR)$(SYSTEMDUNITDIR)/vtpmback.service
+	[ -e $(DESTDIR)$(SYSCONFDIR)/vtpmboot/vtpm.conf ] || \
+	  install -D -m 0644 packaging/systemd/vtpm.conf $(DESTDIR)$(SYSCONFDIR)/vtpmboot/vtpm.conf
 	install -D -m 0644 packaging/man/pcrsim.1 $(DESTDIR)$(MANDIR)/man1/pcrsim.1
 	gzip -9nf $(DESTDIR)$(MANDIR)/man1/pcrsim.1
 	install -D -m 0644 packaging/completion/pcrsim $(DESTDIR)$(BASHCOMPDIR)/pcrsim
@@ -100,6 +109,7 @@ install:
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/pcrsim $(DESTDIR)$(MANDIR)/man1/pcrsim.1.gz \
+	  $(DESTDIR)$(SBINDIR)/vtpmback $(DESTDIR)$(SYSTEMDUNITDIR)/vtpmback.service \
 	  $(DESTDIR)$(BASHCOMPDIR)/pcrsim \
 	  $(DESTDIR)$(SYSCONFDIR)/kernel/postinst.d/zz-vtpmboot-predict \
 	  $(DESTDIR)$(SYSCONFDIR)/kernel/postrm.d/zz-vtpmboot-predict \

@@ -41,9 +41,11 @@ type Backend struct {
 	Root  string
 	// Connect maps the frontend's ring-ref and binds its event channel.
 	Connect func(frontendID, ringRef, port uint32) (Channel, error)
-	// OpenTPM gives the TPM for a device, by the uuid xl wrote (vtpm=
-	// uuid=), and says what it is for the log.
-	OpenTPM func(uuid string) (TPM, string, error)
+	// OpenTPM gives the TPM for a device of frontend domain domid
+	// (backend path be), by the uuid xl wrote (vtpm= uuid=), and says
+	// what it is for the log. The domid lets the TPM's owner tell one
+	// boot from the next (host/vtpm).
+	OpenTPM func(domid uint32, be, uuid string) (TPM, string, error)
 	Logf    func(format string, args ...any)
 
 	mu      sync.Mutex
@@ -197,7 +199,7 @@ func (b *Backend) connect(d *device) error {
 	if err != nil {
 		return fmt.Errorf("read uuid: %w", err)
 	}
-	tpm, what, err := b.OpenTPM(strings.TrimSpace(uuid))
+	tpm, what, err := b.OpenTPM(d.feID, d.be, strings.TrimSpace(uuid))
 	if err != nil {
 		return err
 	}

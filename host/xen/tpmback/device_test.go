@@ -110,8 +110,11 @@ func TestBackendLifecycle(t *testing.T) {
 			chans = append(chans, c)
 			return c, nil
 		},
-		OpenTPM: func(uuid string) (TPM, string, error) { opened = append(opened, uuid); return &echoTPM{}, "echo", nil },
-		Logf:    func(f string, a ...any) { logs = append(logs, f) },
+		OpenTPM: func(_ uint32, _, uuid string) (TPM, string, error) {
+			opened = append(opened, uuid)
+			return &echoTPM{}, "echo", nil
+		},
+		Logf: func(f string, a ...any) { logs = append(logs, f) },
 	}
 	state := func() string { v, _ := s.Read(be + "/state"); return v }
 
@@ -197,7 +200,7 @@ func TestBackendConnectFailures(t *testing.T) {
 		s := &memStore{data: map[string]string{}, watches: map[string]bool{}}
 		b := &Backend{Store: s, Root: "/local/domain/0/backend/vtpm",
 			Connect: func(id, ref, port uint32) (Channel, error) { return newMemChannel(), nil },
-			OpenTPM: func(string) (TPM, string, error) {
+			OpenTPM: func(uint32, string, string) (TPM, string, error) {
 				if tc.openErr != nil {
 					return nil, "", tc.openErr
 				}
