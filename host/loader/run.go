@@ -94,13 +94,17 @@ func Run(a *Args, env Env) (*Result, error) {
 		return nil, refuse("output directory", err)
 	}
 	m := env.Measurer
-	if m == nil && a.VTPMSocketDir != "" {
+	switch {
+	case m != nil:
+	case a.VTPMSocketDir != "":
 		m = SocketDir{Dir: a.VTPMSocketDir}
+	case a.VTPMUUID != "":
+		m = VTPMBack{Socket: a.VTPMBackSocket, Banks: a.VTPMBanks}
 	}
 	// Before the disk is read, as the stub opens its TPM first: a boot
 	// that cannot be measured is refused without touching the disk.
 	if m == nil && a.Opts.TPM == config.TPMRequired {
-		return nil, refuse("no vTPM", fmt.Errorf("%w for domain %d: give bootloader_args [\"--vtpm-uuid=UUID\", \"--vtpm-socket-dir=DIR\"] for an swtpm at DIR/UUID.sock (vtpmboot.tpm=required; to boot unmeasured add \"vtpmboot.tpm=optional\")", ErrNoVTPM, a.DomID))
+		return nil, refuse("no vTPM", fmt.Errorf("%w for domain %d: give bootloader_args [\"--vtpm-uuid=UUID\"] for the vTPM vtpmback serves (the uuid of the config's vtpm= line), with \"--vtpm-socket-dir=DIR\" for an swtpm at DIR/UUID.sock (vtpmboot.tpm=required; to boot unmeasured add \"vtpmboot.tpm=optional\")", ErrNoVTPM, a.DomID))
 	}
 	res := &Result{}
 	// The vTPM first, as the stub opens its TPM before it reads a disk: a
@@ -180,9 +184,21 @@ func Run(a *Args, env Env) (*Result, error) {
 		}
 		res.Measured = mr
 		say("measured into vTPM %s (%v, banks %v)", a.VTPMUUID, mr.Version, mr.Banks)
-		if a.StateDir != "" {
-			if err := keepLog(a.StateDir, a.VTPMUUID, mr); err != nil {
-				say("warning: event log not kept: %v", err)
+		var log bytes.Buffer
+		if err := eventlog.Write(&log, eventlog.FormatFor(mr.Version), mr.Banks, mr.Measurements); err != nil {
+			say("warning: event log: %v", err)
+		} else {
+			// The log is a copy for verifiers; the PCRs are the record,
+			// so failing to store it does not stop the boot.
+			if lp, ok := sess.(interface{ PutLog([]byte) error }); ok {
+				if err := lp.PutLog(log.Bytes()); err != nil {
+					say("warning: event log not handed to vtpmback: %v", err)
+				}
+			}
+			if a.StateDir != "" {
+				if err := keepLog(a.StateDir, a.VTPMUUID, log.Bytes()); err != nil {
+					say("warning: event log not kept: %v", err)
+				}
 			}
 		}
 	}
@@ -256,11 +272,7 @@ func writeOutput(path string, p *picked) error {
 
 // keepLog stores the boot's TCG event log as StateDir/<uuid>.log, the
 // copy a verifier or vtpmback's event-log channel reads.
-func keepLog(dir, uuid string, m *Measured) error {
-	var b bytes.Buffer
-	if err := eventlog.Write(&b, eventlog.FormatFor(m.Version), m.Banks, m.Measurements); err != nil {
-		return err
-	}
+func keepLog(dir, uuid string, log []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -268,7 +280,7 @@ func keepLog(dir, uuid string, m *Measured) error {
 	if err != nil {
 		return err
 	}
-	if _, err := tmp.Write(b.Bytes()); err != nil {
+	if _, err := tmp.Write(log); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
 		return err
