@@ -169,9 +169,12 @@ func writeBlob(w io.Writer, r io.Reader) error {
 var errPicker = errors.New("disk reader sent a malformed answer")
 
 // readBlob copies one framed blob to w, refusing more than limit bytes.
+// Each chunk is read whole and written in one call, so that the hashers
+// behind w get a few large writes, not one per 32 KiB.
 func readBlob(r io.Reader, w io.Writer, limit int64) (int64, error) {
 	var total int64
 	var n4 [4]byte
+	var buf []byte
 	for {
 		if _, err := io.ReadFull(r, n4[:]); err != nil {
 			return total, fmt.Errorf("%w: %v", errPicker, err)
@@ -183,8 +186,14 @@ func readBlob(r io.Reader, w io.Writer, limit int64) (int64, error) {
 		if n > chunkSize || total+n > limit {
 			return total, fmt.Errorf("%w: more than %d bytes", errPicker, limit)
 		}
-		if _, err := io.CopyN(w, r, n); err != nil {
+		if int64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
 			return total, fmt.Errorf("%w: %v", errPicker, err)
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			return total, err
 		}
 		total += n
 	}
