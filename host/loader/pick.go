@@ -257,12 +257,9 @@ func writeFile(r io.Reader, dir, name string, limit int64, banks []tpmfront.Alg)
 	if err != nil {
 		return "", nil, 0, fmt.Errorf("create %s: %w", path, err)
 	}
-	bw := bufio.NewWriterSize(f, chunkSize)
+	// readBlob writes whole chunks: no buffering needed.
 	hs := newMultiHash(banks)
-	_, err = readBlob(r, io.MultiWriter(bw, hs), limit)
-	if err == nil {
-		err = bw.Flush()
-	}
+	_, err = readBlob(r, io.MultiWriter(f, hs), limit)
 	d, busy := hs.Sum()
 	if cerr := f.Close(); err == nil {
 		err = cerr
