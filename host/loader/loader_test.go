@@ -488,7 +488,7 @@ func TestLoaderRestricted(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
-	if want := fmt.Sprintf("disk read by uid %d, capabilities 0000000000000000", uid); !strings.Contains(r.stdout, want) {
+	if want := fmt.Sprintf("disk read by uid %d, capabilities 0000000000000000, data limit 1024 MiB, CPU limit 60 s", uid); !strings.Contains(r.stdout, want) {
 		t.Errorf("stdout lacks %q: %s", want, r.stdout)
 	}
 	out := parseSimple0(t, r.output)

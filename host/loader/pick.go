@@ -15,6 +15,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"golang.org/x/sys/unix"
 )
 
 // The picker is the part of the loader that parses the guest's disk: it
@@ -45,6 +46,9 @@ type pickHeader struct {
 	// check that restricted mode took effect.
 	UID    int
 	CapEff string
+	// DataLimit and CPULimit are its RLIMIT_DATA (bytes) and RLIMIT_CPU
+	// (seconds), for the log.
+	DataLimit, CPULimit uint64
 }
 
 // Frames: the header (JSON) and each blob are sent as chunks of a u32
@@ -65,6 +69,13 @@ func pick(disk *os.File, req pickRequest, w io.Writer) error {
 		hdr = pickHeader{Error: err.Error()}
 	}
 	hdr.UID, hdr.CapEff = os.Getuid(), capEff()
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_DATA, &rl) == nil {
+		hdr.DataLimit = rl.Cur
+	}
+	if unix.Getrlimit(unix.RLIMIT_CPU, &rl) == nil {
+		hdr.CPULimit = rl.Cur
+	}
 	b, err2 := json.Marshal(hdr)
 	if err2 != nil {
 		return err2

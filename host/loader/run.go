@@ -157,7 +157,7 @@ func Run(a *Args, env Env) (*Result, error) {
 	if a.RunAs >= 0 && (p.UID != a.RunAs || p.CapEff != "0000000000000000") {
 		return nil, refuse("restricted mode", fmt.Errorf("the disk reader ran as uid %d with capabilities %q, not as uid %d with none", p.UID, p.CapEff, a.RunAs))
 	}
-	say("disk read by uid %d, capabilities %s", p.UID, p.CapEff)
+	say("disk read by uid %d, capabilities %s, data limit %d MiB, CPU limit %d s", p.UID, p.CapEff, p.DataLimit>>20, p.CPULimit)
 	say("domain %d: %s; kernel %s, initrd %s", a.DomID, p.Reason, p.Kernel, orNone(p.Initrd))
 	say("cmdline: %q", p.Cmdline)
 	if sess != nil {
