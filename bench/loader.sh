@@ -112,8 +112,8 @@ l4=$(median "$work/loader4.t")
 printf '%-66s %9s ms\n' "vtpmboot-loader, swtpm TPM 2.0 provisioned by swtpm_setup (sha256)" "$lm"
 printf '%-66s %9s ms\n' "vtpmboot-loader, swtpm TPM 2.0 unprovisioned (4 banks)" "$l4"
 [ -n "$runas" ] && printf '%-66s %9s ms\n' "vtpmboot-loader --runas=$runas (restricted, sha256)" "$(median "$work/restricted.t")"
-echo "loader split, sha256 (median): read+hash while reading $(col "$work/phases" 1) ms, rest of the plan $(col "$work/phases" 2) ms, TPM $(col "$work/phases" 3) ms (the rest: process start, output)"
-echo "loader split, 4 banks (median): read+hash while reading $(col "$work/phases4" 1) ms, rest of the plan $(col "$work/phases4" 2) ms, TPM $(col "$work/phases4" 3) ms"
+echo "loader split, sha256 (median): reading $(col "$work/phases" 1) ms (wall, hashing overlapped), hashing $(col "$work/phases" 2) ms (slowest bank busy), TPM $(col "$work/phases" 3) ms; the rest is process start and output"
+echo "loader split, 4 banks (median): reading $(col "$work/phases4" 1) ms, hashing $(col "$work/phases4" 2) ms, TPM $(col "$work/phases4" 3) ms"
 ratio=$(awk -v l="$lm" -v p="$pm" 'BEGIN{ if (p>0) printf "%.2f", l/p; else print "inf" }')
 ratio4=$(awk -v l="$l4" -v p="$pm" 'BEGIN{ if (p>0) printf "%.2f", l/p; else print "inf" }')
 echo "ratio loader/pygrub: $ratio with sha256 (target <= 0.5), $ratio4 with 4 banks"

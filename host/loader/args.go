@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/vtpmboot/vtpmboot/config"
+	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
 // Args is one invocation of the loader.
@@ -47,8 +48,12 @@ type Args struct {
 	// Warnings are the options parser's (unknown vtpmboot.* keys).
 	Warnings []string
 	// VTPMUUID is the guest's vTPM (--vtpm-uuid=); VTPMSocketDir the
-	// directory of admin-started swtpms (--vtpm-socket-dir=).
-	VTPMUUID, VTPMSocketDir string
+	// directory of admin-started swtpms (--vtpm-socket-dir=); without
+	// it the vTPM is vtpmback's, reached through its control socket
+	// (--vtpmback-socket=, default vtpmctl.DefaultSocket).
+	VTPMUUID, VTPMSocketDir, VTPMBackSocket string
+	// VTPMBanks are the vtpmback vTPM's banks (--vtpm-banks=).
+	VTPMBanks []pcrbank.Alg
 	// StateDir keeps a copy of each boot's event log per vTPM
 	// (--state-dir=, default DefaultStateDir); "" disables it.
 	StateDir string
@@ -153,6 +158,16 @@ func ParseArgs(argv []string) (*Args, error) {
 		case "--vtpm-socket-dir":
 			err = needVal()
 			a.VTPMSocketDir = val
+		case "--vtpmback-socket":
+			err = needVal()
+			a.VTPMBackSocket = val
+		case "--vtpm-banks":
+			if err = needVal(); err == nil {
+				var perr error
+				if a.VTPMBanks, perr = pcrbank.ParseAlgList(val); perr != nil {
+					err = usage("--vtpm-banks=%q: %v", val, perr)
+				}
+			}
 		case "--state-dir":
 			a.StateDir = val
 		case "--vdev":
@@ -201,6 +216,12 @@ func ParseArgs(argv []string) (*Args, error) {
 	}
 	if a.VTPMSocketDir != "" && a.VTPMUUID == "" {
 		return nil, usage("--vtpm-socket-dir needs --vtpm-uuid= (the swtpm is DIR/UUID.sock)")
+	}
+	if a.VTPMSocketDir != "" && (a.VTPMBackSocket != "" || a.VTPMBanks != nil) {
+		return nil, usage("--vtpm-socket-dir (an admin's swtpm) and --vtpmback-socket/--vtpm-banks (vtpmback's vTPM) exclude each other")
+	}
+	if a.VTPMUUID == "" && (a.VTPMBackSocket != "" || a.VTPMBanks != nil) {
+		return nil, usage("--vtpmback-socket and --vtpm-banks need --vtpm-uuid=")
 	}
 	return a, nil
 }

@@ -108,6 +108,12 @@ func runPicker(exe string, disk *os.File, uid int, req pickRequest, consume func
 	if err != nil {
 		return nil, err
 	}
+	// A pipe holds 64 KiB by default: the picker would stop after each
+	// sixteenth of a chunk. 1 MiB is /proc/sys/fs/pipe-max-size's default;
+	// a smaller maximum only costs speed.
+	if f, ok := out.(*os.File); ok {
+		unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, chunkSize)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if uid >= 0 {
 		// Group: the uid's number too, a group that owns nothing in a

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/vtpmboot/vtpmboot/boot/eventlog"
 	"github.com/vtpmboot/vtpmboot/internal/contract"
 	"github.com/vtpmboot/vtpmboot/internal/fakekernel"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
@@ -298,15 +299,46 @@ func TestLoaderMeasures(t *testing.T) {
 					if extra == "" {
 						checkPcrsim(t, img, got)
 					}
-					if st, err := os.Stat(filepath.Join(state, uuid+".log")); err != nil || st.Size() == 0 {
-						t.Errorf("event log copy: %v", err)
-					}
+					checkLog(t, filepath.Join(state, uuid+".log"), got)
 					// A second boot on the same un-reset vTPM is refused,
 					// not measured on top of the first.
 					x2 := newXL(t, 8)
 					r = x2.run(t, x2.argv(extra, 0, []string{"--vtpm-uuid=" + uuid, "--vtpm-socket-dir=" + socketDir(t, in, uuid), "--state-dir="}, img))
 					checkRefusal(t, x2, r, "is not zero")
 				})
+			}
+		}
+	}
+}
+
+// checkLog replays the kept event log into a software bank: it must give
+// the swtpm's PCRs.
+func checkLog(t *testing.T, path string, got map[string]map[string]string) {
+	t.Helper()
+	l, err := eventlog.ReadFile(path)
+	if err != nil {
+		t.Fatalf("event log copy: %v", err)
+	}
+	var banks []pcrbank.Alg
+	for b := range got {
+		a, err := pcrbank.ParseAlg(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		banks = append(banks, a)
+	}
+	soft, err := pcrbank.NewSoft(banks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Replay(soft); err != nil {
+		t.Fatalf("replay %s: %v", path, err)
+	}
+	for _, a := range banks {
+		for _, pcr := range []int{4, 5} {
+			v, _ := soft.ReadPCR(pcr, a)
+			if hex.EncodeToString(v) != got[bankName(a)][fmt.Sprint(pcr)] {
+				t.Errorf("event log replays PCR %d %v to %x, the swtpm has %s", pcr, a, v, got[bankName(a)][fmt.Sprint(pcr)])
 			}
 		}
 	}
@@ -456,7 +488,7 @@ func TestLoaderRestricted(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
-	if want := fmt.Sprintf("disk read by uid %d, capabilities 0000000000000000", uid); !strings.Contains(r.stdout, want) {
+	if want := fmt.Sprintf("disk read by uid %d, capabilities 0000000000000000, data limit 1024 MiB, CPU limit 60 s", uid); !strings.Contains(r.stdout, want) {
 		t.Errorf("stdout lacks %q: %s", want, r.stdout)
 	}
 	out := parseSimple0(t, r.output)

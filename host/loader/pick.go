@@ -10,6 +10,9 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vtpmboot/vtpmboot/boot/entry"
 	"github.com/vtpmboot/vtpmboot/boot/measure"
@@ -44,6 +47,9 @@ type pickHeader struct {
 	// check that restricted mode took effect.
 	UID    int
 	CapEff string
+	// DataLimit and CPULimit are its RLIMIT_DATA (bytes) and RLIMIT_CPU
+	// (seconds), for the log.
+	DataLimit, CPULimit uint64
 }
 
 // Frames: the header (JSON) and each blob are sent as chunks of a u32
@@ -64,6 +70,13 @@ func pick(disk *os.File, req pickRequest, w io.Writer) error {
 		hdr = pickHeader{Error: err.Error()}
 	}
 	hdr.UID, hdr.CapEff = os.Getuid(), capEff()
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_DATA, &rl) == nil {
+		hdr.DataLimit = rl.Cur
+	}
+	if unix.Getrlimit(unix.RLIMIT_CPU, &rl) == nil {
+		hdr.CPULimit = rl.Cur
+	}
 	b, err2 := json.Marshal(hdr)
 	if err2 != nil {
 		return err2
@@ -168,9 +181,12 @@ func writeBlob(w io.Writer, r io.Reader) error {
 var errPicker = errors.New("disk reader sent a malformed answer")
 
 // readBlob copies one framed blob to w, refusing more than limit bytes.
+// Each chunk is read whole and written in one call, so that the hashers
+// behind w get a few large writes, not one per 32 KiB.
 func readBlob(r io.Reader, w io.Writer, limit int64) (int64, error) {
 	var total int64
 	var n4 [4]byte
+	var buf []byte
 	for {
 		if _, err := io.ReadFull(r, n4[:]); err != nil {
 			return total, fmt.Errorf("%w: %v", errPicker, err)
@@ -182,8 +198,14 @@ func readBlob(r io.Reader, w io.Writer, limit int64) (int64, error) {
 		if n > chunkSize || total+n > limit {
 			return total, fmt.Errorf("%w: more than %d bytes", errPicker, limit)
 		}
-		if _, err := io.CopyN(w, r, n); err != nil {
+		if int64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
 			return total, fmt.Errorf("%w: %v", errPicker, err)
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			return total, err
 		}
 		total += n
 	}
@@ -198,6 +220,8 @@ type picked struct {
 	// KernelDigests and InitrdDigests are in every bank receive was
 	// given (none: nil).
 	KernelDigests, InitrdDigests pcrbank.Digests
+	// HashBusy is how long hashing took, overlapped with the reading.
+	HashBusy time.Duration
 }
 
 // receive reads the picker's answer and writes the kernel and the initrd
@@ -224,39 +248,39 @@ func receive(r io.Reader, dir string, banks []pcrbank.Alg) (*picked, error) {
 		return nil, fmt.Errorf("%w: no kernel name", errPicker)
 	}
 	var err error
-	if p.KernelPath, p.KernelDigests, err = writeFile(r, dir, "kernel", entry.MaxKernelSize, banks); err != nil {
+	var busy time.Duration
+	if p.KernelPath, p.KernelDigests, busy, err = writeFile(r, dir, "kernel", entry.MaxKernelSize, banks); err != nil {
 		return nil, err
 	}
+	p.HashBusy += busy
 	if p.Initrd != "" {
-		if p.InitrdPath, p.InitrdDigests, err = writeFile(r, dir, "ramdisk", entry.MaxInitrdTotalSize, banks); err != nil {
+		if p.InitrdPath, p.InitrdDigests, busy, err = writeFile(r, dir, "ramdisk", entry.MaxInitrdTotalSize, banks); err != nil {
 			os.Remove(p.KernelPath)
 			return nil, err
 		}
+		p.HashBusy += busy
 	}
 	return &p, nil
 }
 
-func writeFile(r io.Reader, dir, name string, limit int64, banks []pcrbank.Alg) (string, pcrbank.Digests, error) {
+func writeFile(r io.Reader, dir, name string, limit int64, banks []pcrbank.Alg) (string, pcrbank.Digests, time.Duration, error) {
 	path := dir + "/" + name
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return "", nil, fmt.Errorf("create %s: %w", path, err)
+		return "", nil, 0, fmt.Errorf("create %s: %w", path, err)
 	}
-	bw := bufio.NewWriterSize(f, chunkSize)
+	// readBlob writes whole chunks: no buffering needed.
 	hs := newMultiHash(banks)
-	_, err = readBlob(r, io.MultiWriter(bw, hs), limit)
-	if err == nil {
-		err = bw.Flush()
-	}
-	d := hs.Sum()
+	_, err = readBlob(r, io.MultiWriter(f, hs), limit)
+	d, busy := hs.Sum()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(path)
-		return "", nil, fmt.Errorf("write %s: %w", path, err)
+		return "", nil, 0, fmt.Errorf("write %s: %w", path, err)
 	}
-	return path, d, nil
+	return path, d, busy, nil
 }
 
 // Source of a written file under the guest's name for it: the event log

@@ -35,9 +35,9 @@ type Result struct {
 	Picked   *picked
 	Measured *Measured // nil when booting unmeasured (vtpmboot.tpm=optional)
 	// Times of the phases, for the benchmark: reading the disk (the
-	// picker, which streams the chosen bytes to the files while the
-	// parent hashes them), the rest of the plan, and the vTPM's round
-	// trips.
+	// picker's wall time, which streams the chosen bytes to the files
+	// while the parent hashes them), hashing (the slowest bank's busy
+	// time, inside Read, plus the plan), and the vTPM's round trips.
 	Read, Hash, TPM time.Duration
 }
 
@@ -94,13 +94,17 @@ func Run(a *Args, env Env) (*Result, error) {
 		return nil, refuse("output directory", err)
 	}
 	m := env.Measurer
-	if m == nil && a.VTPMSocketDir != "" {
+	switch {
+	case m != nil:
+	case a.VTPMSocketDir != "":
 		m = SocketDir{Dir: a.VTPMSocketDir}
+	case a.VTPMUUID != "":
+		m = VTPMBack{Socket: a.VTPMBackSocket, Banks: a.VTPMBanks}
 	}
 	// Before the disk is read, as the stub opens its TPM first: a boot
 	// that cannot be measured is refused without touching the disk.
 	if m == nil && a.Opts.TPM == config.TPMRequired {
-		return nil, refuse("no vTPM", fmt.Errorf("%w for domain %d: give bootloader_args [\"--vtpm-uuid=UUID\", \"--vtpm-socket-dir=DIR\"] for an swtpm at DIR/UUID.sock (vtpmboot.tpm=required; to boot unmeasured add \"vtpmboot.tpm=optional\")", ErrNoVTPM, a.DomID))
+		return nil, refuse("no vTPM", fmt.Errorf("%w for domain %d: give bootloader_args [\"--vtpm-uuid=UUID\"] for the vTPM vtpmback serves (the uuid of the config's vtpm= line), with \"--vtpm-socket-dir=DIR\" for an swtpm at DIR/UUID.sock (vtpmboot.tpm=required; to boot unmeasured add \"vtpmboot.tpm=optional\")", ErrNoVTPM, a.DomID))
 	}
 	res := &Result{}
 	// The vTPM first, as the stub opens its TPM before it reads a disk: a
@@ -153,7 +157,7 @@ func Run(a *Args, env Env) (*Result, error) {
 	if a.RunAs >= 0 && (p.UID != a.RunAs || p.CapEff != "0000000000000000") {
 		return nil, refuse("restricted mode", fmt.Errorf("the disk reader ran as uid %d with capabilities %q, not as uid %d with none", p.UID, p.CapEff, a.RunAs))
 	}
-	say("disk read by uid %d, capabilities %s", p.UID, p.CapEff)
+	say("disk read by uid %d, capabilities %s, data limit %d MiB, CPU limit %d s", p.UID, p.CapEff, p.DataLimit>>20, p.CPULimit)
 	say("domain %d: %s; kernel %s, initrd %s", a.DomID, p.Reason, p.Kernel, orNone(p.Initrd))
 	say("cmdline: %q", p.Cmdline)
 	if sess != nil {
@@ -168,7 +172,7 @@ func Run(a *Args, env Env) (*Result, error) {
 		}
 		t := env.Now()
 		ms, err := measure.Plan(banks, in, streamed{known})
-		res.Hash = env.Now().Sub(t)
+		res.Hash = p.HashBusy + env.Now().Sub(t)
 		if err != nil {
 			return nil, refuse("measure", err)
 		}
@@ -180,9 +184,21 @@ func Run(a *Args, env Env) (*Result, error) {
 		}
 		res.Measured = mr
 		say("measured into vTPM %s (%v, banks %v)", a.VTPMUUID, mr.Version, mr.Banks)
-		if a.StateDir != "" {
-			if err := keepLog(a.StateDir, a.VTPMUUID, mr); err != nil {
-				say("warning: event log not kept: %v", err)
+		var log bytes.Buffer
+		if err := eventlog.Write(&log, eventlog.FormatFor(mr.Version), mr.Banks, mr.Measurements); err != nil {
+			say("warning: event log: %v", err)
+		} else {
+			// The log is a copy for verifiers; the PCRs are the record,
+			// so failing to store it does not stop the boot.
+			if lp, ok := sess.(interface{ PutLog([]byte) error }); ok {
+				if err := lp.PutLog(log.Bytes()); err != nil {
+					say("warning: event log not handed to vtpmback: %v", err)
+				}
+			}
+			if a.StateDir != "" {
+				if err := keepLog(a.StateDir, a.VTPMUUID, log.Bytes()); err != nil {
+					say("warning: event log not kept: %v", err)
+				}
 			}
 		}
 	}
@@ -190,8 +206,9 @@ func Run(a *Args, env Env) (*Result, error) {
 		return nil, refuse("output", err)
 	}
 	// bench/loader.sh parses this line: keep "phases read Nus hash Nus tpm Nus".
-	// read is the picker's whole run, which includes hashing the bytes
-	// as they arrive; hash is the plan after it.
+	// read is the picker's whole run (wall time), during which the bytes
+	// are hashed as they arrive; hash is the time the slowest bank spent
+	// hashing (overlapped with read) plus the plan after it.
 	say("phases read %dus hash %dus tpm %dus", res.Read.Microseconds(), res.Hash.Microseconds(), res.TPM.Microseconds())
 	ok = true
 	return res, nil
@@ -255,11 +272,7 @@ func writeOutput(path string, p *picked) error {
 
 // keepLog stores the boot's TCG event log as StateDir/<uuid>.log, the
 // copy a verifier or vtpmback's event-log channel reads.
-func keepLog(dir, uuid string, m *Measured) error {
-	var b bytes.Buffer
-	if err := eventlog.Write(&b, eventlog.FormatFor(m.Version), m.Banks, m.Measurements); err != nil {
-		return err
-	}
+func keepLog(dir, uuid string, log []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -267,7 +280,7 @@ func keepLog(dir, uuid string, m *Measured) error {
 	if err != nil {
 		return err
 	}
-	if _, err := tmp.Write(b.Bytes()); err != nil {
+	if _, err := tmp.Write(log); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
 		return err
