@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -343,5 +344,42 @@ func TestStubContentsAndSize(t *testing.T) {
 	// driver may be in the image.
 	if strings.Contains(list, "/kernel/fs/") {
 		t.Errorf("initramfs packs filesystem modules:\n%s", list)
+	}
+}
+
+// TestPrebuiltInit: a static Go binary is accepted byte for byte; the same
+// file marked for another machine, a dynamically linked program and a
+// non-ELF file are refused with ErrNotStaticInit, before any initramfs.
+func TestPrebuiltInit(t *testing.T) {
+	testenv.NeedCommands(t, "go")
+	bin, err := GoBuild{Package: targetInit, Dir: testenv.RepoRoot()}.Binary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	got, err := Prebuilt{Path: write("init", bin)}.Binary(context.Background())
+	if err != nil || !bytes.Equal(got, bin) {
+		t.Fatalf("static init: %v (same bytes: %v)", err, bytes.Equal(got, bin))
+	}
+	arm := append([]byte(nil), bin...)
+	arm[18], arm[19] = 183, 0 // e_machine = EM_AARCH64 (little-endian)
+	dyn, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"arm64": arm, "dynamic": dyn, "text": []byte("#!/bin/sh\nexec /sbin/init\n")} {
+		if _, err := (Prebuilt{Path: write(name, b)}).Binary(context.Background()); !errors.Is(err, ErrNotStaticInit) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v, want ErrNotStaticInit naming the file", name, err)
+		}
+	}
+	if _, err := (Prebuilt{Path: dir}).Binary(context.Background()); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("directory: %v", err)
 	}
 }

@@ -240,7 +240,7 @@ func TestInstalled(t *testing.T) {
 // Debian's kernel outside any source tree, the same initramfs as the tree
 // builds, and pcrsim predicts a real disk image as the contract says.
 func testCommands(t *testing.T, c *chroot, deb string) {
-	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(deb), "vtpmboot_"), "_amd64.deb")
+	version := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, "Version"))
 	for _, cmd := range []string{"pcrsim", "mkstub", "vtpmback"} {
 		out := c.must(cmd + " --version")
 		if !strings.HasPrefix(out, cmd+" ") {
