@@ -95,6 +95,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unkn
 # each needs packaging/man/<command>.<section>.
 COMMANDS      = pcrsim mkstub
 SBIN_COMMANDS = vtpmback
+# Commands only a toolstack runs (xl's bootloader=), in LIBDIR, man section 8.
+LIB_COMMANDS  = vtpmboot-loader
 # systemd units; @BINDIR@ and @SBINDIR@ in them become the install paths.
 UNITS = packaging/hooks/vtpmboot-predict.service packaging/hooks/vtpmboot-predict.path packaging/systemd/vtpmback.service
 # The stub's /init exactly as images.GoBuild builds it (images/build.go:
@@ -107,8 +109,8 @@ out/vtpmboot-init: FORCE
 FORCE:
 
 commands: out/vtpmboot-init
-	for c in $(COMMANDS) $(SBIN_COMMANDS); do \
-	  GOTOOLCHAIN=local $(GO) build -trimpath -ldflags='-s -w -buildid= -X main.version=$(VERSION)' -o out/$$c ./cmd/$$c || exit 1; done
+	for c in $(COMMANDS) $(SBIN_COMMANDS) $(LIB_COMMANDS); do \
+	  GOTOOLCHAIN=local $(GO) build -trimpath -ldflags='-s -w -buildid= -X main.version=$(VERSION) -X github.com/vtpmboot/vtpmboot/host/loader.version=$(VERSION)' -o out/$$c ./cmd/$$c || exit 1; done
 
 install: commands
 	for c in $(COMMANDS); do \
@@ -117,6 +119,10 @@ install: commands
 	  gzip -9nf $(DESTDIR)$(MANDIR)/man1/$$c.1 || exit 1; done
 	for c in $(SBIN_COMMANDS); do \
 	  install -D -m 0755 out/$$c $(DESTDIR)$(SBINDIR)/$$c && \
+	  install -D -m 0644 packaging/man/$$c.8 $(DESTDIR)$(MANDIR)/man8/$$c.8 && \
+	  gzip -9nf $(DESTDIR)$(MANDIR)/man8/$$c.8 || exit 1; done
+	for c in $(LIB_COMMANDS); do \
+	  install -D -m 0755 out/$$c $(DESTDIR)$(LIBDIR)/$$c && \
 	  install -D -m 0644 packaging/man/$$c.8 $(DESTDIR)$(MANDIR)/man8/$$c.8 && \
 	  gzip -9nf $(DESTDIR)$(MANDIR)/man8/$$c.8 || exit 1; done
 	install -D -m 0755 out/vtpmboot-init $(DESTDIR)$(LIBDIR)/init
@@ -136,6 +142,7 @@ install: commands
 uninstall:
 	for c in $(COMMANDS); do rm -f $(DESTDIR)$(BINDIR)/$$c $(DESTDIR)$(MANDIR)/man1/$$c.1.gz; done
 	for c in $(SBIN_COMMANDS); do rm -f $(DESTDIR)$(SBINDIR)/$$c $(DESTDIR)$(MANDIR)/man8/$$c.8.gz; done
+	for c in $(LIB_COMMANDS); do rm -f $(DESTDIR)$(LIBDIR)/$$c $(DESTDIR)$(MANDIR)/man8/$$c.8.gz; done
 	for u in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/$$(basename $$u); done
 	rm -f $(DESTDIR)$(LIBDIR)/init $(DESTDIR)$(BASHCOMPDIR)/pcrsim \
 	  $(DESTDIR)$(SYSCONFDIR)/kernel/postinst.d/zz-vtpmboot-predict \

@@ -59,6 +59,16 @@ func Main(argv []string, stdout, stderr io.Writer) int {
 	if len(argv) > 1 && argv[1] == ChildFlag {
 		return ChildMain(argv[2:], stdout)
 	}
+	if len(argv) == 2 {
+		switch argv[1] {
+		case "--help", "-h":
+			fmt.Fprint(stdout, Usage)
+			return 0
+		case "--version":
+			fmt.Fprintln(stdout, "vtpmboot-loader "+Version())
+			return 0
+		}
+	}
 	a, err := ParseArgs(argv[1:])
 	if err != nil {
 		fmt.Fprintln(stderr, "vtpmboot-loader: refused: "+termsafe.Line(err.Error()))
