@@ -13,8 +13,14 @@ import (
 )
 
 func (in *interp) lookup(c *ctx, name string) (string, bool) {
+	// Outside a function or menu entry there is no scope, and GRUB's
+	// special variables are empty (grub_script_env_get, script/execute.c):
+	// $# is "", not "0".
 	switch name {
 	case "#":
+		if c.args == nil {
+			return "", false
+		}
 		return strconv.Itoa(len(c.args)), true
 	case "@", "*":
 		return strings.Join(c.args, " "), true
@@ -208,6 +214,20 @@ func (in *interp) command(c *ctx, lv *level, file string, line int, argv []strin
 		}
 		in.replaced = nl
 		return 0, nil
+	case "eval":
+		// grub_cmd_eval (commands/eval.c): the arguments joined by one
+		// space, parsed and run in the current scope and environment.
+		if in.calls >= MaxCallDepth {
+			return 1, fmt.Errorf("%s: eval nested deeper than %d", where, MaxCallDepth)
+		}
+		nodes, err := parseScript(file, strings.Join(argv[1:], " "))
+		if err != nil {
+			return 1, toEntryError(err)
+		}
+		in.calls++
+		st, err := in.runList(c, lv, file, nodes, depth)
+		in.calls--
+		return st, err
 	case "blscfg", "bls_import":
 		if lv == nil {
 			in.warn(fmt.Sprintf("%s: blscfg inside a menu entry ignored", where))
