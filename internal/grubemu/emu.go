@@ -80,6 +80,7 @@ type Boot struct {
 	// (a later one runs only because a configfile's nested menu booted
 	// first and returned).
 	Attempts int
+	booting bool
 	// Auth is set when GRUB asked for a user name: the entry is locked
 	// and an unattended boot stops there.
 	Auth bool
@@ -376,6 +377,10 @@ func parse(out []byte, scripts []Script) ([][]Boot, error) {
 		if cur.Attempts > 0 {
 			continue
 		}
+		if call == nil && strings.Contains(line, "Booting `") {
+			cur.booting = true
+			continue
+		}
 		switch {
 		case call != nil && strings.Contains(line, "@@A["):
 			a := line[strings.Index(line, "@@A[")+4:]
@@ -387,6 +392,10 @@ func parse(out []byte, scripts []Script) ([][]Boot, error) {
 			if n := len(call.Args); n > 0 {
 				call.Args[n-1] = strings.TrimSuffix(call.Args[n-1]+"]", "]") + "\n" + strings.TrimSuffix(line, "]")
 			}
+		case (strings.Contains(line, "@@L[") || strings.Contains(line, "@@I[")) && !cur.booting:
+			// a linux or initrd outside any entry, run while the config
+			// is read: not what the entry boots; skip its arguments
+			call = &Call{}
 		case strings.Contains(line, "@@L[") || strings.Contains(line, "@@I["):
 			k := strings.Index(line, "@@L[")
 			isLinux := k >= 0
