@@ -928,6 +928,10 @@ func (in *interp) regexp(c *ctx, where string, args []string) int {
 		a := args[i]
 		v, isSet := "", false
 		switch {
+		case a == "--":
+			// grub_arg_parse (lib/arg.c): the rest are not options
+			rest = append(rest, args[i+1:]...)
+			i = len(args)
 		case a == "--set" || a == "-s":
 			if i+1 < len(args) {
 				v, isSet = args[i+1], true
@@ -935,6 +939,12 @@ func (in *interp) regexp(c *ctx, where string, args []string) int {
 			}
 		case strings.HasPrefix(a, "--set="):
 			v, isSet = a[len("--set="):], true
+		case len(a) > 1 && a[0] == '-':
+			// regexp is an extcmd: GRUB's option parser takes every
+			// word starting with '-' as an option and fails the
+			// command on one it does not know (checked with grub-emu).
+			in.warn(fmt.Sprintf("%s: regexp: unknown option %q; the command fails, as in GRUB", where, a))
+			return 1
 		default:
 			rest = append(rest, a)
 		}
