@@ -37,7 +37,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -80,7 +79,7 @@ type Boot struct {
 	// (a later one runs only because a configfile's nested menu booted
 	// first and returned).
 	Attempts int
-	booting bool
+	booting  bool
 	// Auth is set when GRUB asked for a user name: the entry is locked
 	// and an unattended boot stops there.
 	Auth bool
@@ -458,7 +457,8 @@ func Cmdline(args []string) string {
 	return b.String()
 }
 
-// unquoteID undoes grub_menu_execute_entry's doubling of '>' in ids.
+// splitChosen splits $chosen into its menu levels, undoing
+// grub_menu_execute_entry's doubling of '>' inside an id or title.
 func splitChosen(s string) []string {
 	var parts []string
 	var cur strings.Builder
@@ -477,5 +477,3 @@ func splitChosen(s string) []string {
 	}
 	return append(parts, cur.String())
 }
-
-var _ = strconv.Itoa
