@@ -13,8 +13,14 @@ import (
 )
 
 func (in *interp) lookup(c *ctx, name string) (string, bool) {
+	// Outside a function or menu entry there is no scope, and GRUB's
+	// special variables are empty (grub_script_env_get, script/execute.c):
+	// $# is "", not "0".
 	switch name {
 	case "#":
+		if c.args == nil {
+			return "", false
+		}
 		return strconv.Itoa(len(c.args)), true
 	case "@", "*":
 		return strings.Join(c.args, " "), true
@@ -172,13 +178,8 @@ func (in *interp) command(c *ctx, lv *level, file string, line int, argv []strin
 		return 0, nil
 	case "false":
 		return 1, nil
-	case "[":
-		if argv[len(argv)-1] != "]" {
-			return 1, &entry.SyntaxError{File: file, Line: line, Msg: "[ without ]"}
-		}
-		return in.test(argv[1 : len(argv)-1]), nil
-	case "test":
-		return in.test(argv[1:]), nil
+	case "[", "test":
+		return in.test(where, argv[1:])
 	case "regexp":
 		return in.regexp(c, where, argv[1:]), nil
 	case "load_env":
@@ -213,6 +214,20 @@ func (in *interp) command(c *ctx, lv *level, file string, line int, argv []strin
 		}
 		in.replaced = nl
 		return 0, nil
+	case "eval":
+		// grub_cmd_eval (commands/eval.c): the arguments joined by one
+		// space, parsed and run in the current scope and environment.
+		if in.calls >= MaxCallDepth {
+			return 1, fmt.Errorf("%s: eval nested deeper than %d", where, MaxCallDepth)
+		}
+		nodes, err := parseScript(file, strings.Join(argv[1:], " "))
+		if err != nil {
+			return 1, toEntryError(err)
+		}
+		in.calls++
+		st, err := in.runList(c, lv, file, nodes, depth)
+		in.calls--
+		return st, err
 	case "blscfg", "bls_import":
 		if lv == nil {
 			in.warn(fmt.Sprintf("%s: blscfg inside a menu entry ignored", where))
@@ -383,82 +398,205 @@ func (in *interp) fileTest(op, p string) bool {
 	return true
 }
 
-// test is GRUB's test/[ for the forms grub-mkconfig writes: string and
-// integer comparisons, -n/-z, file tests, !, -a, -o and one-word truth.
-func (in *interp) test(args []string) int {
-	if in.testExpr(args) {
-		return 0
+// test is GRUB 2.06's test and [ (grub-core/commands/test.c, grub_cmd_test
+// and test_parse), ported rule for rule because guests' scripts rely on
+// what GRUB does, not on POSIX: no operands is true (test_parse's "and"
+// starts at 1 and it returns or || and), operators are tried at every
+// position (three-operand forms first, then two-operand ones, then
+// parentheses, "!", -a and -o, and any other word is true when not empty),
+// -a binds tighter than -o without precedence climbing, and numbers are
+// grub_strtoul's (base 0: 0x hex, leading 0 octal, digits up to the first
+// other character). internal/grubemu checks it against GRUB itself.
+func (in *interp) test(where string, args []string) (int, error) {
+	// grub_cmd_test drops one trailing "]" for test and [ alike, and [
+	// without one is not an error.
+	if n := len(args); n > 0 && args[n-1] == "]" {
+		args = args[:n-1]
 	}
-	return 1
+	t := &testParser{in: in, args: args}
+	v := t.parse()
+	if t.err != nil {
+		return 1, fmt.Errorf("%s: %w", where, t.err)
+	}
+	if v {
+		return 0, nil
+	}
+	return 1, nil
 }
 
-func (in *interp) testExpr(a []string) bool {
-	for i, x := range a {
-		if x == "-o" {
-			return in.testExpr(a[:i]) || in.testExpr(a[i+1:])
+type testParser struct {
+	in   *interp
+	args []string
+	n    int
+	err  error
+}
+
+// parse is test_parse: one level, up to a ")" or the end.
+func (t *testParser) parse() bool {
+	and, or, invert := true, false, false
+	update := func(v bool) {
+		if invert {
+			v = !v
 		}
+		and = and && v
+		invert = false
 	}
-	for i, x := range a {
-		if x == "-a" {
-			return in.testExpr(a[:i]) && in.testExpr(a[i+1:])
-		}
-	}
-	if len(a) > 0 && a[0] == "!" {
-		return !in.testExpr(a[1:])
-	}
-	if len(a) >= 2 && a[0] == "(" && a[len(a)-1] == ")" {
-		return in.testExpr(a[1 : len(a)-1])
-	}
-	switch len(a) {
-	case 0:
-		return false
-	case 1:
-		return a[0] != ""
-	case 2:
-		switch a[0] {
-		case "-n":
-			return a[1] != ""
-		case "-z":
-			return a[1] == ""
-		case "-e", "-f", "-d", "-s":
-			return in.fileTest(a[0], a[1])
-		}
-		return false
-	case 3:
-		x, op, y := a[0], a[1], a[2]
-		switch op {
-		case "=", "==":
-			return x == y
-		case "!=":
-			return x != y
-		case "<":
-			return x < y
-		case ">":
-			return x > y
-		case "<=":
-			return x <= y
-		case ">=":
-			return x >= y
-		case "-eq", "-ne", "-lt", "-le", "-gt", "-ge":
-			xi, _ := strconv.ParseInt(x, 10, 64)
-			yi, _ := strconv.ParseInt(y, 10, 64)
+	a := t.args
+	for t.n < len(a) {
+		i := t.n
+		if i+2 < len(a) {
+			x, op, y := a[i], a[i+1], a[i+2]
+			done := true
 			switch op {
-			case "-eq":
-				return xi == yi
-			case "-ne":
-				return xi != yi
-			case "-lt":
-				return xi < yi
-			case "-le":
-				return xi <= yi
-			case "-gt":
-				return xi > yi
+			case "=", "==":
+				update(x == y)
+			case "!=":
+				update(x != y)
+			case "<":
+				update(x < y)
+			case "<=":
+				update(x <= y)
+			case ">":
+				update(x > y)
+			case ">=":
+				update(x >= y)
+			case "-eq", "-ge", "-gt", "-le", "-lt", "-ne":
+				xi, yi := t.strtosl(x), t.strtosl(y)
+				update(map[string]bool{"-eq": xi == yi, "-ge": xi >= yi, "-gt": xi > yi,
+					"-le": xi <= yi, "-lt": xi < yi, "-ne": xi != yi}[op])
+			case "-pgt", "-plt":
+				// Skip the common prefix, then back over its digits.
+				k := 0
+				for k < len(x) && k < len(y) && x[k] == y[k] {
+					k++
+				}
+				k--
+				for k > 0 && k < len(x) && x[k] >= '0' && x[k] <= '9' {
+					k--
+				}
+				k++
+				xv, yv := t.strtoul(tail(x, k)), t.strtoul(tail(y, k))
+				if op == "-pgt" {
+					update(xv > yv)
+				} else {
+					update(xv < yv)
+				}
+			default:
+				if strings.HasPrefix(op, "-nt") || strings.HasPrefix(op, "-ot") {
+					// File times are not something vtpmboot predicts.
+					t.fail(fmt.Errorf("test %s compares file modification times, which vtpmboot does not predict", op))
+					return false
+				}
+				done = false
 			}
-			return xi >= yi
+			if done {
+				t.n += 3
+				continue
+			}
+		}
+		if i+1 < len(a) {
+			done := true
+			switch a[i] {
+			case "-d", "-e", "-f", "-s":
+				update(t.in.fileTest(a[i], a[i+1]))
+			case "-n":
+				update(a[i+1] != "")
+			case "-z":
+				update(a[i+1] == "")
+			default:
+				done = false
+			}
+			if done {
+				t.n += 2
+				continue
+			}
+		}
+		t.n++
+		switch a[i] {
+		case ")":
+			return or || and
+		case "(":
+			update(t.parse())
+		case "!":
+			invert = !invert
+		case "-a":
+		case "-o":
+			or = or || and
+			and = true
+		default:
+			update(a[i] != "")
+		}
+		if t.err != nil {
+			return false
 		}
 	}
-	in.warn(fmt.Sprintf("test %q not understood; taken as false", strings.Join(a, " ")))
-	return false
+	return or || and
+}
+
+func tail(s string, k int) string {
+	if k >= len(s) {
+		return ""
+	}
+	return s[k:]
+}
+
+func (t *testParser) fail(err error) {
+	if t.err == nil {
+		t.err = err
+	}
+}
+
+// strtosl is test.c's grub_strtosl: a leading '-' negates grub_strtoul's
+// value, and the result is a C int.
+func (t *testParser) strtosl(s string) int32 {
+	if strings.HasPrefix(s, "-") {
+		return int32(-t.strtoul(s[1:]))
+	}
+	return int32(t.strtoul(s))
+}
+
+// strtoul is grub_strtoul with base 0 (kern/misc.c): leading white space
+// skipped, "0x" hex, "0" then an octal digit octal, digits up to the first
+// other character, 0 when there are none. A value over 32 bits is refused:
+// there GRUB's platforms differ (i386-pc's long is 32 bits and clamps,
+// x86_64-efi's is 64 and C's int conversion wraps).
+func (t *testParser) strtoul(s string) uint64 {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t' || s[0] == '\n' || s[0] == '\r' || s[0] == '\v' || s[0] == '\f') {
+		s = s[1:]
+	}
+	base := uint64(10)
+	if len(s) > 1 && s[0] == '0' {
+		if s[1] == 'x' {
+			base, s = 16, s[2:]
+		} else if s[1] >= '0' && s[1] <= '7' {
+			base = 8
+		}
+	}
+	var n uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		var d uint64
+		switch {
+		case c >= '0' && c <= '9':
+			d = uint64(c - '0')
+		case c >= 'a' && c <= 'z':
+			d = uint64(c-'a') + 10
+		default:
+			d = 99
+		}
+		if d >= base {
+			break
+		}
+		n = n*base + d
+		if n > 0xffffffff {
+			t.fail(fmt.Errorf("test: number %q does not fit 32 bits; GRUB's platforms disagree on it", s))
+			return 0
+		}
+	}
+	return n
 }
 
 // blscfg mirrors Fedora's blscfg: entries from $blsdir, /loader/entries
@@ -790,6 +928,10 @@ func (in *interp) regexp(c *ctx, where string, args []string) int {
 		a := args[i]
 		v, isSet := "", false
 		switch {
+		case a == "--":
+			// grub_arg_parse (lib/arg.c): the rest are not options
+			rest = append(rest, args[i+1:]...)
+			i = len(args)
 		case a == "--set" || a == "-s":
 			if i+1 < len(args) {
 				v, isSet = args[i+1], true
@@ -797,6 +939,12 @@ func (in *interp) regexp(c *ctx, where string, args []string) int {
 			}
 		case strings.HasPrefix(a, "--set="):
 			v, isSet = a[len("--set="):], true
+		case len(a) > 1 && a[0] == '-':
+			// regexp is an extcmd: GRUB's option parser takes every
+			// word starting with '-' as an option and fails the
+			// command on one it does not know (checked with grub-emu).
+			in.warn(fmt.Sprintf("%s: regexp: unknown option %q; the command fails, as in GRUB", where, a))
+			return 1
 		default:
 			rest = append(rest, a)
 		}

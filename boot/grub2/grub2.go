@@ -395,7 +395,10 @@ func (in *interp) menu(c *ctx, lv *level, file string, n *menuNode, depth int) (
 		return 1, err
 	}
 	if n.submenu {
+		// grub_menu_execute_entry runs a submenu's body in a new scope
+		// holding its arguments, like an entry's.
 		sc := newCtx(c)
+		sc.args = append([]string{}, it.args...)
 		sub := &level{}
 		if _, err := in.runList(sc, sub, file, n.body, depth); err != nil {
 			return 1, err

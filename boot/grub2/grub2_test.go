@@ -139,8 +139,8 @@ func TestWaitsForPerson(t *testing.T) {
 		{"set timeout=5\nset superusers=\nmenuentry a { linux /a }", `entry "a"`},
 		{"set timeout=5\nset superusers=root\nmenuentry a --users root { linux /a }", `entry "a"`},
 		{"set timeout=5\nset superusers=root\nmenuentry a --unrestricted { linux /a }", ""},
-		{"set timeout=5\nset superusers=root\nset default=0>0\nsubmenu s { menuentry a --unrestricted { linux /a } }", `submenu "s"`},
-		{"set timeout=5\nset superusers=root\nset default=0>0\nsubmenu s --unrestricted { menuentry a --unrestricted { linux /a } }", ""},
+		{"set timeout=5\nset superusers=root\nset default=\"0>0\"\nsubmenu s { menuentry a --unrestricted { linux /a } }", `submenu "s"`},
+		{"set timeout=5\nset superusers=root\nset default=\"0>0\"\nsubmenu s --unrestricted { menuentry a --unrestricted { linux /a } }", ""},
 	} {
 		m := one(t, c.cfg)
 		if c.want == "" && m.Waits != "" || !strings.Contains(m.Waits, c.want) {

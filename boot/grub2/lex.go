@@ -134,6 +134,12 @@ func (l *lexer) word() (token, error) {
 		case isWordEnd(c):
 			flush()
 			return t, nil
+		case c == '|' || c == '&' || c == '<' || c == '>':
+			// yylex.l makes each a token of its own (PIPE, AMP, LT, GT;
+			// CHAR excludes them) and parser.y has no rule taking one:
+			// GRUB reports a syntax error and skips input in ways not
+			// modelled here, so the config is refused.
+			return t, l.errorf(l.line, "unquoted %q: a GRUB syntax error (GRUB's lexer makes it a token no command takes); quote it", string(c))
 		case c == '\\':
 			if l.pos+1 >= len(l.src) {
 				l.pos++

@@ -151,6 +151,13 @@ func (p *parser) command() (node, error) {
 	case "if":
 		return p.ifBlock()
 	case "function":
+		if p.depth > 1 {
+			// parser.y: "statement: command | function" at the top of a
+			// script only; blocks (entry bodies, if, loops, functions)
+			// hold commands. GRUB reports a syntax error and drops the
+			// enclosing menu entry (checked with grub-emu).
+			return nil, p.lx.errorf(line, "function defined inside a block: a GRUB syntax error (GRUB takes function definitions only at the top of a script)")
+		}
 		if err := p.advance(); err != nil {
 			return nil, err
 		}

@@ -37,7 +37,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -74,6 +73,16 @@ type Boot struct {
 	Initrd []Call
 	// Errors are GRUB's "error: ..." lines.
 	Errors []string
+	// Attempts counts the boots GRUB tried in the probe (each ends in
+	// "Failed to boot", as nothing gets loaded here); Linux and Initrd
+	// hold the first one's calls, the one a real GRUB would have booted
+	// (a later one runs only because a configfile's nested menu booted
+	// first and returned).
+	Attempts int
+	booting  bool
+	// Auth is set when GRUB asked for a user name: the entry is locked
+	// and an unattended boot stops there.
+	Auth bool
 	// Output is everything else GRUB printed, for diagnostics.
 	Output []string
 }
@@ -84,14 +93,48 @@ func Root(i int) string { return fmt.Sprintf("hd%d,msdos1", i) }
 
 // menuVars are printed after the config ran: what normal mode's menu code
 // reads (grub-core/normal/menu.c) and what scripts use to pick a default.
-var menuVars = []string{"default", "timeout", "timeout_style", "fallback", "next_entry", "saved_entry"}
+var menuVars = []string{"default", "timeout", "timeout_style", "fallback", "next_entry", "saved_entry", "superusers", "pager"}
 
 // preload are modules whose commands a config may run. They are loaded
 // before a probe moves $prefix onto the guest's disk, where GRUB's
 // autoloader would look for them and find nothing.
 var preload = []string{"part_msdos", "tar", "test", "regexp", "echo", "loadenv", "configfile",
-	"eval", "sleep", "true", "search", "search_fs_uuid", "search_fs_file", "search_label",
+	"eval", "true",
 	"ls", "cat", "halt", "keystatus", "probe", "minicmd", "extcmd", "normal", "terminfo", "gettext", "read"}
+
+// noVideo are modules left out of grub-emu's module directory: with them,
+// a config's "terminal_output gfxterm" (every grub-mkconfig config) makes
+// grub-emu open a graphical window (SDL, or libcaca on the terminal) and
+// the run never ends. Without them the command fails, as it does on a
+// machine without video, and the script goes on.
+var noVideo = map[string]bool{"all_video.mod": true, "gfxmenu.mod": true, "gfxterm.mod": true,
+	"gfxterm_background.mod": true, "gfxterm_menu.mod": true, "sdl.mod": true, "video_fb.mod": true,
+	"videotest.mod": true, "videotest_checksum.mod": true}
+
+func linkModules(dst string) error {
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(ModDir)
+	if err != nil {
+		return fmt.Errorf("grub-emu modules: %w", err)
+	}
+	for _, e := range ents {
+		if noVideo[e.Name()] {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(ModDir, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// search and sleep are built into grub-emu, not modules, so a probe cannot
+// replace them with functions: search scans the one tar partition (which
+// has no UUID or label, so a config's search by UUID fails and leaves
+// $root as the probe set it, the config's own partition, as boot/grub2
+// assumes), and "sleep --interruptible N" really sleeps.
 
 // Run runs scripts under grub-emu in one process and returns each
 // script's probes' results, in order.
@@ -101,7 +144,7 @@ func Run(ctx context.Context, scripts []Script) ([][]Boot, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	if err := os.Symlink(ModDir, filepath.Join(dir, "x86_64-emu")); err != nil {
+	if err := linkModules(filepath.Join(dir, "x86_64-emu")); err != nil {
 		return nil, err
 	}
 	var devmap, driver strings.Builder
@@ -143,7 +186,7 @@ func Run(ctx context.Context, scripts []Script) ([][]Boot, error) {
 // hold the longest command line x86 Linux takes (COMMAND_LINE_SIZE 2048
 // in the kernels GRUB 2.06 loads, 4096 at most) and an argument of it.
 const (
-	wide   = "terminfo -u -g 4200x12 console"
+	wide   = "set pager=0 ; terminfo -u -g 4200x12 console"
 	narrow = "terminfo -u -g 80x12 console"
 )
 
@@ -158,11 +201,7 @@ func probe(root, config, path string) string {
 	for _, f := range []string{"initrd", "initrd16", "initrdefi"} {
 		fmt.Fprintf(&b, "function %s { %s ; echo \"@@I[$chosen]\" ; for a in \"$@\" ; do echo \"@@A[$a]\" ; done ; echo \"@@.\" ; %s ; }\n", f, wide, narrow)
 	}
-	dir := "/" + strings.TrimSuffix(filepath.Dir("/"+config), "/")
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "/" || dir == "" {
-		dir = ""
-	}
+	dir := strings.TrimSuffix(filepath.Dir("/"+strings.TrimPrefix(config, "/")), "/")
 	// What GRUB's kernel and normal mode set on an i386-pc boot from this
 	// disk (grub_machine_get_bootlocation, grub_set_prefix_and_root,
 	// normal.c); boot/grub2 assumes the same.
@@ -170,10 +209,19 @@ func probe(root, config, path string) string {
 	fmt.Fprintf(&b, "set root=%q\nset prefix=%q\nset cmdpath=%q\nset config_directory=%q\nset config_file=%q\nset grub_platform=pc\nset grub_cpu=i386\nexport root prefix cmdpath config_directory config_file grub_platform grub_cpu\nunset default\nunset timeout\nunset fallback\nunset chosen\n",
 		root, pre, "("+root+")", pre, pre+"/"+filepath.Base(config))
 	fmt.Fprintf(&b, "source %q\n", "("+root+")/"+strings.TrimPrefix(config, "/"))
+	b.WriteString(wide + "\n")
 	for _, v := range menuVars {
 		fmt.Fprintf(&b, "echo \"@@V[%s]=[${%s}]\"\n", v, v)
 	}
-	b.WriteString("set timeout=0\nunset fallback\n")
+	b.WriteString(narrow + "\n")
+	// A locked entry would stop at a password prompt (is_authenticated
+	// in grub-core/normal/auth.c reads $superusers when the entry runs):
+	// $superusers is reported above and cleared so the entry's commands
+	// still show.
+	// With timeout_style hidden or countdown, GRUB 2.06 takes about 3 s
+	// here to boot even with timeout=0 (measured); the style changes
+	// nothing about what boots at timeout 0, so it goes too.
+	b.WriteString("set timeout=0\nunset timeout_style\nunset fallback\nunset superusers\nset pager=0\n")
 	if path != "" {
 		fmt.Fprintf(&b, "set default=%q\n", path)
 	}
@@ -181,6 +229,18 @@ func probe(root, config, path string) string {
 }
 
 var ansi = regexp.MustCompile(`\x1b\[[0-9;?]*[a-zA-Z]|\x1b[()][0-9A-Za-z]|\x1b[=>]`)
+
+// prompts are what GRUB waits for a key at, and the key the harness gives.
+var prompts = []struct{ text, key string }{
+	{"Press any key to continue", "\r"},
+	// a redrawn (nested) menu: the probe's boot is over; ESC leaves it
+	{"ESC to return", "\x1b"},
+	// the pager (a config's "set pager=1")
+	{"--MORE--", " "},
+	// a locked entry: nobody answers, as nobody would at an unattended boot
+	{"Enter username:", "\r"},
+	{"Enter password:", "\r"},
+}
 
 // runEmu runs grub-emu on dir under a pseudo-terminal, answering GRUB's
 // prompts: a key for "Press any key to continue", ESC for a redrawn menu
@@ -193,7 +253,11 @@ func runEmu(ctx context.Context, dir string) ([]byte, error) {
 	defer master.Close()
 	cmd := exec.CommandContext(ctx, "grub-emu", "-d", dir, "-m", filepath.Join(dir, "device.map"), "-r", "host")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.Env = append(os.Environ(), "LC_ALL=C", "TERM=vt100")
+	// grub-emu has gfxterm and SDL 1.2 built in; SDL without a display
+	// falls back to libcaca on the terminal and a "terminal_output
+	// gfxterm" takes the output away. A video driver SDL does not have
+	// makes the video init fail, as on a machine without video.
+	cmd.Env = append(os.Environ(), "LC_ALL=C", "TERM=vt100", "SDL_VIDEODRIVER=vtpmboot-none")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
@@ -208,30 +272,35 @@ func runEmu(ctx context.Context, dir string) ([]byte, error) {
 		var tail []byte
 		for {
 			n, err := master.Read(buf)
+			if os.Getenv("GRUBEMU_DEBUG") != "" {
+				fmt.Fprintf(os.Stderr, "%s %q\n", time.Now().Format("05.000"), lastLines(buf[:n], 3))
+			}
 			if n > 0 {
 				all.Write(buf[:n])
 				tail = append(tail, buf[:n]...)
 				for {
 					clean := ansi.ReplaceAll(tail, nil)
-					i := bytes.Index(clean, []byte("Press any key to continue"))
-					j := bytes.Index(clean, []byte("ESC to return"))
-					if i < 0 && j < 0 {
+					// The earliest prompt is answered first; what follows
+					// it stays for the next round.
+					best, bi := -1, -1
+					for k, p := range prompts {
+						if i := bytes.Index(clean, []byte(p.text)); i >= 0 && (best < 0 || i < best) {
+							best, bi = i, k
+						}
+					}
+					if bi < 0 {
 						// keep enough to match a prompt split across reads
 						if len(tail) > 4096 {
 							tail = tail[len(tail)-4096:]
 						}
 						break
 					}
-					if i >= 0 && (j < 0 || i < j) {
-						master.Write([]byte("\r"))
-					} else {
-						master.Write([]byte("\x1b"))
-					}
-					tail = nil
+					master.Write([]byte(prompts[bi].key))
+					tail = append([]byte(nil), clean[best+len(prompts[bi].text):]...)
 				}
 			}
 			if err != nil {
-				if errors.Is(err, io.EOF) || errors.Is(err, syscall.EIO) {
+				if errors.Is(err, io.EOF) || errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed) {
 					err = nil
 				}
 				done <- err
@@ -240,13 +309,20 @@ func runEmu(ctx context.Context, dir string) ([]byte, error) {
 		}
 	}()
 	werr := cmd.Wait()
-	master.Close()
-	rerr := <-done
+	// The reader ends at EIO once the child's side is gone; closing the
+	// master before that would lose the last output.
+	var rerr error
+	select {
+	case rerr = <-done:
+	case <-time.After(5 * time.Second):
+		master.Close()
+		rerr = <-done
+	}
 	if ctx.Err() != nil {
-		return all.Bytes(), fmt.Errorf("grub-emu: %w; output:\n%s", ctx.Err(), lastLines(all.Bytes(), 20))
+		return all.Bytes(), fmt.Errorf("grub-emu: %w; output:\n%s", ctx.Err(), lastLines(all.Bytes(), 60))
 	}
 	if werr != nil {
-		return all.Bytes(), fmt.Errorf("grub-emu: %w; output:\n%s", werr, lastLines(all.Bytes(), 20))
+		return all.Bytes(), fmt.Errorf("grub-emu: %w; output:\n%s", werr, lastLines(all.Bytes(), 60))
 	}
 	return all.Bytes(), rerr
 }
@@ -293,6 +369,17 @@ func parse(out []byte, scripts []Script) ([][]Boot, error) {
 		if cur == nil {
 			continue
 		}
+		if call == nil && strings.Contains(line, "Failed to boot") {
+			cur.Attempts++
+			continue
+		}
+		if cur.Attempts > 0 {
+			continue
+		}
+		if call == nil && strings.Contains(line, "Booting `") {
+			cur.booting = true
+			continue
+		}
 		switch {
 		case call != nil && strings.Contains(line, "@@A["):
 			a := line[strings.Index(line, "@@A[")+4:]
@@ -304,6 +391,10 @@ func parse(out []byte, scripts []Script) ([][]Boot, error) {
 			if n := len(call.Args); n > 0 {
 				call.Args[n-1] = strings.TrimSuffix(call.Args[n-1]+"]", "]") + "\n" + strings.TrimSuffix(line, "]")
 			}
+		case (strings.Contains(line, "@@L[") || strings.Contains(line, "@@I[")) && !cur.booting:
+			// a linux or initrd outside any entry, run while the config
+			// is read: not what the entry boots; skip its arguments
+			call = &Call{}
 		case strings.Contains(line, "@@L[") || strings.Contains(line, "@@I["):
 			k := strings.Index(line, "@@L[")
 			isLinux := k >= 0
@@ -322,6 +413,8 @@ func parse(out []byte, scripts []Script) ([][]Boot, error) {
 			v := line[strings.Index(line, "@@V[")+4:]
 			name, val, _ := strings.Cut(v, "]=[")
 			cur.Vars[name] = strings.TrimSuffix(val, "]")
+		case strings.Contains(line, "Enter username:"):
+			cur.Auth = true
 		case strings.Contains(line, "error: "):
 			cur.Errors = append(cur.Errors, strings.TrimSpace(line[strings.Index(line, "error: "):]))
 		default:
@@ -364,7 +457,8 @@ func Cmdline(args []string) string {
 	return b.String()
 }
 
-// unquoteID undoes grub_menu_execute_entry's doubling of '>' in ids.
+// splitChosen splits $chosen into its menu levels, undoing
+// grub_menu_execute_entry's doubling of '>' inside an id or title.
 func splitChosen(s string) []string {
 	var parts []string
 	var cur strings.Builder
@@ -383,5 +477,3 @@ func splitChosen(s string) []string {
 	}
 	return append(parts, cur.String())
 }
-
-var _ = strconv.Itoa
