@@ -61,15 +61,6 @@ func extended(a pcrbank.Alg, data []byte) []byte {
 	return v[:]
 }
 
-func digest(a pcrbank.Alg, data []byte) pcrbank.Digests {
-	if a == pcrbank.SHA1 {
-		d := sha1.Sum(data)
-		return pcrbank.Digests{a: d[:]}
-	}
-	d := sha256.Sum256(data)
-	return pcrbank.Digests{a: d[:]}
-}
-
 func readPCR(t *testing.T, tg pcrbank.Target, pcr int, a pcrbank.Alg) []byte {
 	t.Helper()
 	v, err := tg.ReadPCR(pcr, a)
