@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -68,9 +69,12 @@ type guestRW struct {
 }
 
 func (g *guestRW) Write(cmd []byte) (int, error) {
-	binary.LittleEndian.PutUint32(g.c.page, uint32(len(cmd)))
-	copy(g.c.page[8:], cmd)
-	atomic.StoreUint32((*uint32)(unsafe.Pointer(&g.c.page[4])), tpmback.StateSubmit)
+	// The page is another domain's memory to the backend, which reads it
+	// only in atomic words; this frontend writes it the same way, so the
+	// race detector sees the two sides as two machines would be.
+	storeWords(g.c.page, 8, cmd)
+	atomic.StoreUint32(pageWord(g.c.page, 0), uint32(len(cmd)))
+	atomic.StoreUint32(pageWord(g.c.page, 4), tpmback.StateSubmit)
 	g.c.toBack <- struct{}{}
 	for {
 		select {
@@ -80,13 +84,34 @@ func (g *guestRW) Write(cmd []byte) (int, error) {
 		}
 		switch tpmback.State(g.c.page) {
 		case tpmback.StateFinish:
-			n := binary.LittleEndian.Uint32(g.c.page)
-			g.rsp = append([]byte(nil), g.c.page[8:8+n]...)
+			n := atomic.LoadUint32(pageWord(g.c.page, 0))
+			if n > tpmback.PageSize-8 {
+				return 0, fmt.Errorf("guest: response length %d", n)
+			}
+			g.rsp = loadWords(g.c.page, 8, int(n))
 			return len(cmd), nil
 		case tpmback.StateIdle:
 			return 0, errors.New("guest: request cancelled")
 		}
 	}
+}
+
+func pageWord(page []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&page[off])) }
+
+func storeWords(page []byte, off int, b []byte) {
+	for i := 0; i < len(b); i += 4 {
+		var w [4]byte
+		copy(w[:], b[i:])
+		atomic.StoreUint32(pageWord(page, off+i), binary.LittleEndian.Uint32(w[:]))
+	}
+}
+
+func loadWords(page []byte, off, n int) []byte {
+	b := make([]byte, (n+3)/4*4)
+	for i := 0; i < len(b); i += 4 {
+		binary.LittleEndian.PutUint32(b[i:], atomic.LoadUint32(pageWord(page, off+i)))
+	}
+	return b[:n]
 }
 
 func (g *guestRW) Read(b []byte) (int, error) {

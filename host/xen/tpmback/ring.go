@@ -106,8 +106,15 @@ type header struct {
 }
 
 func loadHeader(page []byte) header {
-	length := atomic.LoadUint32(wordAt(page, 0))
+	// The state word first, then the length: xen-tpmfront writes the
+	// packet and its length, then (after a barrier) the state
+	// (vtpm_send: shr->length = count; barrier(); shr->state = SUBMIT),
+	// so a length read after seeing SUBMIT is that packet's. Read the
+	// other way round, a look at the page that races the frontend's
+	// writes (the look Serve takes before its first wait) pairs a fresh
+	// SUBMIT with the previous length.
 	w := atomic.LoadUint32(word(page))
+	length := atomic.LoadUint32(wordAt(page, 0))
 	return header{length: length, state: uint8(w), loc: uint8(w >> 8), nExtra: uint8(w >> 24)}
 }
 
