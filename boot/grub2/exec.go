@@ -949,7 +949,9 @@ func (in *interp) regexp(c *ctx, where string, args []string) int {
 			rest = append(rest, a)
 		}
 		if isSet {
-			s := set{n: len(sets) + 1, name: v}
+			// set_matches (commands/regexp.c): a name without N:
+			// takes submatch 1, whichever --set it is.
+			s := set{n: 1, name: v}
 			if num, name, ok := strings.Cut(v, ":"); ok {
 				n, err := strconv.Atoi(num)
 				if err != nil || n < 0 {
@@ -970,15 +972,22 @@ func (in *interp) regexp(c *ctx, where string, args []string) int {
 		in.warn(fmt.Sprintf("%s: regexp %q: %v; taken as not matching", where, rest[0], err))
 		return 1
 	}
-	m := re.FindStringSubmatch(rest[1])
+	m := re.FindStringSubmatchIndex(rest[1])
 	if m == nil {
 		return 1
 	}
 	for _, s := range sets {
-		if s.n < len(m) && isName(s.name) {
-			if err := in.setVar(c, s.name, m[s.n]); err != nil {
-				return 1
-			}
+		if !isName(s.name) {
+			continue
+		}
+		// A submatch the pattern does not have, or one that took no
+		// part in the match, unsets the variable (set_matches).
+		if 2*s.n+1 >= len(m) || m[2*s.n] < 0 {
+			delete(c.vars, s.name)
+			continue
+		}
+		if err := in.setVar(c, s.name, rest[1][m[2*s.n]:m[2*s.n+1]]); err != nil {
+			return 1
 		}
 	}
 	return 0
