@@ -229,6 +229,7 @@ func (in *interp) command(c *ctx, lv *level, file string, line int, argv []strin
 		in.calls--
 		return st, err
 	case "blscfg", "bls_import":
+		in.fedora = true
 		if lv == nil {
 			in.warn(fmt.Sprintf("%s: blscfg inside a menu entry ignored", where))
 			return 0, nil
@@ -758,7 +759,7 @@ func (in *interp) chooseDefault(m *entry.Menu, lv *level) {
 	for {
 		idx := 0
 		if len(parts) > 0 {
-			idx = findItem(cur, parts[0])
+			idx = in.findItem(cur, parts[0])
 			parts = parts[1:]
 			if idx < 0 {
 				ok = false
@@ -766,7 +767,7 @@ func (in *interp) chooseDefault(m *entry.Menu, lv *level) {
 			}
 		} else if cur != lv {
 			if d := cur.ctx.vars["default"]; d != "" {
-				if idx = findItem(cur, d); idx < 0 {
+				if idx = in.findItem(cur, d); idx < 0 {
 					idx = 0
 				}
 			}
@@ -897,10 +898,35 @@ func firstPath(lv *level) string {
 
 // findItem is GRUB's get_entry_number: a decimal number, else the first
 // item whose title or id equals s.
-func findItem(lv *level, s string) int {
-	if n, err := strconv.Atoi(s); err == nil && s != "" && s[0] >= '0' && s[0] <= '9' {
-		if n < len(lv.items) {
-			return n
+func (in *interp) findItem(lv *level, s string) int {
+	if in.fedora {
+		// Fedora's GRUB (the one with blscfg) patches get_entry_number:
+		// an id first, then a title, then a number that must be the
+		// whole value (rhboot/grub2 fedora-45, get_entry_number_helper),
+		// so a BLS id starting with a digit names its entry.
+		for i, it := range lv.items {
+			if it.id != "" && it.id == s {
+				return i
+			}
+		}
+		for i, it := range lv.items {
+			if it.title == s {
+				return i
+			}
+		}
+		if n, err := strconv.ParseUint(s, 0, 64); err == nil && n < uint64(len(lv.items)) && s[0] >= '0' && s[0] <= '9' {
+			return int(n)
+		}
+		return -1
+	}
+	// get_entry_number (normal/menu.c, GRUB 2.06 as Debian ships it):
+	// grub_strtoul base 0 first, which takes the leading digits and
+	// ignores what follows ("01x" is 1, "0x2" is 2, " 1" is 1); only a
+	// value with no digits at all is looked up as a title or id.
+	// Checked with grub-emu (the fuzzer found it; testdata/grubemu).
+	if n, ok := strtoulPrefix(s); ok {
+		if n < uint64(len(lv.items)) {
+			return int(n)
 		}
 		return -1
 	}
@@ -910,6 +936,48 @@ func findItem(lv *level, s string) int {
 		}
 	}
 	return -1
+}
+
+// strtoulPrefix is grub_strtoul(s, 0, 0): white space skipped, "0x" hex,
+// "0" then an octal digit octal, then digits up to the first other
+// character; ok is false when there is no digit. An overflow (GRUB's
+// OUT_OF_RANGE error) gives a value no menu has.
+func strtoulPrefix(s string) (uint64, bool) {
+	for len(s) > 0 && isSpace(s[0]) {
+		s = s[1:]
+	}
+	base := uint64(10)
+	if len(s) > 1 && s[0] == '0' {
+		if s[1] == 'x' {
+			base, s = 16, s[2:]
+		} else if s[1] >= '0' && s[1] <= '7' {
+			base = 8
+		}
+	}
+	var n uint64
+	found := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		d := uint64(99)
+		switch {
+		case c >= '0' && c <= '9':
+			d = uint64(c - '0')
+		case c >= 'a' && c <= 'z':
+			d = uint64(c-'a') + 10
+		}
+		if d >= base {
+			break
+		}
+		found = true
+		if n > (^uint64(0)-d)/base {
+			return ^uint64(0), true
+		}
+		n = n*base + d
+	}
+	return n, found
 }
 
 // regexp is GRUB's regexp command (commands/regexp.c): status 0 when
