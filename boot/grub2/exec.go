@@ -426,11 +426,16 @@ func (in *interp) test(where string, args []string) (int, error) {
 }
 
 type testParser struct {
-	in   *interp
-	args []string
-	n    int
-	err  error
+	in    *interp
+	args  []string
+	n     int
+	err   error
+	depth int
 }
+
+// maxTestNesting bounds parentheses in one test expression: test_parse
+// recurses per "(", and a hostile config could nest millions.
+const maxTestNesting = 64
 
 // parse is test_parse: one level, up to a ")" or the end.
 func (t *testParser) parse() bool {
@@ -517,7 +522,13 @@ func (t *testParser) parse() bool {
 		case ")":
 			return or || and
 		case "(":
+			if t.depth >= maxTestNesting {
+				t.fail(fmt.Errorf("test: parentheses nested deeper than %d", maxTestNesting))
+				return false
+			}
+			t.depth++
 			update(t.parse())
+			t.depth--
 		case "!":
 			invert = !invert
 		case "-a":
