@@ -59,7 +59,7 @@ fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
 # Differential fuzzing of boot/grub2 against GRUB 2.06 itself (grub-emu,
-# internal/grubemu): GRUB_SCRIPTS generated scripts (about 10 a second on
+# internal/grubemu): GRUB_SCRIPTS generated scripts (about 2.7 a second on
 # one core), added to the running count in testdata/grubemu/fuzz-count;
 # a disagreement lands in testdata/grubemu/found/. make test runs 40.
 GRUB_SCRIPTS ?= 2000

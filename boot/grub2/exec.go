@@ -229,6 +229,7 @@ func (in *interp) command(c *ctx, lv *level, file string, line int, argv []strin
 		in.calls--
 		return st, err
 	case "blscfg", "bls_import":
+		in.fedora = true
 		if lv == nil {
 			in.warn(fmt.Sprintf("%s: blscfg inside a menu entry ignored", where))
 			return 0, nil
@@ -425,11 +426,16 @@ func (in *interp) test(where string, args []string) (int, error) {
 }
 
 type testParser struct {
-	in   *interp
-	args []string
-	n    int
-	err  error
+	in    *interp
+	args  []string
+	n     int
+	err   error
+	depth int
 }
+
+// maxTestNesting bounds parentheses in one test expression: test_parse
+// recurses per "(", and a hostile config could nest millions.
+const maxTestNesting = 64
 
 // parse is test_parse: one level, up to a ")" or the end.
 func (t *testParser) parse() bool {
@@ -516,7 +522,13 @@ func (t *testParser) parse() bool {
 		case ")":
 			return or || and
 		case "(":
+			if t.depth >= maxTestNesting {
+				t.fail(fmt.Errorf("test: parentheses nested deeper than %d", maxTestNesting))
+				return false
+			}
+			t.depth++
 			update(t.parse())
+			t.depth--
 		case "!":
 			invert = !invert
 		case "-a":
@@ -758,7 +770,7 @@ func (in *interp) chooseDefault(m *entry.Menu, lv *level) {
 	for {
 		idx := 0
 		if len(parts) > 0 {
-			idx = findItem(cur, parts[0])
+			idx = in.findItem(cur, parts[0])
 			parts = parts[1:]
 			if idx < 0 {
 				ok = false
@@ -766,7 +778,7 @@ func (in *interp) chooseDefault(m *entry.Menu, lv *level) {
 			}
 		} else if cur != lv {
 			if d := cur.ctx.vars["default"]; d != "" {
-				if idx = findItem(cur, d); idx < 0 {
+				if idx = in.findItem(cur, d); idx < 0 {
 					idx = 0
 				}
 			}
@@ -897,10 +909,35 @@ func firstPath(lv *level) string {
 
 // findItem is GRUB's get_entry_number: a decimal number, else the first
 // item whose title or id equals s.
-func findItem(lv *level, s string) int {
-	if n, err := strconv.Atoi(s); err == nil && s != "" && s[0] >= '0' && s[0] <= '9' {
-		if n < len(lv.items) {
-			return n
+func (in *interp) findItem(lv *level, s string) int {
+	if in.fedora {
+		// Fedora's GRUB (the one with blscfg) patches get_entry_number:
+		// an id first, then a title, then a number that must be the
+		// whole value (rhboot/grub2 fedora-45, get_entry_number_helper),
+		// so a BLS id starting with a digit names its entry.
+		for i, it := range lv.items {
+			if it.id != "" && it.id == s {
+				return i
+			}
+		}
+		for i, it := range lv.items {
+			if it.title == s {
+				return i
+			}
+		}
+		if n, err := strconv.ParseUint(s, 0, 64); err == nil && n < uint64(len(lv.items)) && s[0] >= '0' && s[0] <= '9' {
+			return int(n)
+		}
+		return -1
+	}
+	// get_entry_number (normal/menu.c, GRUB 2.06 as Debian ships it):
+	// grub_strtoul base 0 first, which takes the leading digits and
+	// ignores what follows ("01x" is 1, "0x2" is 2, " 1" is 1); only a
+	// value with no digits at all is looked up as a title or id.
+	// Checked with grub-emu (the fuzzer found it; testdata/grubemu).
+	if n, ok := strtoulPrefix(s); ok {
+		if n < uint64(len(lv.items)) {
+			return int(n)
 		}
 		return -1
 	}
@@ -910,6 +947,48 @@ func findItem(lv *level, s string) int {
 		}
 	}
 	return -1
+}
+
+// strtoulPrefix is grub_strtoul(s, 0, 0): white space skipped, "0x" hex,
+// "0" then an octal digit octal, then digits up to the first other
+// character; ok is false when there is no digit. An overflow (GRUB's
+// OUT_OF_RANGE error) gives a value no menu has.
+func strtoulPrefix(s string) (uint64, bool) {
+	for len(s) > 0 && isSpace(s[0]) {
+		s = s[1:]
+	}
+	base := uint64(10)
+	if len(s) > 1 && s[0] == '0' {
+		if s[1] == 'x' {
+			base, s = 16, s[2:]
+		} else if s[1] >= '0' && s[1] <= '7' {
+			base = 8
+		}
+	}
+	var n uint64
+	found := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		d := uint64(99)
+		switch {
+		case c >= '0' && c <= '9':
+			d = uint64(c - '0')
+		case c >= 'a' && c <= 'z':
+			d = uint64(c-'a') + 10
+		}
+		if d >= base {
+			break
+		}
+		found = true
+		if n > (^uint64(0)-d)/base {
+			return ^uint64(0), true
+		}
+		n = n*base + d
+	}
+	return n, found
 }
 
 // regexp is GRUB's regexp command (commands/regexp.c): status 0 when
@@ -949,7 +1028,9 @@ func (in *interp) regexp(c *ctx, where string, args []string) int {
 			rest = append(rest, a)
 		}
 		if isSet {
-			s := set{n: len(sets) + 1, name: v}
+			// set_matches (commands/regexp.c): a name without N:
+			// takes submatch 1, whichever --set it is.
+			s := set{n: 1, name: v}
 			if num, name, ok := strings.Cut(v, ":"); ok {
 				n, err := strconv.Atoi(num)
 				if err != nil || n < 0 {
@@ -970,15 +1051,22 @@ func (in *interp) regexp(c *ctx, where string, args []string) int {
 		in.warn(fmt.Sprintf("%s: regexp %q: %v; taken as not matching", where, rest[0], err))
 		return 1
 	}
-	m := re.FindStringSubmatch(rest[1])
+	m := re.FindStringSubmatchIndex(rest[1])
 	if m == nil {
 		return 1
 	}
 	for _, s := range sets {
-		if s.n < len(m) && isName(s.name) {
-			if err := in.setVar(c, s.name, m[s.n]); err != nil {
-				return 1
-			}
+		if !isName(s.name) {
+			continue
+		}
+		// A submatch the pattern does not have, or one that took no
+		// part in the match, unsets the variable (set_matches).
+		if 2*s.n+1 >= len(m) || m[2*s.n] < 0 {
+			delete(c.vars, s.name)
+			continue
+		}
+		if err := in.setVar(c, s.name, rest[1][m[2*s.n]:m[2*s.n+1]]); err != nil {
+			return 1
 		}
 	}
 	return 0

@@ -176,6 +176,9 @@ type interp struct {
 	work        int
 	calls       int
 	replaced    *level
+	// fedora is set once blscfg ran: only Fedora's GRUB has it, and its
+	// default lookup differs from upstream's (findItem).
+	fedora bool
 	// cur is the entry whose body is running, nil at menu level.
 	cur *item
 }

@@ -51,3 +51,14 @@ func TestUnquotedRedirection(t *testing.T) {
 		}
 	}
 }
+
+// TestTestNesting: a deep "( ( ( ..." is refused with one line, not a
+// stack of millions of frames.
+func TestTestNesting(t *testing.T) {
+	cfg := "if [ " + strings.Repeat("( ", 100000) + "x ] ; then set a=1 ; fi\nmenuentry a { linux /k }\n"
+	fsys := fstest.MapFS{"grub.cfg": {Data: []byte(cfg)}, "k": {Data: []byte("k")}}
+	_, err := Parse(fsys, "grub.cfg")
+	if err == nil || !strings.Contains(err.Error(), "nested deeper") {
+		t.Fatalf("err = %v, want a nesting refusal", err)
+	}
+}
