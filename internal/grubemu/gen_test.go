@@ -15,20 +15,23 @@ import (
 
 // TestGeneratedScripts is the differential fuzzer: scripts from Generate
 // run through boot/grub2 and GRUB 2.06. In make test a few batches run
-// (GRUBEMU_FUZZ_SCRIPTS, default 40); make fuzz-grub runs thousands and
+// (40 scripts, seeds 1..40); make fuzz-grub runs GRUBEMU_FUZZ_SCRIPTS from
+// a clock seed (GRUBEMU_FUZZ_SEED fixes it) and
 // adds them to testdata/grubemu/fuzz-count. A disagreement is written to
 // testdata/grubemu/found/SEED.cfg and fails the test.
 func TestGeneratedScripts(t *testing.T) {
 	need(t)
-	n := 40
+	// make test runs a fixed set (seeds 1..40), so CI judges the code and
+	// not the luck of a clock; make fuzz-grub explores from the clock.
+	n, seed0 := 40, int64(1)
 	if s := os.Getenv("GRUBEMU_FUZZ_SCRIPTS"); s != "" {
+		seed0 = time.Now().UnixNano()
 		v, err := strconv.Atoi(s)
 		if err != nil || v <= 0 {
 			t.Fatalf("GRUBEMU_FUZZ_SCRIPTS=%q is not a positive number", s)
 		}
 		n = v
 	}
-	seed0 := time.Now().UnixNano()
 	if s := os.Getenv("GRUBEMU_FUZZ_SEED"); s != "" {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
