@@ -831,7 +831,7 @@ func checkVTPM(t *testing.T, g guest, f files, dir string, afterPCRs map[string]
 
 // checkTarget: the kexec'd (or loaded) system runs with the measured
 // command line and reads, through /dev/tpm0, the PCRs crypto expects.
-func checkTarget(t *testing.T, g guest, console string, rep *report.Report, repErr error, want map[string]map[int][]byte) {
+func checkTarget(t testing.TB, g guest, console string, rep *report.Report, repErr error, want map[string]map[int][]byte) {
 	if repErr != nil {
 		t.Fatalf("no target report: %v", repErr)
 	}
@@ -872,22 +872,22 @@ func checkTarget(t *testing.T, g guest, console string, rep *report.Report, repE
 }
 
 // splitReports cuts a console holding several boots into one piece per
-// target report, each ending before the next report's first line.
+// boot: each piece ends with a target report's last line and starts after
+// the previous one's, so it holds that boot's stub and target lines.
 func splitReports(console string) []string {
 	var out []string
-	rest := console
-	for {
-		i := strings.Index(rest, report.Begin)
-		if i < 0 {
-			return out
+	lines := strings.SplitAfter(console, "\n")
+	start, begun := 0, false
+	for i, l := range lines {
+		switch {
+		case strings.TrimRight(l, "\r\n") == report.Begin:
+			begun = true
+		case begun && strings.HasPrefix(l, "==== VTPMBOOT TARGET REPORT END"):
+			out = append(out, strings.Join(lines[start:i+1], ""))
+			start, begun = i+1, false
 		}
-		j := strings.Index(rest[i+len(report.Begin):], report.Begin)
-		if j < 0 {
-			return append(out, rest[i:])
-		}
-		out = append(out, rest[i:i+len(report.Begin)+j])
-		rest = rest[i+len(report.Begin)+j:]
 	}
+	return out
 }
 
 // checkReboot: the second boot was a new domain (xl's reboot), and
