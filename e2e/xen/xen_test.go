@@ -1,8 +1,9 @@
 // Package xen is the Xen end-to-end suite: one boot of real Xen 4.17
-// (Debian's) under QEMU TCG, whose dom0 starts HVM and PVH guests with xl
-// that boot the stub from kernel=/ramdisk=, through the vTPM that
-// cmd/vtpmback serves from swtpm. What each guest must show is in
-// guests(); docs/xen.md says what this proves and what it does not.
+// (Debian's) under QEMU TCG, whose dom0 starts guests with xl: HVM and PVH
+// guests that boot the stub from kernel=/ramdisk=, through the vTPM that
+// cmd/vtpmback creates and serves from swtpm, and PV and PVH guests that
+// cmd/vtpmboot-loader boots as xl's bootloader=. What each guest must show
+// is in guests(); docs/xen.md says what this proves and what it does not.
 package xen
 
 import (
@@ -28,6 +29,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/e2e"
 	"github.com/vtpmboot/vtpmboot/images"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
+	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/internal/xentest"
@@ -47,18 +49,61 @@ type guest struct {
 	// memory in MiB (0: 512); extra xl lines.
 	memory  int
 	xlExtra string
+	// loader: xl's bootloader= is vtpmboot-loader (no stub, no kexec),
+	// measuring into an swtpm started by hand (admin), read by go-tpm
+	// before and after. These guests have no vtpm= device: vtpmback
+	// would reset the TPM the loader measured when the device appears,
+	// since the loader does not announce its boot through vtpmctl yet
+	// (host/loader.Run knows only SocketDir; docs/xen.md).
+	loader bool
+	// admin: the vTPM is an swtpm started by hand in dom0 (/run/vtpm);
+	// otherwise vtpmback provisions it on first use, as a user's.
+	admin bool
+	// restrict runs xl with LIBXL_BOOTLOADER_RESTRICT=1 (XSA-443).
+	restrict bool
+	// reboot: the target reboots once (dom0 asks it through xenstore,
+	// see xentarget's rebootKey); xl restarts the guest with a new
+	// domid (on_reboot="restart") and the second boot reports again.
+	reboot bool
 }
+
+// managed says vtpmback itself created the guest's vTPM.
+func (g guest) managed() bool { return g.tpm != "" && !g.admin }
 
 func guests() []guest {
 	return []guest{
 		{name: "hvm-tpm20", typ: "hvm", tpm: "2.0", policy: "required"},
-		{name: "hvm-tpm12", typ: "hvm", tpm: "1.2", policy: "required"},
+		// TPM 1.2 by vtpmback's --config; rebooted once: both boots
+		// must read the prediction (issue 16's bug gave boot 2 PCR 4 =
+		// SHA-1(boot 1's PCR 4 || SHA-1(kernel))).
+		{name: "hvm-tpm12", typ: "hvm", tpm: "1.2", policy: "required", reboot: true},
 		{name: "hvm-notpm-optional", typ: "hvm", policy: "optional"},
 		{name: "hvm-notpm-required", typ: "hvm", policy: "required", fatal: "vtpmboot: FATAL: no TPM: this guest has none"},
 		// The PVH guest has a vTPM, so its PCRs prove the refusal came
 		// before anything was measured.
 		{name: "pvh-tpm20", typ: "pvh", tpm: "2.0", policy: "required", fatal: `vtpmboot: FATAL: Xen PVH guest: kexec needs Xen soft reset, which xl supports only for type="hvm"`},
+		{name: "loader-pvh-tpm20", typ: "pvh", tpm: "2.0", loader: true, admin: true},
+		{name: "loader-pv-tpm12", typ: "pv", tpm: "1.2", loader: true, admin: true, restrict: true},
 	}
+}
+
+// loaderPath is where dom0's plan installs vtpmboot-loader: a directory
+// the restricted picker's uid can reach (the test's share is 0700).
+const loaderPath = "/usr/lib/vtpmboot/vtpmboot-loader"
+
+// loaderExtra is the loader guests' extra=; libxl hands it to the loader
+// as --args= and the loader appends it to the entry's arguments as
+// pygrub's run_grub does (docs/loader.md, "The command line").
+const loaderExtra = "console=hvc0"
+
+// wantCmdlineFor is what the guest's target must read in /proc/cmdline
+// and what PCR 5 holds: GRUB's BOOT_IMAGE= rule and the entry's arguments,
+// then for a loader guest a space and xl's extra=.
+func wantCmdlineFor(g guest) string {
+	if g.loader {
+		return wantCmdline + " " + loaderExtra
+	}
+	return wantCmdline
 }
 
 // The entry on every guest disk, written by hand: GRUB 2 prefixes
@@ -83,7 +128,7 @@ func selected() []guest {
 }
 
 type files struct {
-	kernel, stub, target, pcrsim, vtpmback, pcrread string
+	kernel, stub, target, pcrsim, vtpmback, pcrread, loader string
 }
 
 func build(t *testing.T, root, dir string) files {
@@ -97,6 +142,7 @@ func build(t *testing.T, root, dir string) files {
 		pcrsim:   filepath.Join(dir, "pcrsim"),
 		vtpmback: filepath.Join(dir, "vtpmback"),
 		pcrread:  filepath.Join(dir, "pcrread"),
+		loader:   filepath.Join(dir, "vtpmboot-loader"),
 	}
 	stub, _, err := images.Stub(ctx, images.StubOptions{
 		Init:       images.GoBuild{Package: images.DefaultInitPackage, Dir: root},
@@ -119,7 +165,7 @@ func build(t *testing.T, root, dir string) files {
 	if err := target.WriteFile(f.target); err != nil {
 		t.Fatal(err)
 	}
-	for pkg, out := range map[string]string{"./cmd/pcrsim": f.pcrsim, "./cmd/vtpmback": f.vtpmback, "./internal/xentest/pcrread": f.pcrread} {
+	for pkg, out := range map[string]string{"./cmd/pcrsim": f.pcrsim, "./cmd/vtpmback": f.vtpmback, "./internal/xentest/pcrread": f.pcrread, "./cmd/vtpmboot-loader": f.loader} {
 		if err := e2e.GoBuild(ctx, root, pkg, out); err != nil {
 			t.Fatal(err)
 		}
@@ -138,6 +184,23 @@ func xlConfig(g guest, i int, f files, dir string) string {
 		mem = 512
 	}
 	fmt.Fprintf(&b, "name = %q\ntype = %q\nmemory = %d\nvcpus = 1\n%s", g.name, g.typ, mem, g.xlExtra)
+	onPoweroff := "destroy"
+	if g.managed() {
+		// Kept (shut down, renamed by xl) so that dom0 reads its PCRs
+		// through vtpmback while the binding lives, then destroys it.
+		onPoweroff = "preserve"
+	}
+	onReboot := "destroy"
+	if g.reboot {
+		onReboot = "restart"
+	}
+	tail := fmt.Sprintf("on_poweroff = %q\non_reboot = %q\non_crash = \"destroy\"\n", onPoweroff, onReboot)
+	disk := fmt.Sprintf("disk = [ %q ]\n", "format=raw,vdev=xvda,access=rw,target="+filepath.Join(dir, "disk.img"))
+	if g.loader {
+		fmt.Fprintf(&b, "bootloader = %q\nbootloader_args = [ %q, %q, %q ]\nextra = %q\n%s%s", loaderPath,
+			"--vtpm-uuid="+uuid(i), "--vtpm-socket-dir=/run/vtpm", "--state-dir="+filepath.Join(dir, "loader-state"), loaderExtra, disk, tail)
+		return b.String()
+	}
 	fmt.Fprintf(&b, "kernel = %q\nramdisk = %q\n", f.kernel, f.stub)
 	console := "ttyS0"
 	if g.typ == "pvh" {
@@ -146,7 +209,7 @@ func xlConfig(g guest, i int, f files, dir string) string {
 	// quiet: under nested emulation every byte on the emulated serial
 	// port costs a trip through Xen and the device model in dom0.
 	fmt.Fprintf(&b, "extra = %q\n", "console="+console+" quiet panic=-1 vtpmboot.tpm="+g.policy)
-	fmt.Fprintf(&b, "disk = [ %q ]\n", "format=raw,vdev=xvda,access=rw,target="+filepath.Join(dir, "disk.img"))
+	b.WriteString(disk)
 	if g.tpm != "" {
 		fmt.Fprintf(&b, "vtpm = [ %q ]\n", "backend=Domain-0,uuid="+uuid(i))
 	}
@@ -155,7 +218,7 @@ func xlConfig(g guest, i int, f files, dir string) string {
 		// with append=on keeps the stub's lines before the target's.
 		fmt.Fprintf(&b, "vnc = 0\nserial = \"none\"\ndevice_model_args_hvm = [ \"-chardev\", \"file,id=vtpmcon,path=%s,append=on\", \"-device\", \"isa-serial,chardev=vtpmcon\" ]\n", filepath.Join(dir, "console"))
 	}
-	b.WriteString("on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\non_soft_reset = \"soft-reset\"\n")
+	b.WriteString(tail + "on_soft_reset = \"soft-reset\"\n")
 	return b.String()
 }
 
@@ -179,13 +242,30 @@ remove)
 esac
 `
 
-// planHead runs in dom0 before the guests: vtpmback serves every vtpm
-// device of Domain-0's backend tree from /run/vtpm/<uuid>.sock.
+// planHead runs in dom0 before the guests. vtpmback runs as a user's
+// would, its directories moved under the test's share (state, CA,
+// configuration) and dom0's tmpfs (sockets, bindings): it provisions each
+// vTPM on its first use. swtpm is started by hand only for the loader
+// guests (start_tpm), which measure into /run/vtpm/<uuid>.sock.
 const planHead = `
 ip link set lo up
 cp "$XENTEST_OUT/block-loop" /etc/xen/scripts/block
+install -D -m 0755 "$LOADER" ` + loaderPath + `
+# libxl's restricted bootloader runs as this user's uid + the domid
+# (bootloader_uid, libxl_bootloader.c); Debian creates no such user.
+echo 'xen-qemuuser-range-base:x:131072:131072:xl restricted bootloader:/nonexistent:/usr/sbin/nologin' >> /etc/passwd
 mkdir -p /run/vtpm
-"$VTPMBACK" --socket-dir /run/vtpm > "$XENTEST_OUT/vtpmback.log" 2>&1 &
+VTPMRUN=/run/vtpmboot-test
+VTPMCTL=$VTPMRUN/vtpmback.sock
+"$VTPMBACK" --state-dir "$XENTEST_OUT/vtpm/state" --ca-dir "$XENTEST_OUT/vtpm/ca" --run-dir "$VTPMRUN" \
+  --config "$XENTEST_OUT/vtpm/vtpm.conf" > "$XENTEST_OUT/vtpmback.log" 2>&1 &
+VTPMBACK_PID=$!
+for i in $(seq 100); do [ -S "$VTPMCTL" ] && break; sleep 0.1; done
+[ -S "$VTPMCTL" ] || log "vtpmback's control socket $VTPMCTL did not appear"
+vtpmctl_pcrs() { # name uuid before|after: PCRs 0-15 through vtpmback
+  local d="$XENTEST_OUT/$1"
+  "$PCRREAD" -vtpmctl "$VTPMCTL" -uuid "$2" > "$d/pcrs-$3.json" 2> "$d/pcrread-$3.log"
+}
 start_tpm() { # name version uuid
   local d="$XENTEST_OUT/$1" args
   mkdir -p "$d/tpmstate"
@@ -194,11 +274,11 @@ start_tpm() { # name version uuid
   [ "$2" = 2.0 ] && args+=(--tpm2)
   swtpm "${args[@]}" || log "swtpm for $1 failed"
   for i in $(seq 50); do [ -S "/run/vtpm/$3.sock" ] && break; sleep 0.1; done
-  "$PCRREAD" -socket "/run/vtpm/$3.sock" -version "$2" > "$d/pcrs-before.json" 2> "$d/pcrread.log"
+  "$PCRREAD" -socket "/run/vtpm/$3.sock" -version "$2" > "$d/pcrs-before.json" 2> "$d/pcrread-before.log"
 }
 stop_tpm() { # name version uuid
   local d="$XENTEST_OUT/$1"
-  "$PCRREAD" -socket "/run/vtpm/$3.sock" -version "$2" > "$d/pcrs-after.json" 2>> "$d/pcrread.log"
+  "$PCRREAD" -socket "/run/vtpm/$3.sock" -version "$2" > "$d/pcrs-after.json" 2> "$d/pcrread-after.log"
   kill "$(cat /run/vtpm/$3.pid)" 2>/dev/null
 }
 run_guest() { # name timeout-seconds
@@ -213,37 +293,60 @@ run_guest() { # name timeout-seconds
   # the first attempt's logs, and the test says so.
   if [ -f "$d/console" ] && [ ! -s "$d/console" ] && [ ! -e "$d/timeout" ] && [ ! -e "$d/purgatory" ]; then
     mkdir -p "$d/attempt1"
-    for f in console seconds xl.log qemu-dm.log xl-create.log xl-list.log; do [ -e "$d/$f" ] && mv "$d/$f" "$d/attempt1/"; done
+    for f in console seconds xl.log qemu-dm.log xl-create.log xl-list.log domids pcrs-after.json pcrread-after.log; do [ -e "$d/$f" ] && mv "$d/$f" "$d/attempt1/"; done
     log "$1: nothing on the console, running it once more"
     run_guest_once "$@"
   fi
 }
+# xl runs in the foreground (-F) and the guest's life is xl's: a reboot
+# (destroy, then a new domain under the same name) leaves a moment with
+# no domain of that name, which polling the name would take for the end.
 run_guest_once() { # name timeout-seconds
-  local d="$XENTEST_OUT/$1" t0 t1
+  local d="$XENTEST_OUT/$1" t0 t1 xlpid id first="" last="" key env=()
+  [ -e "$d/restrict" ] && env=(LIBXL_BOOTLOADER_RESTRICT=1)
   t0=$(date +%s.%N)
-  xl -v create "$d/xl.cfg" > "$d/xl-create.log" 2>&1 || log "xl create $1 failed"
-  ( while xl domid "$1" > /dev/null 2>&1; do echo "$(date +%T) $(xl list "$1" | tail -1)"; sleep 20; done ) > "$d/xl-list.log" 2>&1 &
-  while xl domid "$1" > /dev/null 2>&1; do
+  env "${env[@]}" xl -v create -F "$d/xl.cfg" > "$d/xl-create.log" 2>&1 &
+  xlpid=$!
+  ( while kill -0 $xlpid 2>/dev/null; do echo "$(date +%T) $(xl list | grep -- "$1")"; sleep 20; done ) > "$d/xl-list.log" 2>&1 &
+  while kill -0 $xlpid 2>/dev/null; do
     sleep 1
+    id=$(xl domid "$1" 2>/dev/null) || id=""
+    if [ "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print int(b-a)}')" -ge "$2" ]; then
+      log "$1: timeout, destroying"; echo timeout > "$d/timeout"
+      [ -n "$id" ] && /usr/lib/xen-4.17/bin/xenctx -a "$id" 0 > "$d/xenctx.txt" 2>&1
+      xl destroy "$1"; sleep 5; kill $xlpid 2>/dev/null
+      break
+    fi
+    [ -n "$id" ] || continue
+    [ "$id" != "$last" ] && echo "$id" >> "$d/domids"
+    last=$id; [ -n "$first" ] || first=$id
+    # The rebooting guest's first boot: its target reads this key and
+    # reboots. Rewritten while missing, since the stub's soft reset
+    # recreates /local/domain/<domid>; never written for a later domid.
+    key=/local/domain/$id/data/xentest-reboot
+    if [ -e "$d/reboot" ] && [ "$id" = "$first" ] && ! xenstore-read "$key" > /dev/null 2>&1; then
+      xenstore-write "$key" 1 && xenstore-chmod "$key" n0 "r$id" && echo "$(date +%T) wrote $key" >> "$d/reboot.log"
+    fi
     # kexec's purgatory spins on "jmp ." (eb fe) below 1 MiB when the
     # segments it checks no longer match their SHA-256: say so, now.
-    if [ $(( $(date +%s) % 15 )) = 0 ] && /usr/lib/xen-4.17/bin/xenctx "$(xl domid "$1")" 0 > "$d/xenctx.now" 2>&1 &&
+    if [ $(( $(date +%s) % 15 )) = 0 ] && /usr/lib/xen-4.17/bin/xenctx "$id" 0 > "$d/xenctx.now" 2>&1 &&
        grep -q '^rip: 00000000000' "$d/xenctx.now" && grep -q '<eb> fe' "$d/xenctx.now"; then
       log "$1: kexec purgatory loops (segment digest mismatch), destroying"; echo purgatory > "$d/purgatory"
       cp "$d/xenctx.now" "$d/xenctx.txt"
       [ -n "${XEN_DUMP:-}" ] && xl dump-core "$1" "$d/core" > "$d/dump-core.log" 2>&1
       xl destroy "$1"
     fi
-    if [ "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print int(b-a)}')" -ge "$2" ]; then
-      log "$1: timeout, destroying"; echo timeout > "$d/timeout"
-      /usr/lib/xen-4.17/bin/xenctx -a "$(xl domid "$1")" 0 > "$d/xenctx.txt" 2>&1
-      xl destroy "$1"
-    fi
   done
+  wait $xlpid
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f\n", b-a}' > "$d/seconds"
-  cp /var/log/xen/xl-"$1".log "$d/xl.log" 2>/dev/null
+  # A preserved domain still exists: its vTPM binding lives, and
+  # vtpmback answers for it.
+  [ -e "$d/managed-uuid" ] && vtpmctl_pcrs "$1" "$(cat "$d/managed-uuid")" after
+  [ -n "$last" ] && xl destroy "$last" > /dev/null 2>&1
+  cp "$d/xl-create.log" "$d/xl.log"
   cp /var/log/xen/qemu-dm-"$1".log "$d/qemu-dm.log" 2>/dev/null
+  [ -n "$first" ] && cp "/var/log/xen/bootloader.$first.log" "$d/bootloader.log" 2>/dev/null
   log "$1: $(cat "$d/seconds")s"
 }
 `
@@ -253,6 +356,15 @@ run_guest_once() { # name timeout-seconds
 // guest that hangs costs the whole bound, and make test-xen may run the
 // suite twice, so the bound is not larger than it must be.
 var perGuest = guestTimeout()
+
+// timeout bounds g in dom0: perGuest per boot (a rebooting guest boots
+// twice; under a load of 13 on this machine each HVM boot took ~9 min).
+func (g guest) timeout() int {
+	if g.reboot {
+		return 2 * perGuest
+	}
+	return perGuest
+}
 
 func guestTimeout() int {
 	if n, err := strconv.Atoi(os.Getenv("VTPMBOOT_XEN_GUEST_TIMEOUT")); err == nil && n > 0 {
@@ -295,8 +407,9 @@ func TestXen(t *testing.T) {
 		{Path: "/boot/target.img", Source: f.target},
 	}}}}
 	diskSum := map[string][32]byte{}
-	var plan strings.Builder
-	fmt.Fprintf(&plan, "VTPMBACK=%q\nPCRREAD=%q\nXEN_DUMP=%q\n%s", f.vtpmback, f.pcrread, os.Getenv("VTPMBOOT_XEN_DUMP"), planHead)
+	var plan, vtpmConf strings.Builder
+	total := 0
+	fmt.Fprintf(&plan, "VTPMBACK=%q\nPCRREAD=%q\nLOADER=%q\nXEN_DUMP=%q\n%s", f.vtpmback, f.pcrread, f.loader, os.Getenv("VTPMBOOT_XEN_DUMP"), planHead)
 	if err := os.WriteFile(filepath.Join(out, "block-loop"), []byte(blockLoop), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -313,40 +426,77 @@ func TestXen(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "xl.cfg"), []byte(xlConfig(g, i, f, dir)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if g.tpm == "2.0" {
+		marks := map[string]string{}
+		if g.managed() {
+			marks["managed-uuid"] = uuid(i)
+			if g.tpm == "1.2" {
+				// vtpmback makes TPM 2.0 unless its --config says
+				// otherwise (docs/xen.md).
+				fmt.Fprintf(&vtpmConf, "%s tpm=1.2\n", uuid(i))
+			}
+		}
+		if g.reboot {
+			marks["reboot"] = "1"
+		}
+		if g.restrict {
+			marks["restrict"] = "1"
+		}
+		for name, v := range marks {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if g.admin && g.tpm == "2.0" {
 			// Provisioned as an admin would, with the two banks the
-			// stub must measure: every allocated bank costs a hash of
-			// the kernel and initrds, minutes under nested emulation.
+			// loader must measure, as vtpmback provisions its own.
 			st := filepath.Join(dir, "tpmstate")
 			os.MkdirAll(st, 0o755)
 			if out, err := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", st, "--pcr-banks", "sha1,sha256").CombinedOutput(); err != nil {
 				t.Fatalf("swtpm_setup: %v\n%s", err, out)
 			}
 		}
-		if g.tpm != "" {
+		if g.admin {
 			fmt.Fprintf(&plan, "start_tpm %s %s %s\n", g.name, g.tpm, uuid(i))
+		} else if g.managed() {
+			// First use: vtpmback has not made it yet.
+			fmt.Fprintf(&plan, "vtpmctl_pcrs %s %s before\n", g.name, uuid(i))
 		}
-		fmt.Fprintf(&plan, "run_guest %s %d\n", g.name, perGuest)
-		if g.tpm != "" {
+		fmt.Fprintf(&plan, "run_guest %s %d\n", g.name, g.timeout())
+		total += g.timeout()
+		if g.admin {
 			fmt.Fprintf(&plan, "stop_tpm %s %s %s\n", g.name, g.tpm, uuid(i))
 		}
 	}
-	plan.WriteString("kill %1 2>/dev/null; sleep 0.5\n")
+	plan.WriteString("cp \"$VTPMRUN/bindings.json\" \"$XENTEST_OUT/vtpm/\" 2>/dev/null; kill $VTPMBACK_PID 2>/dev/null; sleep 0.5\n")
+	if err := os.MkdirAll(filepath.Join(out, "vtpm"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "vtpm", "vtpm.conf"), []byte(vtpmConf.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(out, "plan.sh"), []byte(plan.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("built the stub, target, disks and tools in %v", time.Since(start).Round(time.Second))
 
-	unlock, err := xentest.Lock()
+	unlockXen, err := xentest.Lock()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every QEMU boot on the machine takes boot slots (CONTRIBUTING.md):
+	// Xen under TCG takes them all, so no other test's boot runs beside it.
+	unlockSlots, err := qemutest.LockMachineAll(context.Background())
+	if err != nil {
+		unlockXen()
+		t.Fatal(err)
+	}
+	unlock := func() { unlockSlots(); unlockXen() }
 	p, err := xentest.BuildDom0(context.Background(), root, out)
 	if err != nil {
 		unlock()
 		t.Fatal(err)
 	}
-	res, err := xentest.Boot(context.Background(), p, xentest.Options{Out: out, Timeout: time.Duration(len(gs)*perGuest+300) * time.Second})
+	res, err := xentest.Boot(context.Background(), p, xentest.Options{Out: out, Timeout: time.Duration(total+300) * time.Second})
 	unlock()
 	if res != nil {
 		os.WriteFile(filepath.Join(out, "serial.log"), []byte(res.Console), 0o644)
@@ -433,10 +583,10 @@ func summary(g guest, dir string, ok bool) string {
 }
 
 // consolePath is where a guest's console is kept: an HVM guest's serial
-// port goes to its own file (xlConfig), a PVH guest's hvc0 to
+// port goes to its own file (xlConfig), a PV or PVH guest's hvc0 to
 // xenconsoled's log.
 func consolePath(g guest, dir string) string {
-	if g.typ == "pvh" {
+	if g.typ != "hvm" {
 		return filepath.Join(dir, "..", "consoles", "guest-"+g.name+".log")
 	}
 	return filepath.Join(dir, "console")
@@ -468,11 +618,11 @@ func attemptNote(dir string) string {
 
 func check(t *testing.T, g guest, f files, dir string, diskSum [32]byte) {
 	secs, _ := os.ReadFile(filepath.Join(dir, "seconds"))
-	t.Logf("guest %s (%s, TPM %q): %ss in Xen", g.name, g.typ, g.tpm, strings.TrimSpace(string(secs)))
+	t.Logf("guest %s (%s, TPM %q, loader %v): %ss in Xen", g.name, g.typ, g.tpm, g.loader, strings.TrimSpace(string(secs)))
 	_, err := os.Stat(filepath.Join(dir, "purgatory"))
 	purgatory := err == nil
 	if _, err := os.Stat(filepath.Join(dir, "timeout")); err == nil {
-		t.Errorf("%s did not end within %ds", g.name, perGuest)
+		t.Errorf("%s did not end within %ds", g.name, g.timeout())
 	}
 	cb, err := os.ReadFile(consolePath(g, dir))
 	if err != nil {
@@ -493,16 +643,23 @@ func check(t *testing.T, g guest, f files, dir string, diskSum [32]byte) {
 	if after := fileSum(t, filepath.Join(dir, "disk.img")); after != diskSum {
 		t.Errorf("guest disk changed: sha256 %x, was %x", after, diskSum)
 	}
-	before := readPCRFile(t, filepath.Join(dir, "pcrs-before.json"), g.tpm != "")
-	afterPCRs := readPCRFile(t, filepath.Join(dir, "pcrs-after.json"), g.tpm != "")
-	// A fresh swtpm: every PCR zero (read by go-tpm before the guest), as
-	// Xen gives a vTPM no firmware measurements.
-	for bank, pcrs := range before {
-		for i, v := range pcrs {
-			if strings.Trim(v, "0") != "" {
-				t.Errorf("fresh vTPM %s PCR %s = %s, want zero", bank, i, v)
+	kernel, _ := os.ReadFile(f.kernel)
+	initrd, _ := os.ReadFile(f.target)
+	before, afterPCRs := vtpmReadings(t, g, dir)
+	if g.admin {
+		// A fresh swtpm: every PCR zero (read by go-tpm before the
+		// guest), as Xen gives a vTPM no firmware measurements.
+		for bank, pcrs := range before {
+			for i, v := range pcrs {
+				if strings.Trim(v, "0") != "" {
+					t.Errorf("fresh vTPM %s PCR %s = %s, want zero", bank, i, v)
+				}
 			}
 		}
+	}
+	if g.loader {
+		checkLoader(t, g, f, dir, console, afterPCRs, kernel, initrd)
+		return
 	}
 	rep, repErr := report.Parse(console)
 	if g.fatal != "" {
@@ -515,24 +672,20 @@ func check(t *testing.T, g guest, f files, dir string, diskSum [32]byte) {
 		if repErr == nil || strings.Contains(console, report.Begin) {
 			t.Errorf("the target ran after a FATAL")
 		}
-		// Nothing measured: the vTPM is as fresh after as before.
-		for bank, pcrs := range afterPCRs {
-			for i, v := range pcrs {
-				if strings.Trim(v, "0") != "" {
-					t.Errorf("after the refusal, %s PCR %s = %s, want zero", bank, i, v)
-				}
-			}
-		}
 		if g.typ == "pvh" && strings.Contains(console, "phase modules") {
 			t.Errorf("the PVH refusal came after the modules phase: disks or TPM were touched")
 		}
 		checkWait(t, console)
 		return
 	}
+	boots := 1
+	if g.reboot {
+		boots = 2
+	}
 	// What the stub did, before kexec, checked on the stub's console and
-	// in the vTPM itself after the guest is gone (go-tpm, not our client).
-	if !strings.Contains(console, "vtpmboot: booting /boot/vmlinuz") {
-		t.Fatalf("the stub did not reach kexec")
+	// in the vTPM itself through vtpmback after the guest powered off.
+	if n := strings.Count(console, "vtpmboot: booting /boot/vmlinuz"); n != boots {
+		t.Fatalf("the stub reached kexec %d times, want %d", n, boots)
 	}
 	if strings.Contains(console, "FATAL") {
 		t.Errorf("FATAL on the console")
@@ -542,8 +695,7 @@ func check(t *testing.T, g guest, f files, dir string, diskSum [32]byte) {
 	if !strings.Contains(console, "vtpmboot: phase balloon ") {
 		t.Errorf("no balloon phase: the stub kexec'd without checking that no page is ballooned out")
 	}
-	kernel, _ := os.ReadFile(f.kernel)
-	initrd, _ := os.ReadFile(f.target)
+	var want map[string]map[int][]byte
 	if g.tpm == "" {
 		if n := strings.Count(console, "NOTHING WAS MEASURED"); n < 2 {
 			t.Errorf("NOTHING WAS MEASURED printed %d times, want before measuring and before kexec", n)
@@ -553,37 +705,7 @@ func check(t *testing.T, g guest, f files, dir string, diskSum [32]byte) {
 		if !strings.Contains(console, "vtpmboot: TPM TPM "+g.tpm) {
 			t.Errorf("the stub did not open a TPM %s (xen-tpmfront + vtpmback)", g.tpm)
 		}
-		var banks []string
-		for b := range afterPCRs {
-			banks = append(banks, b)
-		}
-		sort.Strings(banks)
-		predicted := pcrsimPredict(t, f.pcrsim, filepath.Join(dir, "xl.cfg"), banks)
-		for _, bank := range banks {
-			a, err := pcrbank.ParseAlg(bank)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h := hashFor(t, a)
-			want := map[int][]byte{
-				4: sum(h, make([]byte, a.Size()), sum(h, kernel)),
-				5: sum(h, sum(h, make([]byte, a.Size()), sum(h, []byte(wantCmdline))), sum(h, initrd)),
-			}
-			for i := 0; i <= 9; i++ {
-				got := afterPCRs[bank][strconv.Itoa(i)]
-				w, measured := want[i]
-				if !measured {
-					w = make([]byte, a.Size())
-				}
-				if got != hex.EncodeToString(w) {
-					t.Errorf("%s PCR %d: go-tpm read %s from swtpm after the guest, want %x (crypto/%s of the files)", bank, i, got, w, bank)
-				}
-				if measured && predicted[bank][strconv.Itoa(i)] != got {
-					t.Errorf("%s PCR %d: pcrsim predict --xl-config %s says %s, the vTPM holds %s", bank, i, filepath.Join(dir, "xl.cfg"), predicted[bank][strconv.Itoa(i)], got)
-				}
-			}
-		}
-		t.Logf("vTPM after the guest: PCR 4/5 = pcrsim predict --xl-config = crypto, banks %v", banks)
+		want = checkVTPM(t, g, f, dir, afterPCRs, kernel, initrd)
 	}
 	t.Run("target", func(t *testing.T) {
 		if purgatory {
@@ -592,23 +714,135 @@ func check(t *testing.T, g guest, f files, dir string, diskSum [32]byte) {
 			// there to prevent: docs/xen.md "kexec after the soft reset".
 			t.Fatalf("after the soft reset kexec's purgatory found the loaded segments' SHA-256 changed and spins (jmp . below 1 MiB): were pages ballooned out? vCPU:\n%s", lastLines(string(ctx), 30))
 		}
-		checkTarget(t, g, f, dir, console, rep, repErr, afterPCRs, kernel, initrd)
+		if !g.reboot {
+			checkTarget(t, g, console, rep, repErr, want)
+			return
+		}
+		reps := splitReports(console)
+		if len(reps) != 2 {
+			t.Fatalf("%d target reports on the console, want 2 (one per boot)", len(reps))
+		}
+		for n, c := range reps {
+			t.Run(fmt.Sprintf("boot%d", n+1), func(t *testing.T) {
+				rep, err := report.Parse(c)
+				checkTarget(t, g, c, rep, err, want)
+			})
+		}
+		checkReboot(t, g, dir)
 	})
 }
 
-// checkTarget: the kexec'd system runs with the measured command line and
-// reads, through /dev/tpm0, the PCRs the stub extended.
-func checkTarget(t *testing.T, g guest, f files, dir, console string, rep *report.Report, repErr error, afterPCRs map[string]map[string]string, kernel, initrd []byte) {
+// vtpmReadings are the vTPM's PCRs read in dom0 before and after the
+// guest by pcrread: go-tpm on an admin-started swtpm's socket, or
+// vtpmback's answer through its control socket for a vTPM it owns (read
+// while the preserved domain still holds it).
+func vtpmReadings(t *testing.T, g guest, dir string) (before, after map[string]map[string]string) {
+	t.Helper()
+	if g.tpm == "" {
+		return nil, nil
+	}
+	errLog := func(which string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, "pcrread-"+which+".log"))
+		return strings.TrimSpace(string(b))
+	}
+	if g.admin {
+		return readPCRFile(t, dir, "before"), readPCRFile(t, dir, "after")
+	}
+	// vtpmback makes a vTPM on its first use: before the guest it does
+	// not know it (docs/vtpmctl.md, unknown-vtpm).
+	if l := errLog("before"); !strings.Contains(l, "vtpmctl unknown-vtpm") {
+		t.Errorf("before the guest, vtpmback answered for vTPM %s (%q): want unknown-vtpm, a vTPM made on first use", uuidOf(dir), l)
+	}
+	if g.fatal != "" {
+		// The stub refused before loading xen-tpmfront: vtpmback never
+		// served (nor made) this vTPM, so nothing can be in it.
+		if l := errLog("after"); !strings.Contains(l, "vtpmctl unknown-vtpm") {
+			t.Errorf("after the refusal, vtpmback answered for vTPM %s (%q): want unknown-vtpm (never served)", uuidOf(dir), l)
+		}
+		return nil, nil
+	}
+	return nil, readPCRFile(t, dir, "after")
+}
+
+func uuidOf(dir string) string {
+	b, _ := os.ReadFile(filepath.Join(dir, "managed-uuid"))
+	return string(b)
+}
+
+// expected is every bank's PCRs 0-15 after one boot, from the files with
+// crypto/sha*: zero but for PCR 4 (kernel) and 5 (cmdline, initrd).
+func expected(t *testing.T, banks []string, kernel, initrd []byte, cmdline string) map[string]map[int][]byte {
+	t.Helper()
+	out := map[string]map[int][]byte{}
+	for _, bank := range banks {
+		a, err := pcrbank.ParseAlg(bank)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := hashFor(t, a)
+		m := map[int][]byte{}
+		for i := 0; i <= 15; i++ {
+			m[i] = make([]byte, a.Size())
+		}
+		m[4] = sum(h, make([]byte, a.Size()), sum(h, kernel))
+		m[5] = sum(h, sum(h, make([]byte, a.Size()), sum(h, []byte(cmdline))), sum(h, initrd))
+		out[bank] = m
+	}
+	return out
+}
+
+// checkVTPM compares the vTPM's PCRs 0-15 read after the guest (the last
+// boot) with crypto/sha* of the files and PCRs 4/5 with pcrsim's
+// prediction from the same xl config, and returns what was expected.
+func checkVTPM(t *testing.T, g guest, f files, dir string, afterPCRs map[string]map[string]string, kernel, initrd []byte) map[string]map[int][]byte {
+	t.Helper()
+	var banks []string
+	for b := range afterPCRs {
+		banks = append(banks, b)
+	}
+	sort.Strings(banks)
+	wantBanks := map[string]string{"1.2": "sha1", "2.0": "sha1,sha256"}[g.tpm]
+	if strings.Join(banks, ",") != wantBanks {
+		t.Errorf("vTPM banks %v, want %s", banks, wantBanks)
+	}
+	if len(banks) == 0 {
+		return nil
+	}
+	want := expected(t, banks, kernel, initrd, wantCmdlineFor(g))
+	predicted := pcrsimPredict(t, f.pcrsim, filepath.Join(dir, "xl.cfg"), banks)
+	reader := "go-tpm read from swtpm"
+	if g.managed() {
+		reader = "vtpmback answered (vtpmctl pcrs)"
+	}
+	for _, bank := range banks {
+		for i := 0; i <= 15; i++ {
+			got := afterPCRs[bank][strconv.Itoa(i)]
+			if got != hex.EncodeToString(want[bank][i]) {
+				t.Errorf("%s PCR %d: %s %s after the guest, want %x (crypto/%s of the files)", bank, i, reader, got, want[bank][i], bank)
+			}
+			if (i == 4 || i == 5) && predicted[bank][strconv.Itoa(i)] != got {
+				t.Errorf("%s PCR %d: pcrsim predict --xl-config %s says %s, the vTPM holds %s", bank, i, filepath.Join(dir, "xl.cfg"), predicted[bank][strconv.Itoa(i)], got)
+			}
+		}
+	}
+	t.Logf("vTPM after the guest (%s): PCRs 0-15 = crypto, 4/5 = pcrsim predict --xl-config, banks %v", reader, banks)
+	return want
+}
+
+// checkTarget: the kexec'd (or loaded) system runs with the measured
+// command line and reads, through /dev/tpm0, the PCRs crypto expects.
+func checkTarget(t testing.TB, g guest, console string, rep *report.Report, repErr error, want map[string]map[int][]byte) {
 	if repErr != nil {
 		t.Fatalf("no target report: %v", repErr)
 	}
 	for _, e := range rep.Errors {
 		t.Errorf("target: %s", e)
 	}
-	if rep.Cmdline != wantCmdline+"\n" {
-		t.Errorf("target /proc/cmdline = %q, want %q", rep.Cmdline, wantCmdline+"\n")
+	if w := wantCmdlineFor(g) + "\n"; rep.Cmdline != w {
+		t.Errorf("target /proc/cmdline = %q, want %q", rep.Cmdline, w)
 	}
-	if g.tpm == "" {
+	if g.tpm == "" || g.loader {
+		// A loader guest has no vtpm device (see guest.loader).
 		if rep.Version != pcrbank.VersionSoftware {
 			t.Errorf("target found a TPM %v", rep.Version)
 		}
@@ -625,16 +859,107 @@ func checkTarget(t *testing.T, g guest, f files, dir, console string, rep *repor
 			t.Errorf("console lacks %q", w)
 		}
 	}
+	if len(rep.PCRs) != len(want) {
+		t.Errorf("target read %d banks, the vTPM has %d", len(rep.PCRs), len(want))
+	}
 	for a, pcrs := range rep.PCRs {
 		for i := 0; i <= 9; i++ {
-			if h := afterPCRs[a.String()][strconv.Itoa(i)]; h != hex.EncodeToString(pcrs[i]) {
-				t.Errorf("%v PCR %d: target read %x through /dev/tpm0, go-tpm read %s from swtpm after the guest", a, i, pcrs[i], h)
+			if w := want[a.String()][i]; !bytes.Equal(pcrs[i], w) {
+				t.Errorf("%v PCR %d: target read %x through /dev/tpm0, want %x (crypto of the files)", a, i, pcrs[i], w)
 			}
 		}
 	}
-	if len(rep.PCRs) == 0 {
-		t.Errorf("target read no PCRs")
+}
+
+// splitReports cuts a console holding several boots into one piece per
+// boot: each piece ends with a target report's last line and starts after
+// the previous one's, so it holds that boot's stub and target lines.
+func splitReports(console string) []string {
+	var out []string
+	lines := strings.SplitAfter(console, "\n")
+	start, begun := 0, false
+	for i, l := range lines {
+		switch {
+		case strings.TrimRight(l, "\r\n") == report.Begin:
+			begun = true
+		case begun && strings.HasPrefix(l, "==== VTPMBOOT TARGET REPORT END"):
+			out = append(out, strings.Join(lines[start:i+1], ""))
+			start, begun = i+1, false
+		}
 	}
+	return out
+}
+
+// checkReboot: the second boot was a new domain (xl's reboot), and
+// vtpmback reset the vTPM for it, once.
+func checkReboot(t *testing.T, g guest, dir string) {
+	b, _ := os.ReadFile(filepath.Join(dir, "domids"))
+	ids := strings.Fields(string(b))
+	if len(ids) != 2 || ids[0] == ids[1] {
+		t.Errorf("domids seen %q, want two (xl's reboot is a new domain)", ids)
+	}
+	vb, _ := os.ReadFile(filepath.Join(dir, "..", "vtpmback.log"))
+	u := uuidOf(dir)
+	for n, id := range ids {
+		w := fmt.Sprintf("vTPM %s: boot %d of domain %s (", u, n+1, id)
+		if !strings.Contains(string(vb), w) {
+			t.Errorf("vtpmback's log lacks %q (a reset for this boot)", w)
+		}
+	}
+	t.Logf("domids %v; vtpmback reset the vTPM once per boot", ids)
+}
+
+// checkLoader: vtpmboot-loader, run by libxl as bootloader=, measured the
+// files crypto and pcrsim expect into the swtpm, and the guest booted
+// exactly those with the measured command line.
+func checkLoader(t *testing.T, g guest, f files, dir, console string, afterPCRs map[string]map[string]string, kernel, initrd []byte) {
+	bl, err := os.ReadFile(filepath.Join(dir, "bootloader.log"))
+	if err != nil {
+		t.Errorf("no bootloader log (/var/log/xen/bootloader.<domid>.log): %v", err)
+	}
+	if !strings.Contains(string(bl), "measured into vTPM "+uuidFromConfig(t, dir)) {
+		t.Errorf("the loader's log does not say it measured:\n%s", bl)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "domids"))
+	ids := strings.Fields(string(b))
+	m := regexp.MustCompile(`disk read by uid (\d+), capabilities ([0-9a-f]+)`).FindStringSubmatch(string(bl))
+	switch {
+	case m == nil:
+		t.Errorf("the loader's log does not say who read the disk")
+	case len(ids) == 0:
+		t.Errorf("no domid recorded")
+	case g.restrict:
+		// libxl's bootloader_uid: xen-qemuuser-range-base (131072 in
+		// dom0's passwd) + the domid.
+		id, _ := strconv.Atoi(ids[0])
+		if m[1] != strconv.Itoa(131072+id) || strings.Trim(m[2], "0") != "" {
+			t.Errorf("restricted: the disk was read by uid %s with capabilities %s, want uid %d and none", m[1], m[2], 131072+id)
+		}
+	default:
+		if m[1] != "0" {
+			t.Errorf("unrestricted: the disk was read by uid %s, want 0", m[1])
+		}
+	}
+	if m != nil {
+		t.Logf("the picker read the disk as uid %s, capabilities %s", m[1], m[2])
+	}
+	if want := checkVTPM(t, g, f, dir, afterPCRs, kernel, initrd); want == nil {
+		return
+	}
+	rep, repErr := report.Parse(console)
+	checkTarget(t, g, console, rep, repErr, nil)
+	if !strings.Contains(console, "xentarget: xenbus vtpm devices: 0") {
+		t.Errorf("the loader guest has a vtpm device")
+	}
+}
+
+func uuidFromConfig(t *testing.T, dir string) string {
+	b, _ := os.ReadFile(filepath.Join(dir, "xl.cfg"))
+	m := regexp.MustCompile(`--vtpm-uuid=([0-9a-f-]+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no --vtpm-uuid= in %s/xl.cfg", dir)
+	}
+	return string(m[1])
 }
 
 var waitPhase = regexp.MustCompile(`vtpmboot: phase wait (\d+)ms`)
@@ -680,20 +1005,18 @@ func pcrsimPredict(t *testing.T, pcrsim, cfg string, banks []string) map[string]
 	return docs[0].Banks
 }
 
-func readPCRFile(t *testing.T, p string, want bool) map[string]map[string]string {
+func readPCRFile(t *testing.T, dir, which string) map[string]map[string]string {
 	t.Helper()
+	p := filepath.Join(dir, "pcrs-"+which+".json")
 	b, err := os.ReadFile(p)
-	if !want {
-		return nil
-	}
 	if err != nil {
-		t.Errorf("host-side PCR read: %v", err)
+		t.Errorf("PCR read in dom0 %s the guest: %v", which, err)
 		return nil
 	}
 	var m map[string]map[string]string
 	if err := json.Unmarshal(b, &m); err != nil || len(m) == 0 {
-		log, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "pcrread.log"))
-		t.Errorf("host-side PCR read %s: %q %v %s", p, b, err, log)
+		log, _ := os.ReadFile(filepath.Join(dir, "pcrread-"+which+".log"))
+		t.Errorf("PCR read in dom0 %s the guest, %s: %q %v %s", which, p, b, err, log)
 	}
 	return m
 }

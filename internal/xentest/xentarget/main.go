@@ -4,8 +4,9 @@
 // stub does (/dev/tpm0 through tpmfront.Open("auto"), which probes 1.2 vs
 // 2.0 by command since xen-tpmfront registers every chip as 1.2), reads
 // PCRs 0-9 of every bank and prints them with /proc/cmdline in the
-// internal/target/report format, then powers off. It never hangs: the test
-// waits for the domain to end.
+// internal/target/report format, then powers off, or reboots once when dom0
+// asked for it (rebootKey). It never hangs: the test waits for the domain
+// to end.
 package main
 
 import (
@@ -22,14 +23,31 @@ import (
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/pcrbank"
 	"github.com/vtpmboot/vtpmboot/tpmfront"
+	"github.com/vtpmboot/vtpmboot/xen/xenstore"
 )
 
 const maxPCR = 9
+
+// rebootKey, relative to the guest's /local/domain/<domid>, is written by
+// dom0 for a guest that must reboot once (e2e/xen's rebooting guest),
+// while its first domid lives. xl's reboot is a new domain with a new
+// domid, whose xenstore directory has no such key: that boot powers off.
+// dom0 rewrites it after a soft reset, which recreates the directory.
+const rebootKey = "data/xentest-reboot"
 
 func main() {
 	r := &report.Report{PCRs: map[pcrbank.Alg]map[int][]byte{}}
 	fail := func(format string, a ...any) { r.Errors = append(r.Errors, fmt.Sprintf(format, a...)) }
 	out := collect(r, fail)
+	reboot := false
+	if xs, err := xenstore.Open(); err != nil {
+		out = append(out, fmt.Sprintf("xenstore: %v", err))
+	} else {
+		v, err := xs.Read(rebootKey)
+		reboot = err == nil && v == "1"
+		out = append(out, fmt.Sprintf("%s: %q (reboot: %v)", rebootKey, v, reboot))
+		xs.Close()
+	}
 	con, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0)
 	if err != nil {
 		con = os.Stdout
@@ -41,6 +59,9 @@ func main() {
 	_ = unix.IoctlSetInt(int(con.Fd()), unix.TCSBRK, 1)
 	con.Close()
 	unix.Sync()
+	if reboot {
+		unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	}
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	select {}
 }
