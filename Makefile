@@ -119,7 +119,7 @@ FORCE:
 
 commands: out/vtpmboot-init
 	for c in $(COMMANDS) $(SBIN_COMMANDS) $(LIB_COMMANDS); do \
-	  GOTOOLCHAIN=local $(GO) build -trimpath -ldflags='-s -w -buildid= -X main.version=$(VERSION) -X github.com/vtpmboot/vtpmboot/host/loader.version=$(VERSION)' -o out/$$c ./cmd/$$c || exit 1; done
+	  GOTOOLCHAIN=local $(GO) build -trimpath -ldflags='-s -w -buildid= -X github.com/vtpmboot/vtpmboot/host/buildinfo.Version=$(VERSION)' -o out/$$c ./cmd/$$c || exit 1; done
 
 install: commands
 	for c in $(COMMANDS); do \

@@ -13,10 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 
-	"github.com/vtpmboot/vtpmboot/boot/measure"
+	"github.com/vtpmboot/vtpmboot/host/buildinfo"
 	"github.com/vtpmboot/vtpmboot/images"
 )
 
@@ -47,10 +46,6 @@ Exit status: 0 built, 1 building failed, 2 bad flags or inputs.
 
 Flags:
 `
-
-// version is the package version, set at build time by the Makefile
-// (-ldflags -X main.version=...); "" falls back to the Go build info.
-var version string
 
 // installedInit is where the Debian package (and make install) put the
 // stub's prebuilt /init: PREFIX/lib/vtpmboot/init next to PREFIX/bin/mkstub.
@@ -120,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if c.showVer {
-		fmt.Fprintln(stdout, versionLine())
+		fmt.Fprintln(stdout, buildinfo.Line("mkstub"))
 		return exitOK
 	}
 	o, err := c.options(ctx, fs.Args())
@@ -312,17 +307,4 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintln(w)
 	})
-}
-
-// versionLine names the build and the measurement contract the stub's
-// /init implements.
-func versionLine() string {
-	v := version
-	if v == "" {
-		v = "(devel)"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-	}
-	return fmt.Sprintf("mkstub %s, measurement contract %d", v, measure.ContractVersion)
 }

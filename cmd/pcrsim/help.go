@@ -4,10 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"strings"
 
-	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/host/predict"
 )
 
@@ -213,22 +211,4 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintln(w)
 	})
-}
-
-// versionLine is what --version prints: the build (module version or VCS
-// revision) and the measurement contract it implements, which is what
-// decides whether two pcrsims predict the same values.
-func versionLine() string {
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " " + s.Value[:12]
-			}
-		}
-	}
-	return fmt.Sprintf("pcrsim %s, measurement contract %d", v, measure.ContractVersion)
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/vtpmboot/vtpmboot/boot/termsafe"
+	"github.com/vtpmboot/vtpmboot/host/buildinfo"
 	sim "github.com/vtpmboot/vtpmboot/host/pcrsim"
 )
 
@@ -48,7 +49,7 @@ func run(args []string, o sim.IO) int {
 	}
 	switch args[0] {
 	case "version", "-version", "--version":
-		fmt.Fprintln(o.Stdout, versionLine())
+		fmt.Fprintln(o.Stdout, buildinfo.Line("pcrsim"))
 		return exitOK
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {

@@ -17,10 +17,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
+	"github.com/vtpmboot/vtpmboot/host/buildinfo"
 	"github.com/vtpmboot/vtpmboot/host/swtpm"
 	"github.com/vtpmboot/vtpmboot/host/vtpm"
 	"github.com/vtpmboot/vtpmboot/host/vtpmctl"
@@ -66,28 +66,6 @@ type options struct {
 	domid                                               int
 }
 
-// version is set at build time (-ldflags -X main.version=..., the
-// Makefile and debian/rules); otherwise the module's build info names it.
-var version string
-
-func versionLine() string {
-	if version != "" {
-		return "vtpmback " + version
-	}
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " " + s.Value[:12]
-			}
-		}
-	}
-	return "vtpmback " + v
-}
-
 // parse reads the command line; a non-nil code means exit with it.
 func parse(args []string, stdout, stderr io.Writer) (*options, *int) {
 	code := func(c int) *int { return &c }
@@ -120,7 +98,7 @@ func parse(args []string, stdout, stderr io.Writer) (*options, *int) {
 		return nil, code(2)
 	}
 	if *version {
-		fmt.Fprintln(stdout, versionLine())
+		fmt.Fprintln(stdout, buildinfo.Line("vtpmback"))
 		return nil, code(0)
 	}
 	if fs.NArg() > 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/vtpmboot/vtpmboot/boot/measure"
 	"github.com/vtpmboot/vtpmboot/boot/termsafe"
 	"github.com/vtpmboot/vtpmboot/config"
+	"github.com/vtpmboot/vtpmboot/host/buildinfo"
 	"github.com/vtpmboot/vtpmboot/pcrbank"
 )
 
@@ -65,7 +66,7 @@ func Main(argv []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, Usage)
 			return 0
 		case "--version":
-			fmt.Fprintln(stdout, "vtpmboot-loader "+Version())
+			fmt.Fprintln(stdout, buildinfo.Line("vtpmboot-loader"))
 			return 0
 		}
 	}

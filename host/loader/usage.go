@@ -1,7 +1,5 @@
 package loader
 
-import "runtime/debug"
-
 // Usage is what --help prints. libxl never passes --help; an admin
 // trying the loader by hand does.
 const Usage = `usage: vtpmboot-loader [libxl's bootloader arguments] DISK
@@ -35,25 +33,3 @@ A refusal is one line on stderr, which libxl writes to
 
 Exit status: 0 booted, 1 refused, 2 bad arguments.
 `
-
-// version is set at build time (-ldflags -X ...loader.version=...).
-var version string
-
-// Version names this build: the build-time version, else the module's.
-func Version() string {
-	if version != "" {
-		return version
-	}
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " " + s.Value[:12]
-			}
-		}
-	}
-	return v
-}
