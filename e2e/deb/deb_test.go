@@ -262,7 +262,7 @@ func testCommands(t *testing.T, c *chroot, deb string) {
 		}
 	}
 	// man(1) renders each page (the root's minbase has no man).
-	for page, want := range map[string]string{"man1/pcrsim.1.gz": "pcrsim - predict", "man1/mkstub.1.gz": "mkstub - build", "man8/vtpmback.8.gz": "vtpmback - serve"} {
+	for page, want := range map[string]string{"man1/pcrsim.1.gz": "pcrsim - predict", "man1/mkstub.1.gz": "mkstub - build", "man8/vtpmback.8.gz": "vtpmback - own and serve", "man8/vtpmboot-loader.8.gz": "vtpmboot-loader - measuring bootloader="} {
 		cmd := exec.Command("man", "--warnings", "-l", filepath.Join(c.dir, "usr/share/man", page))
 		cmd.Env = append(os.Environ(), "MANWIDTH=100", "LC_ALL=C.UTF-8")
 		out, err := cmd.CombinedOutput()
