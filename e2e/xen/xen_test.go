@@ -29,7 +29,6 @@ import (
 	"github.com/vtpmboot/vtpmboot/e2e"
 	"github.com/vtpmboot/vtpmboot/images"
 	"github.com/vtpmboot/vtpmboot/internal/guestdisk"
-	"github.com/vtpmboot/vtpmboot/internal/qemutest"
 	"github.com/vtpmboot/vtpmboot/internal/target/report"
 	"github.com/vtpmboot/vtpmboot/internal/testenv"
 	"github.com/vtpmboot/vtpmboot/internal/xentest"
@@ -479,18 +478,14 @@ func TestXen(t *testing.T) {
 	}
 	t.Logf("built the stub, target, disks and tools in %v", time.Since(start).Round(time.Second))
 
-	unlockXen, err := xentest.Lock()
+	// xentest.Lock takes every boot slot (qemutest.LockMachineAll, the one
+	// throttle of emulated boots), so no other test's boot runs beside
+	// Xen. Take it once: slots are flock(2)s, and a second LockMachineAll
+	// in this process would wait for the first forever.
+	unlock, err := xentest.Lock()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every QEMU boot on the machine takes boot slots (CONTRIBUTING.md):
-	// Xen under TCG takes them all, so no other test's boot runs beside it.
-	unlockSlots, err := qemutest.LockMachineAll(context.Background())
-	if err != nil {
-		unlockXen()
-		t.Fatal(err)
-	}
-	unlock := func() { unlockSlots(); unlockXen() }
 	p, err := xentest.BuildDom0(context.Background(), root, out)
 	if err != nil {
 		unlock()
