@@ -23,6 +23,10 @@ pkgs+=(xen-utils-4.17 qemu-system-xen)
 # make deb and e2e/deb: Debian's package tooling, and debootstrap for the
 # throwaway Debian root the package is installed into.
 pkgs+=(debhelper lintian debootstrap)
+# e2e/deb renders the man pages (man -l); cmd/vtpmback checks its unit with
+# systemd-analyze verify. Both come with Debian 12's base image; named so
+# that a smaller one still gets them.
+pkgs+=(man-db systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
