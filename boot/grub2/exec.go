@@ -567,46 +567,15 @@ func (t *testParser) strtosl(s string) int32 {
 	return int32(t.strtoul(s))
 }
 
-// strtoul is grub_strtoul with base 0 (kern/misc.c): leading white space
-// skipped, "0x" hex, "0" then an octal digit octal, digits up to the first
-// other character, 0 when there are none. A value over 32 bits is refused:
-// there GRUB's platforms differ (i386-pc's long is 32 bits and clamps,
-// x86_64-efi's is 64 and C's int conversion wraps).
+// strtoul is grub_strtoul with base 0 (strtoulPrefix), 0 when there are
+// no digits. A value over 32 bits is refused: there GRUB's platforms
+// differ (i386-pc's long is 32 bits and clamps, x86_64-efi's is 64 and
+// C's int conversion wraps).
 func (t *testParser) strtoul(s string) uint64 {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t' || s[0] == '\n' || s[0] == '\r' || s[0] == '\v' || s[0] == '\f') {
-		s = s[1:]
-	}
-	base := uint64(10)
-	if len(s) > 1 && s[0] == '0' {
-		if s[1] == 'x' {
-			base, s = 16, s[2:]
-		} else if s[1] >= '0' && s[1] <= '7' {
-			base = 8
-		}
-	}
-	var n uint64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		var d uint64
-		switch {
-		case c >= '0' && c <= '9':
-			d = uint64(c - '0')
-		case c >= 'a' && c <= 'z':
-			d = uint64(c-'a') + 10
-		default:
-			d = 99
-		}
-		if d >= base {
-			break
-		}
-		n = n*base + d
-		if n > 0xffffffff {
-			t.fail(fmt.Errorf("test: number %q does not fit 32 bits; GRUB's platforms disagree on it", s))
-			return 0
-		}
+	n, _ := strtoulPrefix(s)
+	if n > 0xffffffff {
+		t.fail(fmt.Errorf("test: number %q does not fit 32 bits; GRUB's platforms disagree on it", s))
+		return 0
 	}
 	return n
 }
