@@ -280,27 +280,10 @@ stop_tpm() { # name version uuid
   "$PCRREAD" -socket "/run/vtpm/$3.sock" -version "$2" > "$d/pcrs-after.json" 2> "$d/pcrread-after.log"
   kill "$(cat /run/vtpm/$3.pid)" 2>/dev/null
 }
-run_guest() { # name timeout-seconds
-  local d="$XENTEST_OUT/$1"
-  run_guest_once "$@"
-  # An HVM guest that ended, not by our timeout or purgatory check, with
-  # nothing at all on its serial port never reached the stub's first line:
-  # it died in hvmloader, SeaBIOS's kernel load or the kernel's first
-  # instructions (xl: "reason code 1", a reboot, which is also what Xen
-  # reports for a triple fault; seen once in CI).
-  # That is the nested emulation, not the stub; run it once more, keeping
-  # the first attempt's logs, and the test says so.
-  if [ -f "$d/console" ] && [ ! -s "$d/console" ] && [ ! -e "$d/timeout" ] && [ ! -e "$d/purgatory" ]; then
-    mkdir -p "$d/attempt1"
-    for f in console seconds xl.log qemu-dm.log xl-create.log xl-list.log domids pcrs-after.json pcrread-after.log; do [ -e "$d/$f" ] && mv "$d/$f" "$d/attempt1/"; done
-    log "$1: nothing on the console, running it once more"
-    run_guest_once "$@"
-  fi
-}
 # xl runs in the foreground (-F) and the guest's life is xl's: a reboot
 # (destroy, then a new domain under the same name) leaves a moment with
 # no domain of that name, which polling the name would take for the end.
-run_guest_once() { # name timeout-seconds
+run_guest() { # name timeout-seconds
   local d="$XENTEST_OUT/$1" t0 t1 xlpid id first="" last="" key env=()
   [ -e "$d/restrict" ] && env=(LIBXL_BOOTLOADER_RESTRICT=1)
   t0=$(date +%s.%N)
@@ -529,9 +512,6 @@ func summary(g guest, dir string, ok bool) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "  %s %s %ss", verdict, g.name, strings.TrimSpace(string(secs)))
-	if _, err := os.Stat(filepath.Join(dir, "attempt1")); err == nil {
-		fmt.Fprintf(&b, " (second attempt: the first %s)", attemptNote(filepath.Join(dir, "attempt1")))
-	}
 	cb, consoleErr := os.ReadFile(consolePath(g, dir))
 	// The stub's second kexec load (boot/stub/balloon.go), which the unit
 	// tests cover and no run here had needed: worth seeing when it does.
@@ -604,13 +584,6 @@ func shutdownReason(xllog string) string {
 	return "no shutdown line in xl's log"
 }
 
-// attemptNote says how a guest's first, retried attempt ended.
-func attemptNote(dir string) string {
-	secs, _ := os.ReadFile(filepath.Join(dir, "seconds"))
-	xllog, _ := os.ReadFile(filepath.Join(dir, "xl.log"))
-	return fmt.Sprintf("printed nothing on the console in %ss; %s", strings.TrimSpace(string(secs)), shutdownReason(string(xllog)))
-}
-
 func check(t *testing.T, g guest, f files, dir string, diskSum [32]byte) {
 	secs, _ := os.ReadFile(filepath.Join(dir, "seconds"))
 	t.Logf("guest %s (%s, TPM %q, loader %v): %ss in Xen", g.name, g.typ, g.tpm, g.loader, strings.TrimSpace(string(secs)))
@@ -624,11 +597,6 @@ func check(t *testing.T, g guest, f files, dir string, diskSum [32]byte) {
 		t.Fatalf("no console: %v", err)
 	}
 	console := strings.ReplaceAll(string(cb), "\r\n", "\n")
-	if _, err := os.Stat(filepath.Join(dir, "attempt1")); err == nil {
-		// dom0 retries only a guest whose serial port stayed empty: the
-		// stub never ran, so its vTPM and disk are as before.
-		t.Logf("%s: first attempt %s; this is the second", g.name, attemptNote(filepath.Join(dir, "attempt1")))
-	}
 	defer func() {
 		if t.Failed() {
 			xllog, _ := os.ReadFile(filepath.Join(dir, "xl.log"))
